@@ -1,0 +1,21 @@
+//! The contract between the wisp host (`wisp-vmm`) and the guest agent.
+//!
+//! Everything both sides must agree on lives here and nowhere else: where
+//! things sit in guest memory ([`layout`]), which I/O ports mean what
+//! ([`ports`]), the boot record the host leaves for the agent ([`boot`]) and
+//! the messages carried over the virtqueue channel ([`msg`]).
+//!
+//! The crate is `no_std` and allocation-free so the freestanding agent can use
+//! it. Decoding never trusts its input: the host decodes what an untrusted
+//! guest wrote, so every length is bounds-checked and every error is a value.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod layout;
+pub mod msg;
+pub mod ports;
+
+/// Version of this contract. The host refuses to run an agent built against a
+/// different version (the agent reports it in its boot handshake).
+pub const ABI_VERSION: u32 = 1;

@@ -1,0 +1,2 @@
+//! Intentionally empty: see agent/Cargo.toml.
+#![no_std]

@@ -1,0 +1,169 @@
+//! The wisp agent: the only program inside a wisp micro-VM.
+//!
+//! The host enters `_start` at ring 3 with identity-mapped memory laid out as
+//! `wisp_abi::layout` describes. The agent claims its heap, starts a `no_std`
+//! wasmtime engine, loads the module the host precompiled and placed in
+//! memory, instantiates it, and reports `Ready` — the state a snapshot
+//! captures. It then receives one request, runs `_start`, streams output and
+//! reports how the module ended.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod channel;
+mod clock;
+mod cpu;
+mod heap;
+mod limits;
+mod misbehave;
+mod port;
+mod rt;
+mod stdio;
+mod wasi;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::ptr::NonNull;
+
+use wasmtime::{CustomCodeMemory, Engine, Linker, Module, Store, TypedFunc};
+use wisp_abi::boot::{BootInfo, TestMode, BOOT_MAGIC};
+use wisp_abi::layout::BOOT_INFO_ADDR;
+use wisp_abi::msg::{self, Kind};
+
+use crate::channel::{Channel, Incoming};
+use crate::wasi::Ctx;
+
+/// All guest memory is mapped executable (the host builds the page tables),
+/// so publishing code needs no permission change.
+struct IdentityCodeMemory;
+
+impl CustomCodeMemory for IdentityCodeMemory {
+    fn required_alignment(&self) -> usize {
+        1
+    }
+
+    fn publish_executable(&self, _ptr: *const u8, _len: usize) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn unpublish_executable(&self, _ptr: *const u8, _len: usize) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts the engine and loads the precompiled module the host placed in
+/// guest memory.
+fn prepare(boot: &BootInfo) -> Result<(Engine, Module, Linker<Ctx>), String> {
+    let mut config = wisp_engine::config();
+    // SAFETY: `cpu::detect_feature` answers from cpuid/xgetbv of the CPU we
+    // run on, so every feature it reports is really usable.
+    unsafe { config.detect_host_feature(cpu::detect_feature) };
+    config.with_custom_code_memory(Some(Arc::new(IdentityCodeMemory)));
+    let engine = Engine::new(&config).map_err(|e| format!("engine: {e}"))?;
+
+    let len = usize::try_from(boot.module_len).map_err(|_| String::from("module too large"))?;
+    let ptr = NonNull::new(boot.module_addr as *mut u8).ok_or_else(|| String::from("no module"))?;
+    // SAFETY: the host placed the precompiled artifact at module_addr..+len,
+    // in memory nothing else uses and that stays untouched for the VM's life.
+    let module = unsafe { Module::deserialize_raw(&engine, NonNull::slice_from_raw_parts(ptr, len)) }
+        .map_err(|e| format!("loading the precompiled module: {e:#}"))?;
+
+    let mut linker = Linker::new(&engine);
+    wasi::add_to_linker(&mut linker).map_err(|e| format!("linker: {e}"))?;
+    Ok((engine, module, linker))
+}
+
+/// Instantiates the module (running its start function and data
+/// initialisers) and finds the command entry point.
+fn instantiate(store: &mut Store<Ctx>, linker: &Linker<Ctx>, module: &Module) -> Result<TypedFunc<(), ()>, String> {
+    let instance = linker.instantiate(&mut *store, module).map_err(|e| format!("{e:#}"))?;
+    instance
+        .get_typed_func::<(), ()>(&mut *store, "_start")
+        .map_err(|_| String::from("the module has no `_start` export of type () -> () (not a WASI command)"))
+}
+
+/// Waits for the request that must follow `Ready`, and the stdin burst
+/// that may come with it.
+fn receive_request(ctx: &mut Ctx, tsc_khz: u64) {
+    let mut invocation = None;
+    let Ctx { channel, stdio, .. } = &mut *ctx;
+    while let Some(got) = channel.recv(|m| match m {
+        Incoming::Request(payload) => match msg::decode_request(payload) {
+            Ok(req) => Some(wasi::Invocation::from(&req)),
+            Err(_) => rt::fatal("malformed request"),
+        },
+        other => {
+            stdio.accept(other);
+            None
+        }
+    }) {
+        invocation = got.or(invocation);
+    }
+    match invocation {
+        Some(inv) => ctx.begin(inv, tsc_khz),
+        None => rt::fatal("no request after Ready"),
+    }
+}
+
+/// Rust entry point, called from `_start` in `rt`.
+pub extern "C" fn agent_main() -> ! {
+    // SAFETY: the host wrote a BootInfo at BOOT_INFO_ADDR before entry; it is
+    // plain integers, aligned, and never written again.
+    let boot = unsafe { *(BOOT_INFO_ADDR as *const BootInfo) };
+    if boot.magic != BOOT_MAGIC || boot.abi_version != wisp_abi::ABI_VERSION {
+        rt::fatal("boot info missing or from another ABI version");
+    }
+    heap::init(boot.heap_start, boot.heap_end);
+    let mut channel = Channel::init();
+    misbehave::run(TestMode::from_u32(boot.test_mode), &mut channel);
+
+    let (engine, module, linker) = match prepare(&boot) {
+        Ok(parts) => parts,
+        Err(e) => fail(&mut channel, &e),
+    };
+    let heap = (boot.heap_end - boot.heap_start) as usize;
+    let mut store = Store::new(&engine, Ctx::new(channel, limits::Limits::new(heap)));
+    store.limiter(|ctx| &mut ctx.limits);
+    let start = match instantiate(&mut store, &linker, &module) {
+        Ok(start) => start,
+        Err(e) => fail(&mut store.data_mut().channel, &e),
+    };
+
+    let ctx = store.data_mut();
+    ctx.channel.send(Kind::Ready, &[]);
+    ctx.channel.notify();
+    receive_request(ctx, boot.tsc_khz);
+
+    let outcome = start.call(&mut store, ());
+    let ctx = store.data_mut();
+    ctx.stdio.queue_output(&mut ctx.channel);
+    match outcome {
+        Ok(()) => ctx.channel.send(Kind::Exit, &0i32.to_le_bytes()),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<wasi::ProcExit>() {
+                ctx.channel.send(Kind::Exit, &exit.0.to_le_bytes());
+            } else if let Some(oom) = e.downcast_ref::<limits::OutOfMemory>() {
+                ctx.channel.send(Kind::OutOfMemory, format!("{oom}").as_bytes());
+            } else {
+                ctx.channel.send(Kind::Trap, format!("{e:?}").as_bytes());
+            }
+        }
+    }
+    halt(&mut ctx.channel)
+}
+
+/// Reports a failure to load or instantiate the module and stops.
+fn fail(channel: &mut Channel, message: &str) -> ! {
+    channel.send(Kind::Error, message.as_bytes());
+    halt(channel)
+}
+
+/// The host never resumes a guest after its final message; if it does, the
+/// agent just reports again.
+fn halt(channel: &mut Channel) -> ! {
+    loop {
+        channel.notify();
+    }
+}

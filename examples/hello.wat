@@ -1,0 +1,31 @@
+;; The demo function: greets its first argument (or "world") on stdout.
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hello, ")
+  (data (i32.const 16) "world")
+  (data (i32.const 32) "!\n")
+  (func $write (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 64) (local.get $ptr))
+    (i32.store (i32.const 68) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 72))))
+  (func $strlen (param $p i32) (result i32) (local $n i32)
+    (block $done (loop $next
+      (br_if $done (i32.eqz (i32.load8_u (i32.add (local.get $p) (local.get $n)))))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br $next)))
+    (local.get $n))
+  (func (export "_start") (local $argc i32) (local $name i32)
+    (drop (call $args_sizes_get (i32.const 80) (i32.const 84)))
+    (local.set $argc (i32.load (i32.const 80)))
+    (call $write (i32.const 0) (i32.const 7))
+    (if (i32.ge_u (local.get $argc) (i32.const 2))
+      (then
+        ;; argv pointers at 1024, strings at 2048.
+        (drop (call $args_get (i32.const 1024) (i32.const 2048)))
+        (local.set $name (i32.load (i32.const 1028)))
+        (call $write (local.get $name) (call $strlen (local.get $name))))
+      (else (call $write (i32.const 16) (i32.const 5))))
+    (call $write (i32.const 32) (i32.const 2))))

@@ -1,0 +1,54 @@
+//! Builds the guest agent with a nested cargo and hands its path to the
+//! crate (`WISP_AGENT_ELF`), so `cargo build` builds host and guest together.
+//!
+//! The agent is its own workspace (freestanding, `panic = "abort"`, patched
+//! crates) and always builds in release: a debug guest would make every test
+//! slow without making the host any easier to debug. Its target dir is
+//! `<target>/agent`, shared by every host profile and by clippy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let agent_dir = manifest_dir.join("../agent");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir.join("../target"))
+        .join("agent");
+
+    for path in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "linker.ld", "memfd-stub"] {
+        println!("cargo:rerun-if-changed={}", agent_dir.join(path).display());
+    }
+    for shared in ["../abi/src", "../engine/src", "../abi/Cargo.toml", "../engine/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(shared).display());
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&agent_dir)
+        .args(["build", "--release", "--locked", "--target-dir"])
+        .arg(&target_dir);
+    // The outer build's settings (clippy's wrapper, host RUSTFLAGS, a
+    // cross target) must not leak into the guest build.
+    for var in [
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_PKG_NAME",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("failed to run cargo for the agent");
+    if !status.success() {
+        panic!("building the guest agent failed ({status}); see the output above");
+    }
+    let elf = target_dir.join("release/wisp-agent");
+    assert!(Path::new(&elf).exists(), "agent ELF missing at {}", elf.display());
+    println!("cargo:rustc-env=WISP_AGENT_ELF={}", elf.display());
+}

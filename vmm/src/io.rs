@@ -1,0 +1,62 @@
+//! Where an invocation's stdin comes from and its output goes.
+
+use std::io;
+
+/// The host end of the module's standard streams.
+pub trait GuestIo {
+    /// Reads stdin; `Ok(0)` means end of file. May block.
+    fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Whether `read_stdin` would return without blocking. When true the
+    /// host sends stdin ahead of the guest asking, saving VM exits.
+    fn stdin_ready(&mut self) -> bool {
+        false
+    }
+
+    /// Takes a chunk the module wrote to stdout.
+    fn write_stdout(&mut self, data: &[u8]) -> io::Result<()>;
+
+    /// Takes a chunk the module wrote to stderr.
+    fn write_stderr(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+/// In-memory streams: stdin from a buffer, output collected.
+#[derive(Debug, Default, Clone)]
+pub struct BufferIo {
+    stdin: Vec<u8>,
+    pos: usize,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl BufferIo {
+    /// Streams whose stdin holds `stdin`.
+    pub fn with_stdin(stdin: impl Into<Vec<u8>>) -> BufferIo {
+        BufferIo { stdin: stdin.into(), ..BufferIo::default() }
+    }
+}
+
+impl GuestIo for BufferIo {
+    fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.stdin.len() - self.pos);
+        buf[..n].copy_from_slice(&self.stdin[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn stdin_ready(&mut self) -> bool {
+        true
+    }
+
+    fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stdout.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn write_stderr(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stderr.extend_from_slice(data);
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! One wisp micro-VM.
+//!
+//! A [`Vm`] is a KVM VM with one vCPU and no devices but a virtqueue
+//! channel. The host builds the whole machine state itself (page tables,
+//! descriptor tables, registers), loads the guest agent and a precompiled
+//! wasm module, and enters the agent at ring 3. [`Vm::boot`] runs the agent
+//! until it reports ready; [`Vm::invoke`] sends one request and serves the
+//! guest's port writes until the module exits, traps, faults or times out.
+//!
+//! The guest is untrusted: every value it hands the host is validated and
+//! every failure is an [`Error`] for that run only.
+
+mod arch;
+mod channel;
+mod error;
+mod io;
+mod kvm;
+mod loader;
+mod memory;
+mod timer;
+mod vm;
+
+pub use error::{Error, Result};
+pub use io::{BufferIo, GuestIo};
+pub use loader::AGENT_ELF;
+pub use vm::{BootTimings, Invocation, Outcome, Vm, VmConfig};
+pub use wisp_abi::boot::TestMode;
