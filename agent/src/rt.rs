@@ -127,19 +127,31 @@ extern "C" fn _Unwind_Resume() -> ! {
     fatal("_Unwind_Resume called with panic=abort")
 }
 
-// wasmtime's per-thread state pointer. The guest has exactly one thread.
-static mut TLS_SLOT: *mut u8 = core::ptr::null_mut();
+// wasmtime's thread-local pointers: slot 0 is the runtime's activation
+// list, slot 1 is reserved for component-model-async (never enabled). The
+// guest has exactly one thread, so plain statics are the thread's storage.
+static mut TLS_SLOTS: [*mut u8; 2] = [core::ptr::null_mut(); 2];
 
 #[unsafe(no_mangle)]
-extern "C" fn wasmtime_tls_get() -> *mut u8 {
-    // SAFETY: single-threaded guest, no reentrancy across this access.
-    unsafe { TLS_SLOT }
+extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
+    // SAFETY: single-threaded guest, no reentrancy across this access;
+    // `get` bounds-checks the slot wasmtime passes.
+    unsafe {
+        (*core::ptr::addr_of!(TLS_SLOTS))
+            .get(slot)
+            .copied()
+            .unwrap_or(core::ptr::null_mut())
+    }
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn wasmtime_tls_set(ptr: *mut u8) {
-    // SAFETY: single-threaded guest, no reentrancy across this access.
-    unsafe { TLS_SLOT = ptr }
+extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
+    // SAFETY: as in `wasmtime_tls_get`.
+    unsafe {
+        if let Some(s) = (*core::ptr::addr_of_mut!(TLS_SLOTS)).get_mut(slot) {
+            *s = ptr;
+        }
+    }
 }
 
 #[panic_handler]

@@ -42,7 +42,7 @@ pub fn exception_name(vector: u8) -> &'static str {
 
 /// GDT entries in selector order (see `wisp_abi::layout::selectors`).
 fn gdt() -> [u64; 7] {
-    let tss_limit = 103u64;
+    let tss_limit = TSS_BYTES as u64 - 1;
     let base = TSS_ADDR;
     let tss_low = (tss_limit & 0xffff)
         | ((base & 0xff_ffff) << 16)
@@ -85,11 +85,27 @@ fn fault_stub(vector: u8) -> [u8; 8] {
     [0xb0, vector, 0xe6, ports::FAULT as u8, 0xf4, 0xeb, 0xfd, 0x90]
 }
 
-fn tss() -> [u8; 104] {
-    let mut t = [0u8; 104];
+/// Size of the TSS proper (before the I/O permission bitmap).
+const TSS_HEADER_BYTES: usize = 104;
+/// Ports covered by the I/O permission bitmap: every port below this one
+/// is allowed, all others fault.
+const IO_BITMAP_PORTS: usize = 0x400;
+/// TSS with its I/O bitmap and the mandatory all-ones terminator byte.
+pub(crate) const TSS_BYTES: usize = TSS_HEADER_BYTES + IO_BITMAP_PORTS / 8 + 1;
+const _: () = assert!(TSS_ADDR + TSS_BYTES as u64 <= FAULT_STUBS_ADDR);
+
+/// The TSS: exception stack pointers and an I/O permission bitmap.
+///
+/// IOPL 3 alone lets ring 3 use `out` on hardware KVM, but PVM runs the
+/// guest with the host's IOPL 0 and emulates each trapped `out`, consulting
+/// only the TSS bitmap — so the bitmap is what makes port I/O work there.
+fn tss() -> [u8; TSS_BYTES] {
+    let mut t = [0u8; TSS_BYTES];
     t[4..12].copy_from_slice(&EXCEPTION_STACK_TOP.to_le_bytes()); // RSP0
     t[36..44].copy_from_slice(&EXCEPTION_STACK_TOP.to_le_bytes()); // IST1
-    t[102..104].copy_from_slice(&104u16.to_le_bytes()); // no I/O bitmap
+    t[102..104].copy_from_slice(&(TSS_HEADER_BYTES as u16).to_le_bytes());
+    // Bitmap bytes stay zero (allowed); the terminator must be all ones.
+    t[TSS_BYTES - 1] = 0xff;
     t
 }
 

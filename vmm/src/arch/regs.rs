@@ -7,7 +7,7 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_xcrs, CpuId, KVM_MAX_CPUI
 use kvm_ioctls::{Kvm, VcpuFd};
 use wisp_abi::layout::{selectors, GDT_ADDR, IDT_ADDR, PML4_ADDR, TSS_ADDR};
 
-use super::gdt::{GDT_BYTES, IDT_BYTES};
+use super::gdt::{GDT_BYTES, IDT_BYTES, TSS_BYTES};
 use crate::error::{Error, Result};
 
 const CR0_PE: u64 = 1 << 0;
@@ -95,7 +95,7 @@ pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, stack_top: u64) -> R
     sregs.ss = data;
     sregs.tr = kvm_segment {
         base: TSS_ADDR,
-        limit: 103,
+        limit: TSS_BYTES as u32 - 1,
         selector: selectors::TSS,
         type_: 0xb,
         present: 1,
