@@ -23,6 +23,16 @@ pub enum CompileError {
     /// is disabled.
     #[error("invalid module: {0}")]
     Invalid(String),
+    /// The module imports something the guest does not provide.
+    #[error("unsupported import `{module}::{name}` ({kind}): wisp provides only the {} functions of WASI preview 1", wisp_abi::wasi::MODULE)]
+    UnsupportedImport {
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+        /// What kind of item is imported.
+        kind: &'static str,
+    },
     /// The compiler could not be set up.
     #[error("wasm compiler: {0}")]
     Engine(String),
@@ -67,16 +77,51 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 impl Compiler {
     /// A compiler that caches artifacts in `cache_dir` (none if `None`).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Compiler, CompileError> {
-        let engine = Engine::new(&wisp_engine::config()).map_err(|e| CompileError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&wisp_engine::config())
+            .map_err(|e| CompileError::Engine(format!("{e:#}")))?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = hex(&h.0.finalize()[..8]);
-        Ok(Compiler { engine, fingerprint, cache_dir })
+        Ok(Compiler {
+            engine,
+            fingerprint,
+            cache_dir,
+        })
     }
 
-    /// Compiles `module` (wasm or WAT) without touching the cache.
+    /// Compiles `module` (wasm or WAT) without touching the cache, after
+    /// checking that the guest can satisfy its imports.
     pub fn compile(&self, module: &[u8]) -> Result<Vec<u8>, CompileError> {
-        self.engine.precompile_module(module).map_err(|e| CompileError::Invalid(format!("{e:#}")))
+        let artifact = self
+            .engine
+            .precompile_module(module)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        self.check_imports(&artifact)?;
+        Ok(artifact)
+    }
+
+    fn check_imports(&self, artifact: &[u8]) -> Result<(), CompileError> {
+        // SAFETY: `artifact` was produced just now by this engine's
+        // `precompile_module`, which is what `deserialize` requires.
+        let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact) }
+            .map_err(|e| CompileError::Engine(format!("{e:#}")))?;
+        for import in module.imports() {
+            let kind = match import.ty() {
+                wasmtime::ExternType::Func(_) => "function",
+                wasmtime::ExternType::Memory(_) => "memory",
+                wasmtime::ExternType::Table(_) => "table",
+                wasmtime::ExternType::Global(_) => "global",
+                wasmtime::ExternType::Tag(_) => "tag",
+            };
+            if kind != "function" || !wisp_abi::wasi::provides(import.module(), import.name()) {
+                return Err(CompileError::UnsupportedImport {
+                    module: import.module().to_owned(),
+                    name: import.name().to_owned(),
+                    kind,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn cache_path(&self, module: &[u8]) -> Option<PathBuf> {
@@ -137,6 +182,25 @@ mod tests {
         assert!(!c.compile(WAT.as_bytes()).unwrap().is_empty());
         let err = c.compile(b"not wasm").unwrap_err();
         assert!(matches!(err, CompileError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn rejects_imports_the_guest_lacks() {
+        let c = Compiler::new(None).unwrap();
+        let wat = r#"(module (import "env" "now" (func)) (func (export "_start")))"#;
+        let err = c.compile(wat.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unsupported import `env::now` (function)"),
+            "{err}"
+        );
+        let wat = r#"(module (import "wasi_snapshot_preview1" "fd_write" (memory 1)) (func (export "_start")))"#;
+        assert!(matches!(
+            c.compile(wat.as_bytes()),
+            Err(CompileError::UnsupportedImport { kind: "memory", .. })
+        ));
+        let wat = r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#;
+        assert!(c.compile(wat.as_bytes()).is_ok());
     }
 
     #[test]

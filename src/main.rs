@@ -65,7 +65,8 @@ fn env_entries(specs: &[String]) -> Result<Vec<Vec<u8>>> {
             Some((name, _)) if name.is_empty() => bail!("--env `{spec}`: empty variable name"),
             Some(_) => Ok(spec.clone().into_bytes()),
             None => {
-                let value = std::env::var(spec).with_context(|| format!("--env {spec}: not set on the host"))?;
+                let value = std::env::var(spec)
+                    .with_context(|| format!("--env {spec}: not set on the host"))?;
                 Ok(format!("{spec}={value}").into_bytes())
             }
         })
@@ -79,12 +80,22 @@ fn ms(d: Duration) -> String {
 fn run(args: RunArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let env = env_entries(&args.env)?;
-    let module = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
-    let compiler = Compiler::new(if args.no_cache { None } else { default_cache_dir() })?;
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let compiler = Compiler::new(if args.no_cache {
+        None
+    } else {
+        default_cache_dir()
+    })?;
     let artifact = compiler.load_or_compile(&module)?;
     let t_compile = t0.elapsed();
 
-    let config = VmConfig { mem_size: args.memory, timeout: args.timeout, max_output: args.max_output, ..VmConfig::default() };
+    let config = VmConfig {
+        mem_size: args.memory,
+        timeout: args.timeout,
+        max_output: args.max_output,
+        ..VmConfig::default()
+    };
     let mut vm = Vm::boot(config, &artifact)?;
     let boot = vm.boot_timings();
     let mut argv = vec![args.module.to_string_lossy().into_owned().into_bytes()];

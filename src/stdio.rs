@@ -13,9 +13,15 @@ impl GuestIo for ProcessStdio {
     }
 
     fn stdin_ready(&mut self) -> bool {
-        let mut fd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+        let mut fd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, zero timeout.
-        unsafe { libc::poll(&mut fd, 1, 0) == 1 && fd.revents & (libc::POLLIN | libc::POLLHUP) != 0 }
+        unsafe {
+            libc::poll(&mut fd, 1, 0) == 1 && fd.revents & (libc::POLLIN | libc::POLLHUP) != 0
+        }
     }
 
     fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {

@@ -6,7 +6,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size (try 64M or 1G)"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (try 64M or 1G)"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "ki" | "kib" => 10,
@@ -14,7 +16,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gi" | "gib" => 30,
         _ => return Err(format!("`{text}` has an unknown unit (use K, M or G)")),
     };
-    n.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]

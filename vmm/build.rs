@@ -17,11 +17,26 @@ fn main() {
         .unwrap_or_else(|| manifest_dir.join("../target"))
         .join("agent");
 
-    for path in ["src", "Cargo.toml", "Cargo.lock", "build.rs", "linker.ld", "memfd-stub"] {
+    for path in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "linker.ld",
+        "memfd-stub",
+    ] {
         println!("cargo:rerun-if-changed={}", agent_dir.join(path).display());
     }
-    for shared in ["../abi/src", "../engine/src", "../abi/Cargo.toml", "../engine/Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", manifest_dir.join(shared).display());
+    for shared in [
+        "../abi/src",
+        "../engine/src",
+        "../abi/Cargo.toml",
+        "../engine/Cargo.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join(shared).display()
+        );
     }
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -49,6 +64,10 @@ fn main() {
         panic!("building the guest agent failed ({status}); see the output above");
     }
     let elf = target_dir.join("release/wisp-agent");
-    assert!(Path::new(&elf).exists(), "agent ELF missing at {}", elf.display());
+    assert!(
+        Path::new(&elf).exists(),
+        "agent ELF missing at {}",
+        elf.display()
+    );
     println!("cargo:rustc-env=WISP_AGENT_ELF={}", elf.display());
 }

@@ -15,6 +15,7 @@ pub mod boot;
 pub mod layout;
 pub mod msg;
 pub mod ports;
+pub mod wasi;
 
 /// Version of this contract. The host refuses to run an agent built against a
 /// different version (the agent reports it in its boot handshake).

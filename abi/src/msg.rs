@@ -99,7 +99,9 @@ pub fn decode(buf: &[u8]) -> Result<(Kind, &[u8]), DecodeError> {
     let kind = r.u32()?;
     let len = r.u32()?;
     let kind = Kind::from_u32(kind).ok_or(DecodeError::UnknownKind(kind))?;
-    let payload = r.bytes(len as usize).map_err(|_| DecodeError::BadLength(len))?;
+    let payload = r
+        .bytes(len as usize)
+        .map_err(|_| DecodeError::BadLength(len))?;
     Ok((kind, payload))
 }
 
@@ -181,7 +183,10 @@ impl<'a> Writer<'a> {
     /// Appends raw bytes.
     pub fn bytes(&mut self, data: &[u8]) -> Result<(), Overflow> {
         let end = self.pos.checked_add(data.len()).ok_or(Overflow)?;
-        self.buf.get_mut(self.pos..end).ok_or(Overflow)?.copy_from_slice(data);
+        self.buf
+            .get_mut(self.pos..end)
+            .ok_or(Overflow)?
+            .copy_from_slice(data);
         self.pos = end;
         Ok(())
     }
@@ -265,7 +270,10 @@ impl<'a> StrList<'a> {
             r.string()?;
         }
         let used = start.len() - r.buf.len();
-        Ok(StrList { count, bytes: &start[..used] })
+        Ok(StrList {
+            count,
+            bytes: &start[..used],
+        })
     }
 }
 
@@ -305,7 +313,12 @@ pub fn decode_request(payload: &[u8]) -> Result<Request<'_>, DecodeError> {
     let args = StrList::take(&mut r)?;
     let env = StrList::take(&mut r)?;
     r.finish()?;
-    Ok(Request { realtime_ns, seed, args, env })
+    Ok(Request {
+        realtime_ns,
+        seed,
+        args,
+        env,
+    })
 }
 
 #[cfg(test)]
@@ -334,7 +347,10 @@ mod tests {
     fn request_overflow_is_an_error() {
         let mut buf = [0u8; 40];
         let seed = [0u8; SEED_LEN];
-        assert_eq!(encode_request(&mut buf, 0, &seed, &["x"; 10], &[""; 0]), Err(Overflow));
+        assert_eq!(
+            encode_request(&mut buf, 0, &seed, &["x"; 10], &[""; 0]),
+            Err(Overflow)
+        );
     }
 
     #[test]
@@ -349,7 +365,10 @@ mod tests {
         // A string count far beyond the payload.
         let mut payload = [0u8; 8 + SEED_LEN + 4];
         payload[8 + SEED_LEN..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(decode_request(&payload).unwrap_err(), DecodeError::Truncated);
+        assert_eq!(
+            decode_request(&payload).unwrap_err(),
+            DecodeError::Truncated
+        );
         // Too short for a header.
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Truncated));
     }

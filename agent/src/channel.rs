@@ -5,6 +5,12 @@
 //! guest→host messages. The host handles a notify synchronously inside the
 //! VM exit, so when `notify` returns every posted tx buffer has been consumed
 //! and any requested rx data is in the used ring: no interrupts, no waiting.
+//!
+//! Output is published eagerly: [`Channel::append`] grows the last
+//! published message while the host has not consumed it (the host reads the
+//! rings only while this single vCPU is stopped in an exit, so it always sees
+//! a consistent message). Published output therefore reaches the host at the
+//! next exit of any kind, even one that ends the run (timeout, fault).
 
 use alloc::vec::Vec;
 use core::ptr::{read_volatile, write_volatile};
@@ -34,7 +40,13 @@ struct Queue {
 
 impl Queue {
     const fn new(desc: u64, avail: u64, used: u64) -> Self {
-        Queue { desc, avail, used, avail_idx: 0, last_used: 0 }
+        Queue {
+            desc,
+            avail,
+            used,
+            avail_idx: 0,
+            last_used: 0,
+        }
     }
 
     fn set_desc(&mut self, index: u16, addr: u64, len: u32, flags: u16) {
@@ -73,7 +85,12 @@ impl Queue {
         let e = self.used + 4 + u64::from(self.last_used % QUEUE_SIZE) * 8;
         self.last_used = self.last_used.wrapping_add(1);
         // SAFETY: as above.
-        let (id, len) = unsafe { (read_volatile(e as *const u32), read_volatile((e + 4) as *const u32)) };
+        let (id, len) = unsafe {
+            (
+                read_volatile(e as *const u32),
+                read_volatile((e + 4) as *const u32),
+            )
+        };
         Some((id as u16, len))
     }
 }
@@ -94,6 +111,9 @@ pub struct Channel {
     tx: Queue,
     /// tx buffers not currently posted.
     free_tx: Vec<u16>,
+    /// The last published tx message, still unconsumed, that output of the
+    /// same kind may be appended to: `(descriptor, kind, total length)`.
+    open: Option<(u16, Kind, usize)>,
 }
 
 fn buf(base: u64, index: u16) -> *mut u8 {
@@ -107,9 +127,15 @@ impl Channel {
             rx: Queue::new(RX_DESC_ADDR, RX_AVAIL_ADDR, RX_USED_ADDR),
             tx: Queue::new(TX_DESC_ADDR, TX_AVAIL_ADDR, TX_USED_ADDR),
             free_tx: (0..CHANNEL_BUFS as u16).rev().collect(),
+            open: None,
         };
         for i in 0..CHANNEL_BUFS as u16 {
-            ch.rx.set_desc(i, buf(RX_BUF_ADDR, i) as u64, CHANNEL_BUF_SIZE as u32, VIRTQ_DESC_F_WRITE);
+            ch.rx.set_desc(
+                i,
+                buf(RX_BUF_ADDR, i) as u64,
+                CHANNEL_BUF_SIZE as u32,
+                VIRTQ_DESC_F_WRITE,
+            );
             ch.rx.push_avail(i);
         }
         ch
@@ -135,12 +161,46 @@ impl Channel {
         };
         self.tx.set_desc(index, b as u64, len as u32, 0);
         self.tx.push_avail(index);
+        self.open = Some((index, kind, len));
+    }
+
+    /// Publishes `data` as `kind` output, extending the last unconsumed
+    /// message when it is of the same kind and has room, so many small
+    /// writes become few messages (and few exits).
+    pub fn append(&mut self, kind: Kind, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.open {
+                Some((index, open_kind, len))
+                    if open_kind == kind && len < CHANNEL_BUF_SIZE as usize =>
+                {
+                    let n = data.len().min(CHANNEL_BUF_SIZE as usize - len);
+                    let b = buf(TX_BUF_ADDR, index);
+                    // SAFETY: buffer `index` is published but unconsumed; the
+                    // host reads it only while this vCPU is stopped, so we
+                    // may extend it. `len + n` stays within the buffer.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(data.as_ptr(), b.add(len), n);
+                        let out = core::slice::from_raw_parts_mut(b, HEADER_LEN);
+                        msg::encode_header(out, kind, len + n - HEADER_LEN);
+                    }
+                    self.tx.set_desc(index, b as u64, (len + n) as u32, 0);
+                    self.open = Some((index, kind, len + n));
+                    data = &data[n..];
+                }
+                _ => {
+                    let n = data.len().min(MAX_PAYLOAD);
+                    self.send(kind, &data[..n]);
+                    data = &data[n..];
+                }
+            }
+        }
     }
 
     /// Exits to the host, which consumes all queued messages (and answers
     /// a stdin request) before resuming us.
     pub fn notify(&mut self) {
         port::out32(ports::NOTIFY, 0);
+        self.open = None;
         while let Some((index, _)) = self.tx.pop_used() {
             if u64::from(index) < CHANNEL_BUFS {
                 self.free_tx.push(index);

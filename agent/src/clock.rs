@@ -14,7 +14,11 @@ pub struct Clock {
 impl Clock {
     /// Starts the clock at the host's timestamp for this request.
     pub fn start(realtime_ns: u64, tsc_khz: u64) -> Clock {
-        Clock { realtime_base_ns: realtime_ns, tsc_base: cpu::rdtsc(), tsc_khz }
+        Clock {
+            realtime_base_ns: realtime_ns,
+            tsc_base: cpu::rdtsc(),
+            tsc_khz,
+        }
     }
 
     /// Nanoseconds since the request arrived.

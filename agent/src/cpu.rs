@@ -30,10 +30,22 @@ fn xcr0() -> u64 {
 pub fn detect_feature(feature: &str) -> Option<bool> {
     let (max_leaf, ..) = cpuid(0, 0);
     let (_, _, ecx1, _) = cpuid(1, 0);
-    let (_, ebx7, ecx7, _) = if max_leaf >= 7 { cpuid(7, 0) } else { (0, 0, 0, 0) };
-    let (eax7_1, ..) = if max_leaf >= 7 { cpuid(7, 1) } else { (0, 0, 0, 0) };
+    let (_, ebx7, ecx7, _) = if max_leaf >= 7 {
+        cpuid(7, 0)
+    } else {
+        (0, 0, 0, 0)
+    };
+    let (eax7_1, ..) = if max_leaf >= 7 {
+        cpuid(7, 1)
+    } else {
+        (0, 0, 0, 0)
+    };
     let (max_ext, ..) = cpuid(0x8000_0000, 0);
-    let (_, _, ecx_ext, _) = if max_ext >= 0x8000_0001 { cpuid(0x8000_0001, 0) } else { (0, 0, 0, 0) };
+    let (_, _, ecx_ext, _) = if max_ext >= 0x8000_0001 {
+        cpuid(0x8000_0001, 0)
+    } else {
+        (0, 0, 0, 0)
+    };
     let bit = |reg: u32, n: u32| reg & (1 << n) != 0;
 
     let xcr0 = if bit(ecx1, 27) { xcr0() } else { 0 };

@@ -43,13 +43,21 @@ impl Limits {
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
         self.desired = desired;
         if desired > self.heap {
-            return Err(Error::new(OutOfMemory { desired, heap: self.heap }));
+            return Err(Error::new(OutOfMemory {
+                desired,
+                heap: self.heap,
+            }));
         }
         Ok(true)
     }
@@ -57,10 +65,18 @@ impl ResourceLimiter for Limits {
     fn memory_grow_failed(&mut self, _error: Error) -> Result<()> {
         // The allocator could not find room (the heap also holds the
         // runtime's own data): still the VM's memory limit, not a bug.
-        Err(Error::new(OutOfMemory { desired: self.desired, heap: self.heap }))
+        Err(Error::new(OutOfMemory {
+            desired: self.desired,
+            heap: self.heap,
+        }))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool> {
         Ok(maximum.is_none_or(|max| desired <= max) && desired <= self.heap / 8)
     }
 }

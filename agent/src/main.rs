@@ -67,8 +67,9 @@ fn prepare(boot: &BootInfo) -> Result<(Engine, Module, Linker<Ctx>), String> {
     let ptr = NonNull::new(boot.module_addr as *mut u8).ok_or_else(|| String::from("no module"))?;
     // SAFETY: the host placed the precompiled artifact at module_addr..+len,
     // in memory nothing else uses and that stays untouched for the VM's life.
-    let module = unsafe { Module::deserialize_raw(&engine, NonNull::slice_from_raw_parts(ptr, len)) }
-        .map_err(|e| format!("loading the precompiled module: {e:#}"))?;
+    let module =
+        unsafe { Module::deserialize_raw(&engine, NonNull::slice_from_raw_parts(ptr, len)) }
+            .map_err(|e| format!("loading the precompiled module: {e:#}"))?;
 
     let mut linker = Linker::new(&engine);
     wasi::add_to_linker(&mut linker).map_err(|e| format!("linker: {e}"))?;
@@ -77,11 +78,19 @@ fn prepare(boot: &BootInfo) -> Result<(Engine, Module, Linker<Ctx>), String> {
 
 /// Instantiates the module (running its start function and data
 /// initialisers) and finds the command entry point.
-fn instantiate(store: &mut Store<Ctx>, linker: &Linker<Ctx>, module: &Module) -> Result<TypedFunc<(), ()>, String> {
-    let instance = linker.instantiate(&mut *store, module).map_err(|e| format!("{e:#}"))?;
+fn instantiate(
+    store: &mut Store<Ctx>,
+    linker: &Linker<Ctx>,
+    module: &Module,
+) -> Result<TypedFunc<(), ()>, String> {
+    let instance = linker
+        .instantiate(&mut *store, module)
+        .map_err(|e| format!("{e:#}"))?;
     instance
         .get_typed_func::<(), ()>(&mut *store, "_start")
-        .map_err(|_| String::from("the module has no `_start` export of type () -> () (not a WASI command)"))
+        .map_err(|_| {
+            String::from("the module has no `_start` export of type () -> () (not a WASI command)")
+        })
 }
 
 /// Waits for the request that must follow `Ready`, and the stdin burst
@@ -138,14 +147,14 @@ pub extern "C" fn agent_main() -> ! {
 
     let outcome = start.call(&mut store, ());
     let ctx = store.data_mut();
-    ctx.stdio.queue_output(&mut ctx.channel);
     match outcome {
         Ok(()) => ctx.channel.send(Kind::Exit, &0i32.to_le_bytes()),
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<wasi::ProcExit>() {
                 ctx.channel.send(Kind::Exit, &exit.0.to_le_bytes());
             } else if let Some(oom) = e.downcast_ref::<limits::OutOfMemory>() {
-                ctx.channel.send(Kind::OutOfMemory, format!("{oom}").as_bytes());
+                ctx.channel
+                    .send(Kind::OutOfMemory, format!("{oom}").as_bytes());
             } else {
                 ctx.channel.send(Kind::Trap, format!("{e:?}").as_bytes());
             }

@@ -185,7 +185,10 @@ struct FixedBuf {
 
 impl FixedBuf {
     fn new() -> Self {
-        FixedBuf { buf: [0; 512], len: 0 }
+        FixedBuf {
+            buf: [0; 512],
+            len: 0,
+        }
     }
 
     fn as_bytes(&self) -> &[u8] {

@@ -1,16 +1,18 @@
 //! The module's stdin, stdout and stderr, carried over the channel.
 //!
-//! Output is staged and sent in buffer-sized messages so a chatty module
-//! costs a handful of exits, not one per `fd_write`; it is flushed when a
-//! buffer fills, when the module blocks on stdin or sleeps, when
-//! [`FLUSH_AFTER_NS`] passed since the oldest unsent byte (so long-running
-//! modules still stream), and at exit.
+//! Output is published on the channel as it is written, coalesced into
+//! buffer-sized messages, so a chatty module costs a handful of exits, not
+//! one per `fd_write`. The host takes it at the next exit: when buffers run
+//! out, when the module blocks on stdin or sleeps, when [`FLUSH_AFTER_NS`]
+//! passed since the oldest unsent byte (so long-running modules still
+//! stream), at exit — or when the run is stopped (timeout, fault), so
+//! output written before then is never lost.
 
 use alloc::vec::Vec;
 
 use wisp_abi::msg::Kind;
 
-use crate::channel::{Channel, Incoming, MAX_PAYLOAD};
+use crate::channel::{Channel, Incoming};
 use crate::clock::Clock;
 
 /// Longest time output may sit unsent while the module keeps running.
@@ -31,8 +33,6 @@ pub struct Stdio {
     stdin: Vec<u8>,
     stdin_pos: usize,
     stdin_eof: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
     /// Clock reading when the oldest unsent output byte was written.
     oldest_unsent_ns: Option<u64>,
 }
@@ -65,11 +65,12 @@ impl Stdio {
     }
 
     /// Asks the host for more stdin and waits for it (the host answers within
-    /// the same exit). Pending output goes out first, so prompts appear.
+    /// the same exit). Published output goes out in the same exit, so
+    /// prompts appear.
     pub fn refill(&mut self, ch: &mut Channel) {
         while self.stdin_pos == self.stdin.len() && !self.stdin_eof {
-            self.queue_output(ch);
             ch.send(Kind::StdinRequest, &[]);
+            self.notified();
             ch.notify();
             self.drain(ch);
         }
@@ -88,35 +89,23 @@ impl Stdio {
         n
     }
 
-    /// Stages output; sends full buffers and stale output.
+    /// Publishes output; exits to the host if output has waited too long.
     pub fn write(&mut self, ch: &mut Channel, clock: &Clock, stream: Stream, data: &[u8]) {
-        let buf = match stream {
-            Stream::Stdout => &mut self.stdout,
-            Stream::Stderr => &mut self.stderr,
+        let kind = match stream {
+            Stream::Stdout => Kind::Stdout,
+            Stream::Stderr => Kind::Stderr,
         };
-        buf.extend_from_slice(data);
-        let full = buf.len() >= MAX_PAYLOAD;
+        ch.append(kind, data);
         let now = clock.monotonic_ns();
         let oldest = *self.oldest_unsent_ns.get_or_insert(now);
-        if full || now.saturating_sub(oldest) >= FLUSH_AFTER_NS {
-            self.flush(ch);
+        if now.saturating_sub(oldest) >= FLUSH_AFTER_NS {
+            self.notified();
+            ch.notify();
         }
     }
 
-    /// Queues all staged output as messages without notifying.
-    pub fn queue_output(&mut self, ch: &mut Channel) {
-        for (kind, buf) in [(Kind::Stdout, &mut self.stdout), (Kind::Stderr, &mut self.stderr)] {
-            for chunk in buf.chunks(MAX_PAYLOAD) {
-                ch.send(kind, chunk);
-            }
-            buf.clear();
-        }
+    /// Records that the host is about to take all published output.
+    pub fn notified(&mut self) {
         self.oldest_unsent_ns = None;
-    }
-
-    /// Sends all staged output to the host now.
-    pub fn flush(&mut self, ch: &mut Channel) {
-        self.queue_output(ch);
-        ch.notify();
     }
 }

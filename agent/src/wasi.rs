@@ -18,7 +18,7 @@ use crate::channel::Channel;
 use crate::clock::Clock;
 use crate::stdio::{Stdio, Stream};
 
-const MODULE: &str = "wasi_snapshot_preview1";
+use wisp_abi::wasi::MODULE;
 
 /// WASI errno values used here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +95,9 @@ impl Ctx {
     }
 
     fn stdio_fd(&self, fd: i32) -> Option<usize> {
-        usize::try_from(fd).ok().filter(|&fd| fd < 3 && !self.closed[fd])
+        usize::try_from(fd)
+            .ok()
+            .filter(|&fd| fd < 3 && !self.closed[fd])
     }
 
     /// The error for an operation that stdio fds do not support: `err` for
@@ -160,7 +162,10 @@ impl Mem<'_> {
         (0..count)
             .map(|i| {
                 let at = iovs.wrapping_add((i * 8) as i32);
-                Ok((self.read_u32(at)? as i32, self.read_u32(at.wrapping_add(4))?))
+                Ok((
+                    self.read_u32(at)? as i32,
+                    self.read_u32(at.wrapping_add(4))?,
+                ))
             })
             .collect()
     }
@@ -168,7 +173,10 @@ impl Mem<'_> {
 
 /// Runs `f` with the module's memory and the context; maps the outcome to
 /// an errno.
-fn with(caller: &mut Caller<'_, Ctx>, f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> Result<(), Errno>) -> i32 {
+fn with(
+    caller: &mut Caller<'_, Ctx>,
+    f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> Result<(), Errno>,
+) -> i32 {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Errno::Fault as i32;
     };
@@ -179,9 +187,17 @@ fn with(caller: &mut Caller<'_, Ctx>, f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> 
     }
 }
 
-fn strings_sizes(list: &[Vec<u8>], mem: &mut Mem<'_>, count_ptr: i32, size_ptr: i32) -> Result<(), Errno> {
+fn strings_sizes(
+    list: &[Vec<u8>],
+    mem: &mut Mem<'_>,
+    count_ptr: i32,
+    size_ptr: i32,
+) -> Result<(), Errno> {
     let bytes: usize = list.iter().map(|s| s.len() + 1).sum();
-    mem.write_u32(count_ptr, u32::try_from(list.len()).map_err(|_| Errno::Overflow)?)?;
+    mem.write_u32(
+        count_ptr,
+        u32::try_from(list.len()).map_err(|_| Errno::Overflow)?,
+    )?;
     mem.write_u32(size_ptr, u32::try_from(bytes).map_err(|_| Errno::Overflow)?)
 }
 
@@ -208,7 +224,14 @@ fn clock_now(ctx: &Ctx, id: i32) -> Result<u64, Errno> {
     }
 }
 
-fn fd_write(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, iovs: i32, count: i32, nwritten: i32) -> Result<(), Errno> {
+fn fd_write(
+    mem: &mut Mem<'_>,
+    ctx: &mut Ctx,
+    fd: i32,
+    iovs: i32,
+    count: i32,
+    nwritten: i32,
+) -> Result<(), Errno> {
     let stream = match ctx.stdio_fd(fd) {
         Some(1) => Stream::Stdout,
         Some(2) => Stream::Stderr,
@@ -224,7 +247,14 @@ fn fd_write(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, iovs: i32, count: i32, nw
     mem.write_u32(nwritten, total)
 }
 
-fn fd_read(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, iovs: i32, count: i32, nread: i32) -> Result<(), Errno> {
+fn fd_read(
+    mem: &mut Mem<'_>,
+    ctx: &mut Ctx,
+    fd: i32,
+    iovs: i32,
+    count: i32,
+    nread: i32,
+) -> Result<(), Errno> {
     if ctx.stdio_fd(fd) != Some(0) {
         return Err(Errno::Badf);
     }
@@ -276,12 +306,29 @@ struct Event {
     hangup: bool,
 }
 
-fn poll_oneoff(mem: &mut Mem<'_>, ctx: &mut Ctx, subs: i32, events: i32, count: i32, nevents: i32) -> Result<(), Errno> {
+fn poll_oneoff(
+    mem: &mut Mem<'_>,
+    ctx: &mut Ctx,
+    subs: i32,
+    events: i32,
+    count: i32,
+    nevents: i32,
+) -> Result<(), Errno> {
     if count <= 0 {
         return Err(Errno::Inval);
     }
-    mem.range(subs, (count as u32).checked_mul(SUBSCRIPTION_SIZE as u32).ok_or(Errno::Fault)?)?;
-    mem.range(events, (count as u32).checked_mul(EVENT_SIZE as u32).ok_or(Errno::Fault)?)?;
+    mem.range(
+        subs,
+        (count as u32)
+            .checked_mul(SUBSCRIPTION_SIZE as u32)
+            .ok_or(Errno::Fault)?,
+    )?;
+    mem.range(
+        events,
+        (count as u32)
+            .checked_mul(EVENT_SIZE as u32)
+            .ok_or(Errno::Fault)?,
+    )?;
 
     let mut ready: Vec<Event> = Vec::new();
     let mut earliest: Option<(u64, u64)> = None; // (relative ns, userdata)
@@ -296,14 +343,24 @@ fn poll_oneoff(mem: &mut Mem<'_>, ctx: &mut Ctx, subs: i32, events: i32, count: 
                 let timeout = mem.read_u64(s + 24)?;
                 let abstime = mem.slice(s + 40, 2)?[0] & 1 != 0;
                 let now = clock_now(ctx, id)?;
-                let rel = if abstime { timeout.saturating_sub(now) } else { timeout };
+                let rel = if abstime {
+                    timeout.saturating_sub(now)
+                } else {
+                    timeout
+                };
                 if earliest.is_none_or(|(best, _)| rel < best) {
                     earliest = Some((rel, userdata));
                 }
             }
             EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE => {
                 let fd = mem.read_u32(s + 16)? as i32;
-                let event = |error: u16, nbytes: u64, hangup: bool| Event { userdata, error, kind: tag, nbytes, hangup };
+                let event = |error: u16, nbytes: u64, hangup: bool| Event {
+                    userdata,
+                    error,
+                    kind: tag,
+                    nbytes,
+                    hangup,
+                };
                 match (tag, ctx.stdio_fd(fd)) {
                     (EVENTTYPE_FD_READ, Some(0)) => {
                         let (avail, eof) = ctx.stdio.stdin_ready();
@@ -327,15 +384,27 @@ fn poll_oneoff(mem: &mut Mem<'_>, ctx: &mut Ctx, subs: i32, events: i32, count: 
                 // Blocks in the host until input or EOF arrives.
                 ctx.stdio.refill(&mut ctx.channel);
                 let (avail, eof) = ctx.stdio.stdin_ready();
-                ready.push(Event { userdata, error: 0, kind: EVENTTYPE_FD_READ, nbytes: avail as u64, hangup: eof });
+                ready.push(Event {
+                    userdata,
+                    error: 0,
+                    kind: EVENTTYPE_FD_READ,
+                    nbytes: avail as u64,
+                    hangup: eof,
+                });
             }
             (None, Some((rel, userdata))) => {
                 if rel > 0 {
-                    ctx.stdio.queue_output(&mut ctx.channel);
                     ctx.channel.send(Kind::Sleep, &rel.to_le_bytes());
+                    ctx.stdio.notified();
                     ctx.channel.notify();
                 }
-                ready.push(Event { userdata, error: 0, kind: EVENTTYPE_CLOCK, nbytes: 0, hangup: false });
+                ready.push(Event {
+                    userdata,
+                    error: 0,
+                    kind: EVENTTYPE_CLOCK,
+                    nbytes: 0,
+                    hangup: false,
+                });
             }
             (None, None) => return Err(Errno::Inval),
         }
@@ -358,48 +427,80 @@ fn poll_oneoff(mem: &mut Mem<'_>, ctx: &mut Ctx, subs: i32, events: i32, count: 
 pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     type C<'a> = Caller<'a, Ctx>;
 
-    linker.func_wrap(MODULE, "args_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-        with(&mut c, |m, cx| strings_sizes(&cx.args, m, count, size))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| {
+            with(&mut c, |m, cx| strings_sizes(&cx.args, m, count, size))
+        },
+    )?;
     linker.func_wrap(MODULE, "args_get", |mut c: C<'_>, ptrs: i32, buf: i32| {
         with(&mut c, |m, cx| strings_get(&cx.args, m, ptrs, buf))
     })?;
-    linker.func_wrap(MODULE, "environ_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-        with(&mut c, |m, cx| strings_sizes(&cx.env, m, count, size))
-    })?;
-    linker.func_wrap(MODULE, "environ_get", |mut c: C<'_>, ptrs: i32, buf: i32| {
-        with(&mut c, |m, cx| strings_get(&cx.env, m, ptrs, buf))
-    })?;
-    linker.func_wrap(MODULE, "clock_res_get", |mut c: C<'_>, id: i32, out: i32| {
-        with(&mut c, |m, cx| {
-            clock_now(cx, id)?;
-            m.write_u64(out, 1)
-        })
-    })?;
-    linker.func_wrap(MODULE, "clock_time_get", |mut c: C<'_>, id: i32, _precision: i64, out: i32| {
-        with(&mut c, |m, cx| {
-            let now = clock_now(cx, id)?;
-            m.write_u64(out, now)
-        })
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| {
+            with(&mut c, |m, cx| strings_sizes(&cx.env, m, count, size))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: C<'_>, ptrs: i32, buf: i32| {
+            with(&mut c, |m, cx| strings_get(&cx.env, m, ptrs, buf))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: C<'_>, id: i32, out: i32| {
+            with(&mut c, |m, cx| {
+                clock_now(cx, id)?;
+                m.write_u64(out, 1)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_time_get",
+        |mut c: C<'_>, id: i32, _precision: i64, out: i32| {
+            with(&mut c, |m, cx| {
+                let now = clock_now(cx, id)?;
+                m.write_u64(out, now)
+            })
+        },
+    )?;
     linker.func_wrap(MODULE, "random_get", |mut c: C<'_>, buf: i32, len: i32| {
         with(&mut c, |m, cx| {
             cx.rng.fill_bytes(m.slice_mut(buf, len as u32)?);
             Ok(())
         })
     })?;
-    linker.func_wrap(MODULE, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
-        with(&mut c, |m, cx| fd_write(m, cx, fd, iovs, n, out))
-    })?;
-    linker.func_wrap(MODULE, "fd_read", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
-        with(&mut c, |m, cx| fd_read(m, cx, fd, iovs, n, out))
-    })?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with(&mut c, |m, cx| fd_fdstat_get(m, cx, fd, out))
-    })?;
-    linker.func_wrap(MODULE, "fd_filestat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with(&mut c, |m, cx| fd_filestat_get(m, cx, fd, out))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_write",
+        |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with(&mut c, |m, cx| fd_write(m, cx, fd, iovs, n, out))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_read",
+        |mut c: C<'_>, fd: i32, iovs: i32, n: i32, out: i32| {
+            with(&mut c, |m, cx| fd_read(m, cx, fd, iovs, n, out))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: C<'_>, fd: i32, out: i32| with(&mut c, |m, cx| fd_fdstat_get(m, cx, fd, out)),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_get",
+        |mut c: C<'_>, fd: i32, out: i32| with(&mut c, |m, cx| fd_filestat_get(m, cx, fd, out)),
+    )?;
     linker.func_wrap(MODULE, "fd_close", |mut c: C<'_>, fd: i32| {
         with(&mut c, |_, cx| {
             let fd = cx.stdio_fd(fd).ok_or(Errno::Badf)?;
@@ -407,15 +508,27 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
             Ok(())
         })
     })?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_flags", |mut c: C<'_>, fd: i32, flags: i32| {
-        with(&mut c, |_, cx| {
-            cx.stdio_fd(fd).ok_or(Errno::Badf)?;
-            if flags == 0 { Ok(()) } else { Err(Errno::Notsup) }
-        })
-    })?;
-    linker.func_wrap(MODULE, "poll_oneoff", |mut c: C<'_>, subs: i32, events: i32, n: i32, out: i32| {
-        with(&mut c, |m, cx| poll_oneoff(m, cx, subs, events, n, out))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |mut c: C<'_>, fd: i32, flags: i32| {
+            with(&mut c, |_, cx| {
+                cx.stdio_fd(fd).ok_or(Errno::Badf)?;
+                if flags == 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::Notsup)
+                }
+            })
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "poll_oneoff",
+        |mut c: C<'_>, subs: i32, events: i32, n: i32, out: i32| {
+            with(&mut c, |m, cx| poll_oneoff(m, cx, subs, events, n, out))
+        },
+    )?;
     linker.func_wrap(MODULE, "proc_exit", |_: C<'_>, code: i32| -> Result<()> {
         Err(wasmtime::Error::new(ProcExit(code)))
     })?;
@@ -426,57 +539,95 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     fn deny(c: &mut Caller<'_, Ctx>, fd: i32, err: Errno) -> i32 {
         c.data().not_on_stdio(fd, err) as i32
     }
-    linker.func_wrap(MODULE, "fd_advise", |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| {
-        deny(&mut c, fd, Errno::Spipe)
-    })?;
-    linker.func_wrap(MODULE, "fd_allocate", |mut c: C<'_>, fd: i32, _: i64, _: i64| {
-        deny(&mut c, fd, Errno::Notsup)
-    })?;
-    linker.func_wrap(MODULE, "fd_datasync", |mut c: C<'_>, fd: i32| deny(&mut c, fd, Errno::Inval))?;
-    linker.func_wrap(MODULE, "fd_sync", |mut c: C<'_>, fd: i32| deny(&mut c, fd, Errno::Inval))?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_rights", |mut c: C<'_>, fd: i32, _: i64, _: i64| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "fd_filestat_set_size", |mut c: C<'_>, fd: i32, _: i64| {
+    linker.func_wrap(
+        MODULE,
+        "fd_advise",
+        |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_allocate",
+        |mut c: C<'_>, fd: i32, _: i64, _: i64| deny(&mut c, fd, Errno::Notsup),
+    )?;
+    linker.func_wrap(MODULE, "fd_datasync", |mut c: C<'_>, fd: i32| {
         deny(&mut c, fd, Errno::Inval)
     })?;
-    linker.func_wrap(MODULE, "fd_filestat_set_times", |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| {
+    linker.func_wrap(MODULE, "fd_sync", |mut c: C<'_>, fd: i32| {
         deny(&mut c, fd, Errno::Inval)
-    })?;
-    linker.func_wrap(MODULE, "fd_pread", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
-        deny(&mut c, fd, Errno::Spipe)
-    })?;
-    linker.func_wrap(MODULE, "fd_pwrite", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
-        deny(&mut c, fd, Errno::Spipe)
-    })?;
-    linker.func_wrap(MODULE, "fd_seek", |mut c: C<'_>, fd: i32, _: i64, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Spipe)
-    })?;
-    linker.func_wrap(MODULE, "fd_tell", |mut c: C<'_>, fd: i32, _: i32| deny(&mut c, fd, Errno::Spipe))?;
-    linker.func_wrap(MODULE, "fd_readdir", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
-        deny(&mut c, fd, Errno::Notdir)
-    })?;
-    linker.func_wrap(MODULE, "fd_renumber", |mut c: C<'_>, fd: i32, _: i32| deny(&mut c, fd, Errno::Notsup))?;
-    // No preopened directories: wasi-libc stops scanning at the first EBADF.
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: i32, _: i32| Errno::Badf as i32)?;
-    linker.func_wrap(MODULE, "fd_prestat_dir_name", |_: i32, _: i32, _: i32| Errno::Badf as i32)?;
-
-    // Path operations need a directory fd; stdio fds are not directories.
-    linker.func_wrap(MODULE, "path_create_directory", |mut c: C<'_>, fd: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "path_filestat_get", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
     })?;
     linker.func_wrap(
         MODULE,
+        "fd_fdstat_set_rights",
+        |mut c: C<'_>, fd: i32, _: i64, _: i64| deny(&mut c, fd, Errno::Notcapable),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_size",
+        |mut c: C<'_>, fd: i32, _: i64| deny(&mut c, fd, Errno::Inval),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_times",
+        |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| deny(&mut c, fd, Errno::Inval),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pread",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pwrite",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_seek",
+        |mut c: C<'_>, fd: i32, _: i64, _: i32, _: i32| deny(&mut c, fd, Errno::Spipe),
+    )?;
+    linker.func_wrap(MODULE, "fd_tell", |mut c: C<'_>, fd: i32, _: i32| {
+        deny(&mut c, fd, Errno::Spipe)
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_readdir",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Notdir),
+    )?;
+    linker.func_wrap(MODULE, "fd_renumber", |mut c: C<'_>, fd: i32, _: i32| {
+        deny(&mut c, fd, Errno::Notsup)
+    })?;
+    // No preopened directories: wasi-libc stops scanning at the first EBADF.
+    linker.func_wrap(MODULE, "fd_prestat_get", |_: i32, _: i32| {
+        Errno::Badf as i32
+    })?;
+    linker.func_wrap(MODULE, "fd_prestat_dir_name", |_: i32, _: i32, _: i32| {
+        Errno::Badf as i32
+    })?;
+
+    // Path operations need a directory fd; stdio fds are not directories.
+    linker.func_wrap(
+        MODULE,
+        "path_create_directory",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_filestat_get",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+    )?;
+    linker.func_wrap(
+        MODULE,
         "path_filestat_set_times",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| deny(&mut c, fd, Errno::Notcapable),
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| {
+            deny(&mut c, fd, Errno::Notcapable)
+        },
     )?;
     linker.func_wrap(
         MODULE,
         "path_link",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            deny(&mut c, fd, Errno::Notcapable)
+        },
     )?;
     linker.func_wrap(
         MODULE,
@@ -485,33 +636,57 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
             deny(&mut c, fd, Errno::Notcapable)
         },
     )?;
-    linker.func_wrap(MODULE, "path_readlink", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "path_remove_directory", |mut c: C<'_>, fd: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "path_rename", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "path_symlink", |mut c: C<'_>, _: i32, _: i32, fd: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
-    linker.func_wrap(MODULE, "path_unlink_file", |mut c: C<'_>, fd: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notcapable)
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "path_readlink",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            deny(&mut c, fd, Errno::Notcapable)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_remove_directory",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_rename",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            deny(&mut c, fd, Errno::Notcapable)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_symlink",
+        |mut c: C<'_>, _: i32, _: i32, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_unlink_file",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
+    )?;
 
     // No sockets exist.
-    linker.func_wrap(MODULE, "sock_accept", |mut c: C<'_>, fd: i32, _: i32, _: i32| {
+    linker.func_wrap(
+        MODULE,
+        "sock_accept",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notsup),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_recv",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            deny(&mut c, fd, Errno::Notsup)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_send",
+        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notsup),
+    )?;
+    linker.func_wrap(MODULE, "sock_shutdown", |mut c: C<'_>, fd: i32, _: i32| {
         deny(&mut c, fd, Errno::Notsup)
     })?;
-    linker.func_wrap(MODULE, "sock_recv", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notsup)
-    })?;
-    linker.func_wrap(MODULE, "sock_send", |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notsup)
-    })?;
-    linker.func_wrap(MODULE, "sock_shutdown", |mut c: C<'_>, fd: i32, _: i32| deny(&mut c, fd, Errno::Notsup))?;
     Ok(())
 }
 

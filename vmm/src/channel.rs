@@ -30,9 +30,12 @@ pub struct HostChannel {
 
 fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
     let mut q = Queue::new(QUEUE_SIZE).map_err(protocol)?;
-    q.try_set_desc_table_address(GuestAddress(desc)).map_err(protocol)?;
-    q.try_set_avail_ring_address(GuestAddress(avail)).map_err(protocol)?;
-    q.try_set_used_ring_address(GuestAddress(used)).map_err(protocol)?;
+    q.try_set_desc_table_address(GuestAddress(desc))
+        .map_err(protocol)?;
+    q.try_set_avail_ring_address(GuestAddress(avail))
+        .map_err(protocol)?;
+    q.try_set_used_ring_address(GuestAddress(used))
+        .map_err(protocol)?;
     q.set_size(QUEUE_SIZE);
     q.set_ready(true);
     Ok(q)
@@ -41,9 +44,18 @@ fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
 /// Checks that a descriptor lies wholly inside `[base, base + CHANNEL_BUFS *
 /// CHANNEL_BUF_SIZE)` and is at most one buffer long.
 fn check_buffer(addr: GuestAddress, len: u32, base: u64, what: &str) -> Result<()> {
-    let end = addr.0.checked_add(u64::from(len)).ok_or_else(|| protocol(format!("{what} descriptor overflows")))?;
-    if addr.0 < base || end > base + CHANNEL_BUFS * CHANNEL_BUF_SIZE || u64::from(len) > CHANNEL_BUF_SIZE {
-        return Err(protocol(format!("{what} descriptor {:#x}+{len} is outside the {what} buffers", addr.0)));
+    let end = addr
+        .0
+        .checked_add(u64::from(len))
+        .ok_or_else(|| protocol(format!("{what} descriptor overflows")))?;
+    if addr.0 < base
+        || end > base + CHANNEL_BUFS * CHANNEL_BUF_SIZE
+        || u64::from(len) > CHANNEL_BUF_SIZE
+    {
+        return Err(protocol(format!(
+            "{what} descriptor {:#x}+{len} is outside the {what} buffers",
+            addr.0
+        )));
     }
     Ok(())
 }
@@ -60,21 +72,32 @@ impl HostChannel {
 
     /// Consumes every message the guest queued, in order, handing each to
     /// `handle`, and returns the buffers to the guest.
-    pub fn drain_tx(&mut self, mem: &GuestRam, mut handle: impl FnMut(Kind, &[u8]) -> Result<()>) -> Result<()> {
+    pub fn drain_tx(
+        &mut self,
+        mem: &GuestRam,
+        mut handle: impl FnMut(Kind, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         loop {
             let chain = {
                 let mut iter = self.tx.iter(mem).map_err(protocol)?;
                 iter.next()
             };
-            let Some(mut chain) = chain else { return Ok(()) };
+            let Some(mut chain) = chain else {
+                return Ok(());
+            };
             let head = chain.head_index();
-            let desc = chain.next().ok_or_else(|| protocol("empty tx descriptor chain"))?;
+            let desc = chain
+                .next()
+                .ok_or_else(|| protocol("empty tx descriptor chain"))?;
             if desc.has_next() || desc.is_write_only() {
-                return Err(protocol("tx descriptors must be single and device-readable"));
+                return Err(protocol(
+                    "tx descriptors must be single and device-readable",
+                ));
             }
             check_buffer(desc.addr(), desc.len(), TX_BUF_ADDR, "tx")?;
             let len = desc.len() as usize;
-            mem.read_slice(&mut self.scratch[..len], desc.addr()).map_err(protocol)?;
+            mem.read_slice(&mut self.scratch[..len], desc.addr())
+                .map_err(protocol)?;
             let (kind, payload) = msg::decode(&self.scratch[..len]).map_err(protocol)?;
             handle(kind, payload)?;
             self.tx.add_used(mem, head, 0).map_err(protocol)?;
@@ -84,16 +107,26 @@ impl HostChannel {
     /// Writes one message into the next buffer the guest posted. Returns
     /// `false` if no buffer is posted. `fill` writes the payload into the
     /// slice it is given and returns the message kind and payload length.
-    pub fn push_rx(&mut self, mem: &GuestRam, fill: impl FnOnce(&mut [u8]) -> Result<(Kind, usize)>) -> Result<bool> {
+    pub fn push_rx(
+        &mut self,
+        mem: &GuestRam,
+        fill: impl FnOnce(&mut [u8]) -> Result<(Kind, usize)>,
+    ) -> Result<bool> {
         let chain = {
             let mut iter = self.rx.iter(mem).map_err(protocol)?;
             iter.next()
         };
-        let Some(mut chain) = chain else { return Ok(false) };
+        let Some(mut chain) = chain else {
+            return Ok(false);
+        };
         let head = chain.head_index();
-        let desc = chain.next().ok_or_else(|| protocol("empty rx descriptor chain"))?;
+        let desc = chain
+            .next()
+            .ok_or_else(|| protocol("empty rx descriptor chain"))?;
         if desc.has_next() || !desc.is_write_only() {
-            return Err(protocol("rx descriptors must be single and device-writable"));
+            return Err(protocol(
+                "rx descriptors must be single and device-writable",
+            ));
         }
         check_buffer(desc.addr(), desc.len(), RX_BUF_ADDR, "rx")?;
         let room = desc.len() as usize;
@@ -102,14 +135,20 @@ impl HostChannel {
         }
         let (kind, n) = fill(&mut self.scratch[HEADER_LEN..room])?;
         let total = msg::encode_header(&mut self.scratch, kind, n);
-        mem.write_slice(&self.scratch[..total], desc.addr()).map_err(protocol)?;
-        self.rx.add_used(mem, head, total as u32).map_err(protocol)?;
+        mem.write_slice(&self.scratch[..total], desc.addr())
+            .map_err(protocol)?;
+        self.rx
+            .add_used(mem, head, total as u32)
+            .map_err(protocol)?;
         Ok(true)
     }
 
     /// Whether the guest has an rx buffer posted.
     pub fn rx_available(&self, mem: &GuestRam) -> Result<bool> {
-        let avail = self.rx.avail_idx(mem, std::sync::atomic::Ordering::Acquire).map_err(protocol)?;
+        let avail = self
+            .rx
+            .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+            .map_err(protocol)?;
         Ok(avail.0 != self.rx.next_avail())
     }
 }

@@ -34,7 +34,10 @@ pub struct BufferIo {
 impl BufferIo {
     /// Streams whose stdin holds `stdin`.
     pub fn with_stdin(stdin: impl Into<Vec<u8>>) -> BufferIo {
-        BufferIo { stdin: stdin.into(), ..BufferIo::default() }
+        BufferIo {
+            stdin: stdin.into(),
+            ..BufferIo::default()
+        }
     }
 }
 

@@ -29,9 +29,20 @@ pub struct Placement {
 }
 
 /// Loads the agent and `artifact` into `mem` and writes the boot record.
-pub fn load(mem: &GuestRam, mem_size: u64, artifact: &[u8], test_mode: TestMode, tsc_khz: u64) -> Result<Placement> {
-    let loaded = Elf::load(mem, None, &mut Cursor::new(AGENT_ELF), Some(GuestAddress(AGENT_BASE)))
-        .map_err(|e| Error::Load(format!("agent ELF: {e}")))?;
+pub fn load(
+    mem: &GuestRam,
+    mem_size: u64,
+    artifact: &[u8],
+    test_mode: TestMode,
+    tsc_khz: u64,
+) -> Result<Placement> {
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(AGENT_ELF),
+        Some(GuestAddress(AGENT_BASE)),
+    )
+    .map_err(|e| Error::Load(format!("agent ELF: {e}")))?;
     let module_addr = align_up(loaded.kernel_end, MODULE_ALIGN);
     let module_len = artifact.len() as u64;
     let heap_start = align_up(module_addr + module_len, PAGE_SIZE);
@@ -56,5 +67,8 @@ pub fn load(mem: &GuestRam, mem_size: u64, artifact: &[u8], test_mode: TestMode,
         tsc_khz,
     };
     memory::write(mem, BOOT_INFO_ADDR, &boot.to_bytes())?;
-    Ok(Placement { entry: loaded.kernel_load.0, stack_top: mem_size })
+    Ok(Placement {
+        entry: loaded.kernel_load.0,
+        stack_top: mem_size,
+    })
 }

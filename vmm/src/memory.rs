@@ -19,7 +19,9 @@ pub fn validate_size(size: u64) -> Result<()> {
         )));
     }
     if size % LARGE_PAGE_SIZE != 0 {
-        return Err(Error::Config(format!("memory size {size} is not a multiple of 2 MiB")));
+        return Err(Error::Config(format!(
+            "memory size {size} is not a multiple of 2 MiB"
+        )));
     }
     Ok(())
 }
@@ -35,7 +37,11 @@ pub fn create(size: u64) -> Result<GuestRam> {
         // (THP disabled) only costs speed.
         // SAFETY: the range is exactly this region's live mapping.
         unsafe {
-            libc::madvise(region.as_ptr().cast(), region.len() as usize, libc::MADV_HUGEPAGE);
+            libc::madvise(
+                region.as_ptr().cast(),
+                region.len() as usize,
+                libc::MADV_HUGEPAGE,
+            );
         }
     }
     Ok(mem)
@@ -48,7 +54,11 @@ pub fn write(mem: &GuestRam, addr: u64, data: &[u8]) -> Result<()> {
 }
 
 /// Reads `len` bytes at `addr`, failing if any byte falls outside RAM.
-pub fn read(mem: &GuestRam, addr: u64, len: usize) -> std::result::Result<Vec<u8>, vm_memory::GuestMemoryError> {
+pub fn read(
+    mem: &GuestRam,
+    addr: u64,
+    len: usize,
+) -> std::result::Result<Vec<u8>, vm_memory::GuestMemoryError> {
     let mut buf = vec![0u8; len];
     mem.read_slice(&mut buf, GuestAddress(addr))?;
     Ok(buf)

@@ -25,7 +25,8 @@ fn install_handler() -> io::Result<()> {
     static INSTALL: Once = Once::new();
     let mut result = Ok(());
     INSTALL.call_once(|| {
-        result = register_signal_handler(kick_signal(), on_kick).map_err(|e| io::Error::from_raw_os_error(e.errno()));
+        result = register_signal_handler(kick_signal(), on_kick)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
     });
     result
 }
@@ -53,8 +54,15 @@ impl Deadline {
         if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let deadline = Deadline { timer, at: Instant::now() + limit, limit };
-        let ts = |d: Duration| libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos().into() };
+        let deadline = Deadline {
+            timer,
+            at: Instant::now() + limit,
+            limit,
+        };
+        let ts = |d: Duration| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos().into(),
+        };
         let spec = libc::itimerspec {
             // A zero it_value would disarm the timer; a zero limit expires at once.
             it_value: ts(limit.max(Duration::from_nanos(1))),

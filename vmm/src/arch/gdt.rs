@@ -82,7 +82,16 @@ fn idt_gate(vector: u64) -> [u8; 16] {
 /// `mov al, vector; out FAULT, al; hlt; jmp hlt` — 8 bytes.
 fn fault_stub(vector: u8) -> [u8; 8] {
     const _: () = assert!(ports::FAULT < 0x100, "the stub uses the imm8 form of out");
-    [0xb0, vector, 0xe6, ports::FAULT as u8, 0xf4, 0xeb, 0xfd, 0x90]
+    [
+        0xb0,
+        vector,
+        0xe6,
+        ports::FAULT as u8,
+        0xf4,
+        0xeb,
+        0xfd,
+        0x90,
+    ]
 }
 
 /// Size of the TSS proper (before the I/O permission bitmap).

@@ -44,12 +44,22 @@ pub fn page_tables(mem_size: u64) -> Vec<(u64, Vec<u8>)> {
     };
     let mut out = vec![
         (PML4_ADDR, table(&mut std::iter::once(PDPT_ADDR | TABLE))),
-        (PDPT_ADDR, table(&mut (0..gib).map(|i| (PD_ADDR + i * PAGE_SIZE) | TABLE))),
-        (PT_LOW_ADDR, table(&mut (0..512).map(|i| {
-            let addr = i * PAGE_SIZE;
-            let flags = low_page_flags(addr);
-            if flags == 0 { 0 } else { addr | flags }
-        }))),
+        (
+            PDPT_ADDR,
+            table(&mut (0..gib).map(|i| (PD_ADDR + i * PAGE_SIZE) | TABLE)),
+        ),
+        (
+            PT_LOW_ADDR,
+            table(&mut (0..512).map(|i| {
+                let addr = i * PAGE_SIZE;
+                let flags = low_page_flags(addr);
+                if flags == 0 {
+                    0
+                } else {
+                    addr | flags
+                }
+            })),
+        ),
     ];
     for g in 0..gib {
         let first = g * 512;
@@ -57,7 +67,11 @@ pub fn page_tables(mem_size: u64) -> Vec<(u64, Vec<u8>)> {
         out.push((
             PD_ADDR + g * PAGE_SIZE,
             table(&mut (first..last).map(|k| {
-                if k == 0 { PT_LOW_ADDR | TABLE } else { (k * LARGE_PAGE_SIZE) | USER_RW | HUGE }
+                if k == 0 {
+                    PT_LOW_ADDR | TABLE
+                } else {
+                    (k * LARGE_PAGE_SIZE) | USER_RW | HUGE
+                }
             })),
         ));
     }
@@ -90,7 +104,10 @@ mod tests {
         assert_eq!(entry(&t, PDPT_ADDR, 1), 0);
         // 32 large pages: the first points at the 4 KiB table.
         assert_eq!(entry(&t, PD_ADDR, 0) & !0xfff, PT_LOW_ADDR);
-        assert_eq!(entry(&t, PD_ADDR, 31), (31 * LARGE_PAGE_SIZE) | USER_RW | HUGE);
+        assert_eq!(
+            entry(&t, PD_ADDR, 31),
+            (31 * LARGE_PAGE_SIZE) | USER_RW | HUGE
+        );
         assert_eq!(entry(&t, PD_ADDR, 32), 0);
     }
 
@@ -101,7 +118,11 @@ mod tests {
         let gdt = entry(&t, PT_LOW_ADDR, (GDT_ADDR / PAGE_SIZE) as usize);
         assert_eq!(gdt & USER, 0, "GDT must be supervisor-only");
         let boot = entry(&t, PT_LOW_ADDR, (BOOT_INFO_ADDR / PAGE_SIZE) as usize);
-        assert_eq!(boot & (USER | WRITABLE), USER, "boot info is read-only to the agent");
+        assert_eq!(
+            boot & (USER | WRITABLE),
+            USER,
+            "boot info is read-only to the agent"
+        );
         let buf = entry(&t, PT_LOW_ADDR, (RX_BUF_ADDR / PAGE_SIZE) as usize);
         assert_eq!(buf & (USER | WRITABLE), USER | WRITABLE);
     }
@@ -111,6 +132,9 @@ mod tests {
         let t = page_tables(3 << 30);
         assert_ne!(entry(&t, PDPT_ADDR, 2), 0);
         assert_eq!(entry(&t, PDPT_ADDR, 3), 0);
-        assert_eq!(entry(&t, PD_ADDR + 2 * PAGE_SIZE, 511), ((3 << 30) - LARGE_PAGE_SIZE) | USER_RW | HUGE);
+        assert_eq!(
+            entry(&t, PD_ADDR + 2 * PAGE_SIZE, 511),
+            ((3 << 30) - LARGE_PAGE_SIZE) | USER_RW | HUGE
+        );
     }
 }

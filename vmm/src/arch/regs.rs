@@ -32,7 +32,9 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<&'static CpuId> {
     if let Some(c) = CPUID.get() {
         return Ok(c);
     }
-    let c = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("GET_SUPPORTED_CPUID"))?;
+    let c = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::kvm("GET_SUPPORTED_CPUID"))?;
     Ok(CPUID.get_or_init(|| c))
 }
 
@@ -56,7 +58,9 @@ fn host_xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: xgetbv with ECX=0 is valid once the OS enabled XSAVE, which
     // the feature check above (it tests OSXSAVE) guarantees.
-    unsafe { std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -114,20 +118,33 @@ pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, stack_top: u64) -> R
     sregs.idt.limit = IDT_BYTES - 1;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     sregs.cr3 = PML4_ADDR;
-    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if xcr0.is_some() { CR4_OSXSAVE } else { 0 };
+    sregs.cr4 =
+        CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if xcr0.is_some() { CR4_OSXSAVE } else { 0 };
     sregs.efer = EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).map_err(Error::kvm("SET_SREGS"))?;
 
     if let Some(xcr0) = xcr0 {
-        let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
         // x87 and SSE state are architecturally required in XCR0.
         xcrs.xcrs[0].value = xcr0 | 0b11;
         vcpu.set_xcrs(&xcrs).map_err(Error::kvm("SET_XCRS"))?;
     }
 
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu).map_err(Error::kvm("SET_FPU"))?;
 
-    let regs = kvm_regs { rip: entry, rsp: stack_top, rflags: RFLAGS, ..Default::default() };
+    let regs = kvm_regs {
+        rip: entry,
+        rsp: stack_top,
+        rflags: RFLAGS,
+        ..Default::default()
+    };
     vcpu.set_regs(&regs).map_err(Error::kvm("SET_REGS"))
 }

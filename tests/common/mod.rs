@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests. They boot real micro-VMs, so
+//! they need `/dev/kvm`; without it they fail loudly rather than pass.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// Fails the test with a loud explanation if KVM is not usable here.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!(
+            "\n\n*** /dev/kvm is not usable ({e}). ***\n\
+             *** wisp's integration tests boot real micro-VMs and cannot run without KVM. ***\n\
+             *** Run them on a host with KVM (or PVM) and read/write access to /dev/kvm. ***\n\n"
+        );
+    }
+}
+
+/// Path of a test fixture module.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A `wisp` command whose compile cache is private to the test run.
+pub fn wisp() -> Command {
+    require_kvm();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+    cmd.env(
+        "WISP_CACHE_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wisp-cache"),
+    );
+    cmd
+}
+
+/// Runs `wisp` with `args`, feeding `stdin`, and collects its output.
+pub fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = wisp()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wisp");
+    let mut pipe = child.stdin.take().expect("stdin pipe");
+    let input = stdin.to_vec();
+    // Write from another thread so a module that writes before reading
+    // cannot deadlock the test on a full pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for wisp");
+    writer.join().expect("stdin writer");
+    out
+}
+
+/// `wisp run <fixture> args...` with empty stdin.
+pub fn run_fixture(name: &str, args: &[&str]) -> Output {
+    let path = fixture(name);
+    let mut all = vec!["run", path.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    run(&all, b"")
+}
+
+/// Stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
