@@ -62,7 +62,7 @@ fn env_entries(specs: &[String]) -> Result<Vec<Vec<u8>>> {
     specs
         .iter()
         .map(|spec| match spec.split_once('=') {
-            Some((name, _)) if name.is_empty() => bail!("--env `{spec}`: empty variable name"),
+            Some(("", _)) => bail!("--env `{spec}`: empty variable name"),
             Some(_) => Ok(spec.clone().into_bytes()),
             None => {
                 let value = std::env::var(spec)

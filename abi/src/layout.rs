@@ -113,22 +113,23 @@ pub const fn align_up(value: u64, align: u64) -> u64 {
     (value + align - 1) & !(align - 1)
 }
 
+// The regions must not overlap: checked at compile time, so a layout edit
+// that breaks this does not build.
+const _: () = {
+    assert!(FAULT_STUBS_ADDR + FAULT_STUB_SIZE * FAULT_VECTORS <= EXCEPTION_STACK_BOTTOM);
+    assert!(EXCEPTION_STACK_TOP <= PML4_ADDR);
+    assert!(PD_ADDR + (MAX_MEM_SIZE >> 30) * PAGE_SIZE <= PT_LOW_ADDR);
+    assert!(PT_LOW_ADDR + PAGE_SIZE <= BOOT_INFO_ADDR);
+    assert!(RX_USED_ADDR + 6 + 8 * QUEUE_SIZE as u64 <= TX_DESC_ADDR);
+    assert!(TX_USED_ADDR + 6 + 8 * QUEUE_SIZE as u64 <= RX_BUF_ADDR);
+    assert!(QUEUE_SIZE as u64 >= CHANNEL_BUFS);
+    assert!(TX_BUF_ADDR + CHANNEL_BUFS * CHANNEL_BUF_SIZE == AGENT_BASE);
+    assert!(AGENT_BASE.is_multiple_of(LARGE_PAGE_SIZE));
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn regions_do_not_overlap() {
-        assert!(FAULT_STUBS_ADDR + FAULT_STUB_SIZE * FAULT_VECTORS <= EXCEPTION_STACK_BOTTOM);
-        assert!(EXCEPTION_STACK_TOP <= PML4_ADDR);
-        assert!(PD_ADDR + (MAX_MEM_SIZE >> 30) * PAGE_SIZE <= PT_LOW_ADDR);
-        assert!(PT_LOW_ADDR + PAGE_SIZE <= BOOT_INFO_ADDR);
-        assert!(RX_USED_ADDR + 6 + 8 * QUEUE_SIZE as u64 <= TX_DESC_ADDR);
-        assert!(TX_USED_ADDR + 6 + 8 * QUEUE_SIZE as u64 <= RX_BUF_ADDR);
-        assert!(u64::from(QUEUE_SIZE) >= CHANNEL_BUFS);
-        assert_eq!(TX_BUF_ADDR + CHANNEL_BUFS * CHANNEL_BUF_SIZE, AGENT_BASE);
-        assert_eq!(AGENT_BASE % LARGE_PAGE_SIZE, 0);
-    }
 
     #[test]
     fn align_up_rounds() {

@@ -18,7 +18,7 @@ pub fn validate_size(size: u64) -> Result<()> {
             MAX_MEM_SIZE >> 20
         )));
     }
-    if size % LARGE_PAGE_SIZE != 0 {
+    if !size.is_multiple_of(LARGE_PAGE_SIZE) {
         return Err(Error::Config(format!(
             "memory size {size} is not a multiple of 2 MiB"
         )));
