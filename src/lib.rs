@@ -5,5 +5,6 @@
 //! `wisp-abi`.
 
 pub mod compile;
+pub mod stats;
 pub mod stdio;
 pub mod units;
