@@ -8,6 +8,12 @@
 /// The import module of WASI preview 1.
 pub const MODULE: &str = "wasi_snapshot_preview1";
 
+/// The optional export `() -> ()` the agent calls once after instantiation
+/// and before reporting ready, so its effects are in every snapshot and every
+/// invocation starts from them. Clocks and randomness read inside it are
+/// those of boot time and are the same for every restore.
+pub const INIT_EXPORT: &str = "wisp_init";
+
 /// Every `wasi_snapshot_preview1` function the agent defines, sorted.
 pub const FUNCTIONS: &[&str] = &[
     "args_get",

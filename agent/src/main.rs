@@ -34,6 +34,7 @@ use wisp_abi::msg::{self, Kind};
 
 use crate::channel::{Channel, Incoming};
 use crate::wasi::Ctx;
+use wisp_abi::wasi::INIT_EXPORT;
 
 /// All guest memory is mapped executable (the host builds the page tables),
 /// so publishing code needs no permission change.
@@ -77,7 +78,8 @@ fn prepare(boot: &BootInfo) -> Result<(Engine, Module, Linker<Ctx>), String> {
 }
 
 /// Instantiates the module (running its start function and data
-/// initialisers) and finds the command entry point.
+/// initialisers), runs its optional init export and finds the command
+/// entry point. Everything done here is what a snapshot captures.
 fn instantiate(
     store: &mut Store<Ctx>,
     linker: &Linker<Ctx>,
@@ -86,11 +88,19 @@ fn instantiate(
     let instance = linker
         .instantiate(&mut *store, module)
         .map_err(|e| format!("{e:#}"))?;
-    instance
+    let start = instance
         .get_typed_func::<(), ()>(&mut *store, "_start")
         .map_err(|_| {
             String::from("the module has no `_start` export of type () -> () (not a WASI command)")
-        })
+        })?;
+    if instance.get_export(&mut *store, INIT_EXPORT).is_some() {
+        let init = instance
+            .get_typed_func::<(), ()>(&mut *store, INIT_EXPORT)
+            .map_err(|_| format!("the `{INIT_EXPORT}` export must be a function () -> ()"))?;
+        init.call(&mut *store, ())
+            .map_err(|e| format!("`{INIT_EXPORT}` failed: {e:?}"))?;
+    }
+    Ok(start)
 }
 
 /// Waits for the request that must follow `Ready`, and the stdin burst
