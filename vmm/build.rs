@@ -70,4 +70,32 @@ fn main() {
         elf.display()
     );
     println!("cargo:rustc-env=WISP_AGENT_ELF={}", elf.display());
+    let image = std::fs::read(&elf).expect("read the agent ELF");
+    println!("cargo:rustc-env=WISP_AGENT_HASH={:016x}", fnv1a(&image));
+    println!(
+        "cargo:rustc-env=WISP_AGENT_WASMTIME_VERSION={}",
+        locked_version(&agent_dir.join("Cargo.lock"), "wasmtime")
+    );
+}
+
+/// FNV-1a, 64-bit: identifies the agent build inside snapshots.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The version of `package` in a Cargo.lock: what is really inside the
+/// guest, recorded in snapshots.
+fn locked_version(lock: &Path, package: &str) -> String {
+    let text = std::fs::read_to_string(lock).expect("agent/Cargo.lock is committed");
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{package}\"") {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
+                return version.trim_matches('"').to_string();
+            }
+        }
+    }
+    panic!("{package} not found in {}", lock.display());
 }

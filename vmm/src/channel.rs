@@ -6,6 +6,7 @@
 //! queue's buffer area (`wisp_abi::layout`); message headers must fit their
 //! buffers. A violation is an [`Error::Protocol`] that ends the run.
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use wisp_abi::layout::*;
@@ -41,6 +42,16 @@ fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
     Ok(q)
 }
 
+/// The channel's state for a snapshot. The rings and buffers are in guest
+/// memory; the device side only adds where it is in each ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    rx_next_avail: u16,
+    rx_next_used: u16,
+    tx_next_avail: u16,
+    tx_next_used: u16,
+}
+
 /// Checks that a descriptor lies wholly inside `[base, base + CHANNEL_BUFS *
 /// CHANNEL_BUF_SIZE)` and is at most one buffer long.
 fn check_buffer(addr: GuestAddress, len: u32, base: u64, what: &str) -> Result<()> {
@@ -68,6 +79,24 @@ impl HostChannel {
             tx: queue(TX_DESC_ADDR, TX_AVAIL_ADDR, TX_USED_ADDR)?,
             scratch: vec![0; BUF],
         })
+    }
+
+    /// Where the device side is in each ring.
+    pub fn save(&self) -> ChannelState {
+        ChannelState {
+            rx_next_avail: self.rx.next_avail(),
+            rx_next_used: self.rx.next_used(),
+            tx_next_avail: self.tx.next_avail(),
+            tx_next_used: self.tx.next_used(),
+        }
+    }
+
+    /// Puts the device side back where `state` was.
+    pub fn restore(&mut self, state: &ChannelState) {
+        self.rx.set_next_avail(state.rx_next_avail);
+        self.rx.set_next_used(state.rx_next_used);
+        self.tx.set_next_avail(state.tx_next_avail);
+        self.tx.set_next_used(state.tx_next_used);
     }
 
     /// Consumes every message the guest queued, in order, handing each to

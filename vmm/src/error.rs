@@ -71,6 +71,10 @@ pub enum Error {
     /// Reading stdin on the host failed.
     #[error("reading stdin: {0}")]
     Input(#[source] std::io::Error),
+    /// A snapshot could not be written, or is unusable (corrupt, from
+    /// another version, for another CPU).
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] wisp_snapshot::Error),
     /// The deadline timer could not be armed.
     #[error("arming the timeout: {0}")]
     Timer(#[source] std::io::Error),

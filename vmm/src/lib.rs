@@ -7,6 +7,11 @@
 //! until it reports ready; [`Vm::invoke`] sends one request and serves the
 //! guest's port writes until the module exits, traps, faults or times out.
 //!
+//! A ready VM can be written to a snapshot ([`Vm::snapshot`]); an [`Image`]
+//! of it restores VMs copy-on-write ([`Vm::restore`], or
+//! [`Vm::restore_in`] a pre-created [`Shell`]) and [`Vm::reset`] returns a
+//! used one to the snapshot's state in place.
+//!
 //! The guest is untrusted: every value it hands the host is validated and
 //! every failure is an [`Error`] for that run only.
 
@@ -17,11 +22,16 @@ mod io;
 mod kvm;
 mod loader;
 mod memory;
+mod shell;
 mod timer;
 mod vm;
 
 pub use error::{Error, Result};
 pub use io::{BufferIo, GuestIo};
 pub use loader::AGENT_ELF;
-pub use vm::{BootTimings, Invocation, Outcome, Vm, VmConfig};
+pub use shell::Shell;
+pub use vm::{
+    compat, BootTimings, Image, Invocation, Outcome, Prefault, RestoreTimings, Vm, VmConfig,
+    WorkingSet,
+};
 pub use wisp_abi::boot::TestMode;

@@ -1,7 +1,17 @@
-//! Guest RAM: one anonymous mapping at guest physical address 0.
+//! Guest RAM: one mapping at guest physical address 0 — anonymous for a
+//! fresh boot, or a snapshot's memory file mapped copy-on-write for a
+//! restore.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use wisp_abi::layout::{LARGE_PAGE_SIZE, MAX_MEM_SIZE, MIN_MEM_SIZE};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
+use wisp_abi::layout::{LARGE_PAGE_SIZE, MAX_MEM_SIZE, MIN_MEM_SIZE, PAGE_SIZE};
 
 use crate::error::{Error, Result};
 
@@ -45,6 +55,139 @@ pub fn create(size: u64) -> Result<GuestRam> {
         }
     }
     Ok(mem)
+}
+
+/// Maps a snapshot's memory `file` (exactly `size` bytes) as guest RAM,
+/// copy-on-write: pages the guest only reads are shared with every other
+/// instance through the page cache; its writes go to private copies. The
+/// file must never change while mapped (snapshots are immutable: a new one
+/// replaces the directory, it is never rewritten in place).
+pub fn map_private(file: &Arc<File>, size: u64) -> Result<GuestRam> {
+    validate_size(size)?;
+    let region = MmapRegionBuilder::new(size as usize)
+        .with_file_offset(FileOffset::from_arc(Arc::clone(file), 0))
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .build()
+        .map_err(|e| Error::Memory(format!("mapping the snapshot memory: {e}")))?;
+    let region = GuestRegionMmap::new(region, GuestAddress(0))
+        .ok_or_else(|| Error::Memory("snapshot memory region overflows".into()))?;
+    GuestRam::from_regions(vec![region]).map_err(|e| Error::Memory(e.to_string()))
+}
+
+/// The one region's host address and length.
+fn host_range(mem: &GuestRam) -> (*mut u8, usize) {
+    // Every GuestRam here has exactly one region, at guest address 0.
+    let region = mem.iter().next().expect("guest RAM has one region");
+    (region.as_ptr(), region.len() as usize)
+}
+
+fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result<()> {
+    let (base, size) = host_range(mem);
+    let end = offset.checked_add(len).filter(|&e| e <= size as u64);
+    if end.is_none() {
+        return Err(Error::Memory(format!(
+            "range {offset:#x}+{len:#x} is outside guest memory"
+        )));
+    }
+    // SAFETY: the range lies inside this live mapping (checked above). The
+    // advice values used here only drop private pages back to the file's
+    // contents or pre-fault pages; neither invalidates any Rust reference
+    // (guest memory is only accessed through vm-memory's volatile API).
+    let rc = unsafe { libc::madvise(base.add(offset as usize).cast(), len as usize, advice) };
+    if rc != 0 {
+        return Err(Error::Memory(format!(
+            "madvise({advice}) on guest memory: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Drops every page the guest (or the host) wrote since the mapping was
+/// made, so RAM reads as the snapshot file again. KVM's MMU notifier drops
+/// its own mappings of those pages too.
+pub fn discard_private(mem: &GuestRam) -> Result<()> {
+    let (_, size) = host_range(mem);
+    madvise(mem, 0, size as u64, libc::MADV_DONTNEED)
+}
+
+/// How [`populate`] pre-faults pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Populate {
+    /// Map the page-cache pages read-only (shared, no copy).
+    Read,
+    /// Make private copies now, as a guest write would.
+    Write,
+}
+
+/// Pre-faults `pages` (start page, page count) in the host's page tables so
+/// the guest's first touch of them costs a shadow-page fill rather than a
+/// host page fault.
+pub fn populate(mem: &GuestRam, pages: &[(u64, u64)], how: Populate) -> Result<()> {
+    let advice = match how {
+        Populate::Read => libc::MADV_POPULATE_READ,
+        Populate::Write => libc::MADV_POPULATE_WRITE,
+    };
+    for &(start, count) in pages {
+        madvise(mem, start * PAGE_SIZE, count * PAGE_SIZE, advice)?;
+    }
+    Ok(())
+}
+
+/// Pages of guest RAM present in this process's page tables, split by
+/// whether they are still the file's pages or private copies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TouchedPages {
+    /// Runs of pages mapped from the file (read, never written).
+    pub read: Vec<(u64, u64)>,
+    /// Runs of private (written) pages.
+    pub written: Vec<(u64, u64)>,
+}
+
+/// Appends page `page` to a list of (start, count) runs.
+fn push_run(runs: &mut Vec<(u64, u64)>, page: u64) {
+    match runs.last_mut() {
+        Some((start, count)) if *start + *count == page => *count += 1,
+        _ => runs.push((page, 1)),
+    }
+}
+
+/// Reads `/proc/self/pagemap` for the mapping: bit 63 is "present", bit 61
+/// "file page or shared anonymous" (clear for a private copy).
+pub fn touched_pages(mem: &GuestRam) -> Result<TouchedPages> {
+    const PRESENT: u64 = 1 << 63;
+    const FILE_OR_SHARED: u64 = 1 << 61;
+    let (base, size) = host_range(mem);
+    let pages = size as u64 / PAGE_SIZE;
+    let file = File::open("/proc/self/pagemap")
+        .map_err(|e| Error::Memory(format!("opening /proc/self/pagemap: {e}")))?;
+    let mut raw = vec![0u8; pages as usize * 8];
+    file.read_exact_at(&mut raw, base as u64 / PAGE_SIZE * 8)
+        .map_err(|e| Error::Memory(format!("reading /proc/self/pagemap: {e}")))?;
+    let mut touched = TouchedPages::default();
+    for (page, entry) in raw.chunks_exact(8).enumerate() {
+        let entry = u64::from_le_bytes(entry.try_into().expect("8-byte chunk"));
+        if entry & PRESENT == 0 {
+            continue;
+        }
+        let runs = if entry & FILE_OR_SHARED != 0 {
+            &mut touched.read
+        } else {
+            &mut touched.written
+        };
+        push_run(runs, page as u64);
+    }
+    Ok(touched)
+}
+
+/// Copies all of guest RAM out (for writing a snapshot).
+pub fn contents(mem: &GuestRam) -> Result<Vec<u8>> {
+    let (_, size) = host_range(mem);
+    let mut out = vec![0u8; size];
+    mem.read_slice(&mut out, GuestAddress(0))
+        .map_err(|e| Error::Memory(format!("reading guest memory: {e}")))?;
+    Ok(out)
 }
 
 /// Writes `data` at `addr`, failing if any byte falls outside RAM.

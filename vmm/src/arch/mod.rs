@@ -4,8 +4,10 @@
 
 mod gdt;
 mod paging;
+mod persist;
 mod regs;
 
 pub use gdt::{exception_name, write_system_tables, EXCEPTIONS_WITH_ERROR_CODE};
 pub use paging::write_page_tables;
-pub use regs::configure_vcpu;
+pub use persist::VcpuState;
+pub use regs::{configure_vcpu, set_cpuid};

@@ -25,6 +25,18 @@ const EFER_LMA: u64 = 1 << 10;
 /// IOPL 3 (bits 12-13) lets ring 3 use `out`; bit 1 is always set.
 const RFLAGS: u64 = (3 << 12) | (1 << 1);
 
+/// AMX tile state (XTILECFG, XTILEDATA): never enabled, so the vCPU's XSAVE
+/// state fits the 4 KiB `KVM_GET_XSAVE`/`KVM_SET_XSAVE` buffer snapshots use.
+const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
+
+/// Gives the vCPU the CPUID KVM supports on this host. On PVM ring-3
+/// `cpuid` is not intercepted anyway; on hardware KVM this is what the
+/// guest sees.
+pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<()> {
+    vcpu.set_cpuid2(supported_cpuid(kvm)?)
+        .map_err(Error::kvm("SET_CPUID2"))
+}
+
 /// The CPUID KVM supports, fetched once per process (the ioctl is slow and
 /// the answer never changes).
 pub fn supported_cpuid(kvm: &Kvm) -> Result<&'static CpuId> {
@@ -82,11 +94,11 @@ fn segment(selector: u16, code: bool) -> kvm_segment {
     }
 }
 
-/// Puts the vCPU at `entry` in 64-bit ring 3 with `stack_top` as RSP.
+/// Puts the vCPU at `entry` in 64-bit ring 3 with `stack_top` as RSP. The
+/// CPUID must already be set ([`set_cpuid`]).
 pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, stack_top: u64) -> Result<()> {
     let cpuid = supported_cpuid(kvm)?;
-    vcpu.set_cpuid2(cpuid).map_err(Error::kvm("SET_CPUID2"))?;
-    let xcr0 = xsave_support(cpuid).map(|supported| supported & host_xcr0());
+    let xcr0 = xsave_support(cpuid).map(|supported| supported & host_xcr0() & !XCR0_AMX);
 
     let mut sregs = vcpu.get_sregs().map_err(Error::kvm("GET_SREGS"))?;
     let code = segment(selectors::USER_CODE, true);

@@ -1,0 +1,81 @@
+//! One module per `wisp` subcommand, plus the options they share.
+
+pub mod run;
+pub mod snapshot;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use wisp::compile::{default_cache_dir, Compiler};
+use wisp::units::parse_size;
+
+/// How a module is compiled and the VM it boots in.
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    /// Guest memory, e.g. `64M`, `1G` (a multiple of 2 MiB) [default: 128M].
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// Guest memory when `--memory` is not given.
+const DEFAULT_MEMORY: u64 = 128 << 20;
+
+impl VmArgs {
+    /// The guest memory size asked for.
+    pub fn memory(&self) -> u64 {
+        self.memory.unwrap_or(DEFAULT_MEMORY)
+    }
+
+    /// Reads `module` and compiles it for the guest (or takes it from the
+    /// cache).
+    pub fn compile(&self, module: &Path) -> Result<Vec<u8>> {
+        let bytes =
+            std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+        let cache = if self.no_cache {
+            None
+        } else {
+            default_cache_dir()
+        };
+        Ok(Compiler::new(cache)?.load_or_compile(&bytes)?)
+    }
+}
+
+/// `--env` entries as `KEY=VALUE` bytes: `NAME=VALUE` as given, `NAME` from
+/// the host's environment.
+pub fn env_entries(specs: &[String]) -> Result<Vec<Vec<u8>>> {
+    specs
+        .iter()
+        .map(|spec| match spec.split_once('=') {
+            Some(("", _)) => bail!("--env `{spec}`: empty variable name"),
+            Some(_) => Ok(spec.clone().into_bytes()),
+            None => {
+                let value = std::env::var(spec)
+                    .with_context(|| format!("--env {spec}: not set on the host"))?;
+                Ok(format!("{spec}={value}").into_bytes())
+            }
+        })
+        .collect()
+}
+
+/// `argv` for a module: its name, then the arguments.
+pub fn argv(name: &str, args: &[String]) -> Vec<Vec<u8>> {
+    std::iter::once(name)
+        .chain(args.iter().map(String::as_str))
+        .map(|a| a.as_bytes().to_vec())
+        .collect()
+}
+
+/// A duration in milliseconds for `--timings`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The name a module path is known by (`argv[0]`).
+pub fn module_name(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

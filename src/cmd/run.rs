@@ -1,0 +1,156 @@
+//! `wisp run`: one module run in one micro-VM, booted fresh or restored
+//! from a snapshot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use wisp::stdio::ProcessStdio;
+use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, Vm, VmConfig};
+
+use super::{argv, env_entries, module_name, ms, VmArgs};
+
+/// Exit status for a wasm trap, as `wasmtime run` uses (128 + SIGABRT).
+const EXIT_TRAP: u8 = 134;
+/// Exit status for a timeout, as timeout(1) uses.
+const EXIT_TIMEOUT: u8 = 124;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Set an environment variable for the module (`NAME=VALUE`, or `NAME`
+    /// to pass the host's value through).
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Wall-clock limit, e.g. `500ms`, `5s`, `2m` (no limit by default).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Most bytes of stdout + stderr the module may write.
+    #[arg(long, default_value = "64M", value_parser = wisp::units::parse_size)]
+    max_output: u64,
+    /// Print where the time went to stderr.
+    #[arg(long)]
+    timings: bool,
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Restore this snapshot (made by `wisp snapshot create`) instead of
+    /// booting; every positional argument is then an argument of the module.
+    #[arg(long, value_name = "DIR")]
+    snapshot: Option<PathBuf>,
+    /// The module, a `.wasm` binary or `.wat` text, then its arguments
+    /// (after its name as argv[0]).
+    #[arg(
+        value_name = "MODULE [ARGS]",
+        required_unless_present = "snapshot",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<String>,
+}
+
+/// Runs `wisp run` and maps the module's end to the process's exit status.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let env = env_entries(&args.env)?;
+    let outcome = match &args.snapshot {
+        Some(dir) => run_snapshot(&args, dir.clone(), env)?,
+        None => run_fresh(&args, env)?,
+    };
+    match outcome {
+        Ok(Outcome::Exited(code)) => Ok(ExitCode::from(code as u8)),
+        Ok(Outcome::Trapped(message)) => {
+            eprintln!("error: {}", message.trim_end());
+            Ok(ExitCode::from(EXIT_TRAP))
+        }
+        Err(e @ VmError::Timeout(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_TIMEOUT))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn config(args: &RunArgs, mem_size: u64) -> VmConfig {
+    VmConfig {
+        mem_size,
+        timeout: args.timeout,
+        max_output: args.max_output,
+        ..VmConfig::default()
+    }
+}
+
+/// Compiles (or takes from the cache), boots and runs.
+fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmError>> {
+    let Some((module, rest)) = args.command.split_first() else {
+        bail!("give a module to run, or --snapshot DIR");
+    };
+    let t0 = Instant::now();
+    let artifact = args.vm.compile(module.as_ref())?;
+    let t_compile = t0.elapsed();
+    let mut vm = Vm::boot(config(args, args.vm.memory()), &artifact)?;
+    let boot = vm.boot_timings();
+    let invocation = Invocation {
+        args: argv(&module_name(module.as_ref()), rest),
+        env,
+    };
+    let t_run = Instant::now();
+    let outcome = vm.invoke(&invocation, &mut ProcessStdio);
+    let run = t_run.elapsed();
+    let t_teardown = Instant::now();
+    drop(vm);
+    if args.timings {
+        eprintln!(
+            "wisp: compile/cache {} | vm create {} | load {} | agent init {} | run {} | teardown {} | total {}",
+            ms(t_compile),
+            ms(boot.create),
+            ms(boot.load),
+            ms(boot.init),
+            ms(run),
+            ms(t_teardown.elapsed()),
+            ms(t0.elapsed())
+        );
+    }
+    Ok(outcome)
+}
+
+/// Opens a snapshot, restores a VM from it and runs.
+fn run_snapshot(
+    args: &RunArgs,
+    dir: PathBuf,
+    env: Vec<Vec<u8>>,
+) -> Result<Result<Outcome, VmError>> {
+    if args.vm.memory.is_some() {
+        bail!("--memory cannot be used with --snapshot: the snapshot fixes the guest memory");
+    }
+    let t0 = Instant::now();
+    let image = Arc::new(Image::open(&dir)?);
+    let t_open = t0.elapsed();
+    let t_restore = Instant::now();
+    let mut vm = Vm::restore(&image, config(args, image.mem_size()))?;
+    let restore = t_restore.elapsed();
+    let parts = vm.restore_timings();
+    let invocation = Invocation {
+        args: argv(image.module_name().unwrap_or("module"), &args.command),
+        env,
+    };
+    let t_run = Instant::now();
+    let outcome = vm.invoke(&invocation, &mut ProcessStdio);
+    let run = t_run.elapsed();
+    let t_teardown = Instant::now();
+    drop(vm);
+    if args.timings {
+        eprintln!(
+            "wisp: open+verify {} | restore {} (vm {} + memory {} + state {}) | run {} | teardown {} | total {}",
+            ms(t_open),
+            ms(restore),
+            ms(parts.shell),
+            ms(parts.memory),
+            ms(parts.state),
+            ms(run),
+            ms(t_teardown.elapsed()),
+            ms(t0.elapsed())
+        );
+    }
+    Ok(outcome)
+}

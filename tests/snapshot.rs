@@ -1,0 +1,332 @@
+//! Snapshots with real micro-VMs: a ready VM is written to disk, then
+//! restored (in this process or another) and reset in place; every start
+//! must see the state the init export left and nothing an earlier
+//! invocation did. Damaged or foreign snapshots are refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{stderr, stdout};
+use wisp::compile::Compiler;
+use wisp_vmm::{BufferIo, Error, Image, Invocation, Outcome, Prefault, Shell, Vm, VmConfig};
+
+const PRISTINE: &str = "g=42 mem=INIT pages=1\n";
+
+fn create(module: &str, dir: &Path) -> Output {
+    let path = common::fixture(module);
+    let dir = dir.to_str().unwrap();
+    common::run(
+        &["snapshot", "create", path.to_str().unwrap(), "-o", dir],
+        b"",
+    )
+}
+
+fn run_snapshot(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut all = vec!["run", "--snapshot", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::run(&all, stdin)
+}
+
+/// A snapshot of `module` made through the API in a fresh temp dir.
+fn api_snapshot(module: &str) -> (tempfile::TempDir, PathBuf) {
+    common::require_kvm();
+    let source = std::fs::read(common::fixture(module)).unwrap();
+    let artifact = Compiler::new(None).unwrap().compile(&source).unwrap();
+    let mut vm = Vm::boot(VmConfig::default(), &artifact).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let sample = Invocation {
+        args: vec![module.as_bytes().to_vec()],
+        env: vec![],
+    };
+    vm.snapshot(&dir, module, Some(&sample)).unwrap();
+    (tmp, dir)
+}
+
+fn invoke(vm: &mut Vm, args: &[&str]) -> (wisp_vmm::Result<Outcome>, String) {
+    let mut io = BufferIo::default();
+    let invocation = Invocation {
+        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: vec![],
+    };
+    let outcome = vm.invoke(&invocation, &mut io);
+    (outcome, String::from_utf8_lossy(&io.stdout).into_owned())
+}
+
+#[test]
+fn every_restore_in_another_process_sees_the_init_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let out = create("init_state.wat", &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("working set"), "{}", stderr(&out));
+    for _ in 0..5 {
+        let out = run_snapshot(&dir, &[], b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), PRISTINE);
+    }
+}
+
+#[test]
+fn reset_in_place_leaves_nothing_of_the_last_invocation() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    for prefault in [
+        Prefault::None,
+        Prefault::WorkingSet,
+        Prefault::CopyToHugePages,
+    ] {
+        let config = VmConfig {
+            prefault,
+            ..VmConfig::default()
+        };
+        let mut vm = Vm::restore(&image, config).unwrap();
+        for round in 0..10 {
+            let (outcome, out) = invoke(&mut vm, &["init_state"]);
+            assert_eq!(outcome.unwrap(), Outcome::Exited(0), "{prefault:?} {round}");
+            assert_eq!(out, PRISTINE, "{prefault:?} round {round}");
+            // Without a reset the VM refuses a second invocation.
+            assert!(matches!(
+                invoke(&mut vm, &["init_state"]).0,
+                Err(Error::Config(m)) if m.contains("reset it first")
+            ));
+            vm.reset().unwrap();
+        }
+    }
+}
+
+#[test]
+fn restore_into_a_precreated_shell() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let shells: Vec<Shell> = (0..3).map(|_| Shell::new().unwrap()).collect();
+    for shell in shells {
+        let mut vm = Vm::restore_in(shell, &image, VmConfig::default()).unwrap();
+        let (outcome, out) = invoke(&mut vm, &["init_state"]);
+        assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+        assert_eq!(out, PRISTINE);
+    }
+}
+
+#[test]
+fn a_vm_stopped_by_its_timeout_or_a_trap_resets_cleanly() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let config = VmConfig {
+        timeout: Some(Duration::from_millis(200)),
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::restore(&image, config).unwrap();
+    // Any argument makes the module dirty its state, then spin.
+    let (outcome, out) = invoke(&mut vm, &["init_state", "spin"]);
+    assert!(matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
+    assert_eq!(out, PRISTINE, "output before the timeout is kept");
+    vm.reset().unwrap();
+    let (outcome, out) = invoke(&mut vm, &["init_state"]);
+    assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+    assert_eq!(out, PRISTINE);
+
+    let (_tmp, dir) = api_snapshot("trap.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let mut vm = Vm::restore(&image, VmConfig::default()).unwrap();
+    let (outcome, _) = invoke(&mut vm, &["trap", "stack_overflow"]);
+    assert!(
+        matches!(&outcome, Ok(Outcome::Trapped(m)) if m.contains("call stack exhausted")),
+        "{outcome:?}"
+    );
+    vm.reset().unwrap();
+    let (outcome, out) = invoke(&mut vm, &["trap", "oob"]);
+    assert!(
+        matches!(&outcome, Ok(Outcome::Trapped(m)) if m.contains("out of bounds")),
+        "{outcome:?}"
+    );
+    assert_eq!(out, "before trap\n");
+}
+
+#[test]
+fn restored_modules_get_their_args_env_and_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hello = tmp.path().join("hello");
+    assert!(create("../../examples/hello.wat", &hello).status.success());
+    let out = run_snapshot(&hello, &["you"], b"");
+    assert_eq!(stdout(&out), "hello, you!\n");
+
+    let echo = tmp.path().join("echo");
+    assert!(create("echo.wat", &echo).status.success());
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let out = run_snapshot(&echo, &[], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, input);
+
+    let args_env = tmp.path().join("args_env");
+    assert!(create("args_env.wat", &args_env).status.success());
+    let out = common::run(
+        &[
+            "run",
+            "--env",
+            "GREETING=hi",
+            "--snapshot",
+            args_env.to_str().unwrap(),
+            "a",
+            "b c",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("a\n") && text.contains("b c\n"), "{text}");
+    assert!(text.contains("GREETING=hi"), "{text}");
+}
+
+/// Applies `damage` to a fresh copy of a snapshot and checks that running
+/// it fails with one clear line containing `expect`.
+fn assert_refused(damage: impl Fn(&Path), expect: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    assert!(create("init_state.wat", &dir).status.success());
+    damage(&dir);
+    let out = run_snapshot(&dir, &[], b"");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "a refused snapshot must not run");
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    assert!(
+        err.contains("recreate"),
+        "the error must say what to do: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+fn edit_manifest(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, offset).unwrap();
+    file.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
+}
+
+#[test]
+fn damaged_or_foreign_snapshots_are_refused() {
+    // A byte of guest memory inside a data extent.
+    assert_refused(
+        |dir| {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+            let page = manifest["memory"]["extents"][0]["start_page"]
+                .as_u64()
+                .unwrap();
+            flip_byte(&dir.join("memory"), page * 4096 + 123);
+        },
+        "checksum",
+    );
+    // vCPU state.
+    assert_refused(|dir| flip_byte(&dir.join("state.bin"), 40), "checksum");
+    // Truncated state.
+    assert_refused(
+        |dir| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("state.bin"))
+                .unwrap();
+            f.set_len(10).unwrap();
+        },
+        "truncated",
+    );
+    // A newer format.
+    assert_refused(
+        |dir| edit_manifest(dir, |m| m["format_version"] = 99.into()),
+        "format version 99",
+    );
+    // Made by another wasmtime.
+    assert_refused(
+        |dir| edit_manifest(dir, |m| m["compat"]["wasmtime_version"] = "47.0.0".into()),
+        "wasmtime 47.0.0",
+    );
+    // For a CPU with a feature this one lacks.
+    assert_refused(
+        |dir| {
+            edit_manifest(dir, |m| {
+                m["cpu"]["features"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push("amx-tile".into())
+            })
+        },
+        "amx-tile",
+    );
+}
+
+#[test]
+fn snapshot_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let out = run_snapshot(&missing, &[], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no snapshot"), "{}", stderr(&out));
+
+    // An init export that traps fails the snapshot, and leaves nothing.
+    let dir = tmp.path().join("bad");
+    let out = create("init_trap.wat", &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`wisp_init` failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.exists());
+
+    // --memory is the snapshot's business.
+    let good = tmp.path().join("good");
+    assert!(create("init_state.wat", &good).status.success());
+    let out = common::run(
+        &[
+            "run",
+            "--memory",
+            "64M",
+            "--snapshot",
+            good.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--memory cannot be used with --snapshot"));
+
+    // Writing over something that is not a snapshot is refused.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"precious").unwrap();
+    let out = create("init_state.wat", &file);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[test]
+fn a_snapshot_replaced_under_a_running_image_does_not_disturb_it() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    // Replace the snapshot on disk with another module's.
+    let out = create("../../examples/hello.wat", &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut vm = Vm::restore(&image, VmConfig::default()).unwrap();
+    let (outcome, out) = invoke(&mut vm, &["init_state"]);
+    assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+    assert_eq!(out, PRISTINE);
+    let hello = Arc::new(Image::open(&dir).unwrap());
+    let mut vm = Vm::restore(&hello, VmConfig::default()).unwrap();
+    assert_eq!(invoke(&mut vm, &["hello"]).1, "hello, world!\n");
+}

@@ -1,0 +1,370 @@
+//! Snapshots of a ready VM, and VMs restored or reset from one.
+//!
+//! Each component saves its own state into a section of the snapshot
+//! (`vm`, `vcpu`, `channel`); guest memory goes to a sparse file that
+//! restores map copy-on-write. The `working_set` section lists the pages a
+//! sample invocation touched right after the snapshot point, so a restore
+//! can pre-fault exactly those (the REAP idea) instead of taking a host page
+//! fault for each inside the guest.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wisp_abi::layout::PAGE_SIZE;
+use wisp_snapshot::{Builder, Compat, CpuFeatures, Snapshot};
+
+use super::{attach_memory, Invocation, State, Vm, VmConfig};
+use crate::arch::VcpuState;
+use crate::channel::{ChannelState, HostChannel};
+use crate::error::{Error, Result};
+use crate::io::BufferIo;
+use crate::memory::{self, GuestRam, Populate};
+use crate::shell::Shell;
+
+const VM_SECTION: &str = "vm";
+const VCPU_SECTION: &str = "vcpu";
+const CHANNEL_SECTION: &str = "channel";
+const WORKING_SET_SECTION: &str = "working_set";
+/// Metadata key: the name the module was snapshotted under (`argv[0]`).
+const META_MODULE: &str = "module";
+
+/// The longest a working-set sample invocation may run.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a restore prepares guest memory before the guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefault {
+    /// Nothing: every page is faulted in when the guest first touches it.
+    None,
+    /// Pre-fault the snapshot's recorded working set: pages that were only
+    /// read are mapped from the page cache, written ones copied.
+    WorkingSet,
+    /// Copy all of the snapshot's data into fresh anonymous memory backed by
+    /// transparent huge pages (no sharing between instances).
+    CopyToHugePages,
+}
+
+/// Pages a sample invocation touched after the snapshot point, as runs of
+/// `(first page, page count)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkingSet {
+    /// Pages only read.
+    pub read: Vec<(u64, u64)>,
+    /// Pages written.
+    pub written: Vec<(u64, u64)>,
+}
+
+impl WorkingSet {
+    /// Total pages (read, written).
+    pub fn page_counts(&self) -> (u64, u64) {
+        let sum = |runs: &[(u64, u64)]| runs.iter().map(|r| r.1).sum();
+        (sum(&self.read), sum(&self.written))
+    }
+
+    fn check(&self, mem_size: u64) -> Result<()> {
+        let pages = mem_size / PAGE_SIZE;
+        let bad = self
+            .read
+            .iter()
+            .chain(&self.written)
+            .any(|&(start, count)| start.checked_add(count).is_none_or(|end| end > pages));
+        if bad {
+            return Err(Error::Snapshot(wisp_snapshot::Error::Corrupt(
+                "working set outside guest memory".into(),
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct VmSection {
+    mem_size: u64,
+}
+
+/// What a snapshot must match to be loaded by this build.
+pub fn compat() -> Compat {
+    Compat {
+        wisp_version: env!("CARGO_PKG_VERSION").into(),
+        wasmtime_version: env!("WISP_AGENT_WASMTIME_VERSION").into(),
+        abi_version: wisp_abi::ABI_VERSION,
+        agent_hash: env!("WISP_AGENT_HASH").into(),
+    }
+}
+
+/// A verified snapshot held open, from which any number of VMs are
+/// restored; share it with an `Arc`.
+pub struct Image {
+    memory: Arc<File>,
+    mem_size: u64,
+    vcpu: VcpuState,
+    channel: ChannelState,
+    working_set: WorkingSet,
+    /// Runs of pages holding data in the memory file.
+    data: Vec<(u64, u64)>,
+    module: Option<String>,
+}
+
+/// Where the time of a restore went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreTimings {
+    /// Creating the VM and vCPU (zero with a pre-created shell).
+    pub shell: Duration,
+    /// Mapping guest memory and pre-faulting it.
+    pub memory: Duration,
+    /// Registering memory with KVM and loading the vCPU and channel state.
+    pub state: Duration,
+}
+
+impl Image {
+    /// Opens and verifies the snapshot in `dir`: format, versions, CPU
+    /// features, checksums of every section and of the memory data.
+    pub fn open(dir: &Path) -> Result<Image> {
+        let snap = Snapshot::open(dir, &compat(), &CpuFeatures::host())?;
+        let vm: VmSection = snap.section(VM_SECTION)?;
+        let working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
+        if vm.mem_size != snap.memory_size() {
+            return Err(Error::Snapshot(wisp_snapshot::Error::Corrupt(format!(
+                "the vm section says {} bytes of memory, the memory file has {}",
+                vm.mem_size,
+                snap.memory_size()
+            ))));
+        }
+        memory::validate_size(vm.mem_size)?;
+        working_set.check(vm.mem_size)?;
+        let memory = snap
+            .memory_file()
+            .try_clone()
+            .map_err(|e| Error::Memory(format!("opening the snapshot memory file: {e}")))?;
+        Ok(Image {
+            memory: Arc::new(memory),
+            mem_size: vm.mem_size,
+            vcpu: snap.section(VCPU_SECTION)?,
+            channel: snap.section(CHANNEL_SECTION)?,
+            working_set,
+            data: snap
+                .manifest()
+                .memory
+                .extents
+                .iter()
+                .map(|e| (e.start_page, e.pages))
+                .collect(),
+            module: snap.meta(META_MODULE).map(str::to_owned),
+        })
+    }
+
+    /// The name the module was snapshotted under.
+    pub fn module_name(&self) -> Option<&str> {
+        self.module.as_deref()
+    }
+
+    /// Guest memory size of VMs restored from this image.
+    pub fn mem_size(&self) -> u64 {
+        self.mem_size
+    }
+
+    /// The recorded working set.
+    pub fn working_set(&self) -> &WorkingSet {
+        &self.working_set
+    }
+
+    /// Maps fresh guest memory holding the snapshot's contents.
+    fn map_memory(&self, how: Prefault) -> Result<GuestRam> {
+        let mem = match how {
+            Prefault::CopyToHugePages => memory::create(self.mem_size)?,
+            Prefault::None | Prefault::WorkingSet => {
+                memory::map_private(&self.memory, self.mem_size)?
+            }
+        };
+        self.prepare(&mem, how)?;
+        Ok(mem)
+    }
+
+    /// Brings memory that reads as the snapshot file (or as zeroes, for
+    /// huge-page copies) to the snapshot's contents and pre-faults it.
+    fn prepare(&self, mem: &GuestRam, how: Prefault) -> Result<()> {
+        match how {
+            Prefault::None => Ok(()),
+            Prefault::WorkingSet => {
+                memory::populate(mem, &self.working_set.read, Populate::Read)?;
+                memory::populate(mem, &self.working_set.written, Populate::Write)
+            }
+            Prefault::CopyToHugePages => self.copy_data(mem),
+        }
+    }
+
+    fn copy_data(&self, mem: &GuestRam) -> Result<()> {
+        let mut buf = Vec::new();
+        for &(start, count) in &self.data {
+            buf.resize((count * PAGE_SIZE) as usize, 0);
+            self.memory
+                .read_exact_at(&mut buf, start * PAGE_SIZE)
+                .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
+            memory::write(mem, start * PAGE_SIZE, &buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl Vm {
+    /// Writes a snapshot of this ready VM to `dir` (atomically replacing
+    /// anything there). `module` is recorded as the module's name. With a
+    /// `sample` invocation, a VM is restored from the new snapshot and runs
+    /// it once (output discarded) to record the working set.
+    ///
+    /// Output the module wrote during boot is not part of the snapshot:
+    /// take it first with [`Vm::take_init_output`].
+    pub fn snapshot(
+        &mut self,
+        dir: &Path,
+        module: &str,
+        sample: Option<&Invocation>,
+    ) -> Result<()> {
+        if self.state != State::Ready {
+            return Err(Error::Config(
+                "only a VM that has not served an invocation can be snapshotted".into(),
+            ));
+        }
+        self.quiesce()?;
+        let vcpu = VcpuState::save(&self.shell.vcpu)?;
+        let channel = self.channel.save();
+        let mem_size = self.config.mem_size;
+
+        let mut builder = Builder::new(dir)?;
+        builder.section(VM_SECTION, &VmSection { mem_size })?;
+        builder.section(VCPU_SECTION, &vcpu)?;
+        builder.section(CHANNEL_SECTION, &channel)?;
+        builder.memory(&memory::contents(&self.mem)?)?;
+        let working_set = match sample {
+            None => WorkingSet::default(),
+            Some(invocation) => {
+                let file = builder.memory_file()?;
+                let image = Image {
+                    memory: Arc::new(file),
+                    mem_size,
+                    vcpu,
+                    channel,
+                    working_set: WorkingSet::default(),
+                    data: Vec::new(),
+                    module: None,
+                };
+                record_working_set(image, &self.config, invocation)?
+            }
+        };
+        builder.section(WORKING_SET_SECTION, &working_set)?;
+        builder.meta(META_MODULE, module);
+        builder.commit(&compat(), &CpuFeatures::host())?;
+        Ok(())
+    }
+
+    /// Restores a VM from `image` in a new shell.
+    pub fn restore(image: &Arc<Image>, config: VmConfig) -> Result<Vm> {
+        let t0 = Instant::now();
+        let shell = Shell::new()?;
+        let shell_time = t0.elapsed();
+        let mut vm = Vm::restore_in(shell, image, config)?;
+        vm.restore_timings.shell = shell_time;
+        Ok(vm)
+    }
+
+    /// Restores a VM from `image` into a pre-created `shell`. The VM's memory
+    /// size is the snapshot's; `config.mem_size` is ignored.
+    pub fn restore_in(shell: Shell, image: &Arc<Image>, mut config: VmConfig) -> Result<Vm> {
+        config.mem_size = image.mem_size;
+        let t0 = Instant::now();
+        let mem = image.map_memory(config.prefault)?;
+        let t1 = Instant::now();
+        attach_memory(&shell, &mem)?;
+        image.vcpu.restore(&shell.vcpu)?;
+        let mut channel = HostChannel::new()?;
+        channel.restore(&image.channel);
+        let mut vm = Vm::assemble(shell, mem, channel, config);
+        vm.image = Some(Arc::clone(image));
+        vm.restore_timings = RestoreTimings {
+            shell: Duration::ZERO,
+            memory: t1 - t0,
+            state: t1.elapsed(),
+        };
+        Ok(vm)
+    }
+
+    /// Returns a restored VM to its snapshot's state, whatever its last
+    /// invocation did: private memory pages are dropped (the guest sees the
+    /// snapshot file again), then the vCPU and channel state are reloaded.
+    pub fn reset(&mut self) -> Result<()> {
+        let image = self.image.clone().ok_or_else(|| {
+            Error::Config("only a VM restored from a snapshot can be reset".into())
+        })?;
+        let t0 = Instant::now();
+        // Finish whatever port I/O the last exit left pending, so KVM does
+        // not complete it on top of the state loaded below.
+        self.quiesce()?;
+        memory::discard_private(&self.mem)?;
+        image.prepare(&self.mem, self.config.prefault)?;
+        let t1 = Instant::now();
+        image.vcpu.restore(&self.shell.vcpu)?;
+        self.channel.restore(&image.channel);
+        self.state = State::Ready;
+        self.output_bytes = 0;
+        self.stdin_done = false;
+        self.init_output = BufferIo::default();
+        self.restore_timings = RestoreTimings {
+            shell: Duration::ZERO,
+            memory: t1 - t0,
+            state: t1.elapsed(),
+        };
+        Ok(())
+    }
+
+    /// Where the time of the last restore or reset went.
+    pub fn restore_timings(&self) -> RestoreTimings {
+        self.restore_timings
+    }
+
+    /// Completes any port I/O the vCPU exited for, without running guest
+    /// code, so the vCPU state KVM reports is between two instructions.
+    fn quiesce(&mut self) -> Result<()> {
+        let vcpu = &mut self.shell.vcpu;
+        vcpu.set_kvm_immediate_exit(1);
+        let outcome = vcpu.run().map(|exit| format!("{exit:?}"));
+        vcpu.set_kvm_immediate_exit(0);
+        match outcome {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(source) => Err(Error::Kvm { op: "RUN", source }),
+            Ok(exit) => Err(Error::Protocol(format!(
+                "the vCPU ran while being paused: {exit}"
+            ))),
+        }
+    }
+}
+
+/// Restores a VM from a just-written snapshot without pre-faulting, runs
+/// `invocation` in it, and returns the pages it touched.
+fn record_working_set(
+    image: Image,
+    config: &VmConfig,
+    invocation: &Invocation,
+) -> Result<WorkingSet> {
+    let config = VmConfig {
+        prefault: Prefault::None,
+        timeout: Some(
+            config
+                .timeout
+                .map_or(SAMPLE_TIMEOUT, |t| t.min(SAMPLE_TIMEOUT)),
+        ),
+        ..config.clone()
+    };
+    let mut vm = Vm::restore(&Arc::new(image), config)?;
+    // Whatever the sample's outcome, the pages it touched are the ones a
+    // real invocation will start with.
+    let _ = vm.invoke(invocation, &mut BufferIo::default());
+    let touched = memory::touched_pages(&vm.mem)?;
+    Ok(WorkingSet {
+        read: touched.read,
+        written: touched.written,
+    })
+}
