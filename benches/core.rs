@@ -10,24 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wisp::bench::{ratio, require_kvm, row, runs_arg, time};
 use wisp::compile::Compiler;
-use wisp::stats::Summary;
 use wisp_vmm::{BufferIo, Invocation, Outcome, Vm, VmConfig};
 
 const FIB_N: u32 = 30;
 const FIB_30: u32 = 832_040;
-
-fn runs_from_args() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--runs") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("--runs needs a positive number")),
-        None => 200,
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,23 +26,6 @@ fn compile(compiler: &Compiler, path: &Path) -> Vec<u8> {
     compiler
         .compile(&source)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn row(name: &str, samples: &[Duration]) -> Summary {
-    let summary = Summary::of(samples).expect("at least one run");
-    println!("{name:<34} {summary}");
-    summary
-}
-
-/// Times `runs` calls of `f`.
-fn time(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect()
 }
 
 fn native_fib(n: u32) -> u32 {
@@ -95,15 +66,8 @@ fn host_wasmtime_fib(runs: usize, wat: &Path) -> Vec<Duration> {
 }
 
 fn main() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        eprintln!("*** /dev/kvm is not usable ({e}): this benchmark boots real micro-VMs. ***");
-        std::process::exit(1);
-    }
-    let runs = runs_from_args();
+    require_kvm();
+    let runs = runs_arg(200);
     let hello_path = root().join("examples/hello.wat");
     let fib_path = root().join("tests/fixtures/fib.wat");
     let compiler = Compiler::new(None).expect("compiler");
@@ -171,7 +135,6 @@ fn main() {
         &time(runs, || assert_eq!(native_fib(black_box(FIB_N)), FIB_30)),
     );
 
-    let ratio = |a: &Summary, b: &Summary| a.p50.as_secs_f64() / b.p50.as_secs_f64();
     println!();
     println!(
         "fresh boot p50 {:.2} ms (target <= 20 ms)",

@@ -4,6 +4,7 @@
 //! micro-VM itself is `wisp-vmm`; the guest is `agent/`; their contract is
 //! `wisp-abi`.
 
+pub mod bench;
 pub mod compile;
 pub mod stats;
 pub mod stdio;

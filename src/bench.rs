@@ -1,0 +1,58 @@
+//! Helpers shared by the benchmarks in `benches/`: argument parsing, timing
+//! loops and result rows.
+
+use std::time::{Duration, Instant};
+
+use crate::stats::Summary;
+
+/// `--runs N` from the benchmark's command line (cargo passes other flags
+/// such as `--bench`, which are ignored), else `default`.
+pub fn runs_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--runs") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                eprintln!("--runs needs a positive number");
+                std::process::exit(2);
+            }
+        },
+        None => default,
+    }
+}
+
+/// Exits with a loud message unless `/dev/kvm` can be opened: every
+/// benchmark here boots real micro-VMs.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        eprintln!("*** /dev/kvm is not usable ({e}): this benchmark boots real micro-VMs. ***");
+        std::process::exit(1);
+    }
+}
+
+/// Times `runs` calls of `f`.
+pub fn time(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// Prints one result row and returns its summary.
+pub fn row(name: &str, samples: &[Duration]) -> Summary {
+    let summary = Summary::of(samples).expect("at least one run");
+    println!("{name:<44} {summary}");
+    summary
+}
+
+/// The ratio of two medians.
+pub fn ratio(a: &Summary, b: &Summary) -> f64 {
+    a.p50.as_secs_f64() / b.p50.as_secs_f64()
+}
