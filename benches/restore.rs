@@ -55,20 +55,45 @@ fn new_vm(image: &Arc<Image>, prefault: Prefault, runs: usize) -> Vec<Duration> 
         .collect()
 }
 
+/// Samples of one restore's phases.
+#[derive(Default)]
+struct Phases {
+    memory: Vec<Duration>,
+    state: Vec<Duration>,
+    invoke: Vec<Duration>,
+}
+
+impl Phases {
+    fn print(&self, label: &str) {
+        let p50 = |s: &[Duration]| Summary::of(s).map_or(0.0, |s| s.p50.as_secs_f64() * 1e3);
+        println!(
+            "  ({label}: p50 memory {:.3} ms + KVM state {:.3} ms + invoke {:.3} ms)",
+            p50(&self.memory),
+            p50(&self.state),
+            p50(&self.invoke)
+        );
+    }
+}
+
 /// Restore into shells created ahead of time.
-fn shell(image: &Arc<Image>, prefault: Prefault, runs: usize) -> Vec<Duration> {
+fn shell(image: &Arc<Image>, prefault: Prefault, runs: usize) -> (Vec<Duration>, Phases) {
     let mut samples = Vec::with_capacity(runs);
+    let mut phases = Phases::default();
     while samples.len() < runs {
         let batch = SHELL_BATCH.min(runs - samples.len());
         let shells: Vec<Shell> = (0..batch).map(|_| Shell::new().expect("shell")).collect();
         for shell in shells {
             let t = Instant::now();
             let mut vm = Vm::restore_in(shell, image, config(prefault)).expect("restore");
+            let t_invoke = Instant::now();
             respond(&mut vm);
             samples.push(t.elapsed());
+            phases.invoke.push(t_invoke.elapsed());
+            phases.memory.push(vm.restore_timings().memory);
+            phases.state.push(vm.restore_timings().state);
         }
     }
-    samples
+    (samples, phases)
 }
 
 /// One VM reset in place between invocations: reset → response, and the
@@ -164,10 +189,9 @@ fn main() {
     let mut best_cold: Option<(String, Summary)> = None;
     for (label, prefault) in modes {
         let a = row(&format!("new VM, {label}"), &new_vm(&image, prefault, runs));
-        row(
-            &format!("pre-created shell, {label}"),
-            &shell(&image, prefault, runs),
-        );
+        let (samples, phases) = shell(&image, prefault, runs);
+        row(&format!("pre-created shell, {label}"), &samples);
+        phases.print(label);
         let (total, resets) = reset(&image, prefault, runs);
         row(&format!("reset in place, {label}"), &total);
         row(&format!("  (reset alone, {label})"), &resets);

@@ -95,6 +95,11 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
                 Err(Error::Config(m)) if m.contains("reset it first")
             ));
             vm.reset().unwrap();
+            assert_eq!(
+                vm.first_difference_from_snapshot().unwrap(),
+                None,
+                "{prefault:?} round {round}: guest memory differs from the snapshot after a reset"
+            );
         }
     }
 }
@@ -126,6 +131,7 @@ fn a_vm_stopped_by_its_timeout_or_a_trap_resets_cleanly() {
     assert!(matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
     assert_eq!(out, PRISTINE, "output before the timeout is kept");
     vm.reset().unwrap();
+    assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
     let (outcome, out) = invoke(&mut vm, &["init_state"]);
     assert_eq!(outcome.unwrap(), Outcome::Exited(0));
     assert_eq!(out, PRISTINE);
@@ -139,6 +145,7 @@ fn a_vm_stopped_by_its_timeout_or_a_trap_resets_cleanly() {
         "{outcome:?}"
     );
     vm.reset().unwrap();
+    assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
     let (outcome, out) = invoke(&mut vm, &["trap", "oob"]);
     assert!(
         matches!(&outcome, Ok(Outcome::Trapped(m)) if m.contains("out of bounds")),

@@ -27,7 +27,16 @@ pub struct HostChannel {
     rx: Queue,
     tx: Queue,
     scratch: Vec<u8>,
+    /// Guest memory the host wrote since the last [`HostChannel::take_host_writes`],
+    /// as `(address, length)`: KVM's dirty log sees only the guest's writes.
+    host_writes: Vec<(u64, u64)>,
 }
+
+/// The ring pages, which the host writes (used rings) on every exchange.
+const RING_PAGES: (u64, u64) = (
+    RX_DESC_ADDR,
+    align_up(TX_USED_ADDR + 1, PAGE_SIZE) - RX_DESC_ADDR,
+);
 
 fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
     let mut q = Queue::new(QUEUE_SIZE).map_err(protocol)?;
@@ -78,6 +87,7 @@ impl HostChannel {
             rx: queue(RX_DESC_ADDR, RX_AVAIL_ADDR, RX_USED_ADDR)?,
             tx: queue(TX_DESC_ADDR, TX_AVAIL_ADDR, TX_USED_ADDR)?,
             scratch: vec![0; BUF],
+            host_writes: Vec::new(),
         })
     }
 
@@ -97,6 +107,14 @@ impl HostChannel {
         self.rx.set_next_used(state.rx_next_used);
         self.tx.set_next_avail(state.tx_next_avail);
         self.tx.set_next_used(state.tx_next_used);
+    }
+
+    /// The guest memory the host has written since the last call (message
+    /// buffers and the ring pages), so a reset can restore exactly that.
+    pub fn take_host_writes(&mut self) -> Vec<(u64, u64)> {
+        let mut writes = std::mem::take(&mut self.host_writes);
+        writes.push(RING_PAGES);
+        writes
     }
 
     /// Consumes every message the guest queued, in order, handing each to
@@ -166,6 +184,7 @@ impl HostChannel {
         let total = msg::encode_header(&mut self.scratch, kind, n);
         mem.write_slice(&self.scratch[..total], desc.addr())
             .map_err(protocol)?;
+        self.host_writes.push((desc.addr().0, total as u64));
         self.rx
             .add_used(mem, head, total as u32)
             .map_err(protocol)?;

@@ -104,14 +104,6 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
     Ok(())
 }
 
-/// Drops every page the guest (or the host) wrote since the mapping was
-/// made, so RAM reads as the snapshot file again. KVM's MMU notifier drops
-/// its own mappings of those pages too.
-pub fn discard_private(mem: &GuestRam) -> Result<()> {
-    let (_, size) = host_range(mem);
-    madvise(mem, 0, size as u64, libc::MADV_DONTNEED)
-}
-
 /// How [`populate`] pre-faults pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {
@@ -181,6 +173,79 @@ pub fn touched_pages(mem: &GuestRam) -> Result<TouchedPages> {
     Ok(touched)
 }
 
+/// Sorts `(first page, count)` runs and merges overlapping or adjacent ones.
+pub fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (start, count) in runs {
+        match merged.last_mut() {
+            Some((s, c)) if start <= *s + *c => *c = (*c).max(start + count - *s),
+            _ => merged.push((start, count)),
+        }
+    }
+    merged
+}
+
+/// The pages covering byte ranges `(address, length)`, as merged runs.
+pub fn page_runs(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let runs = ranges
+        .iter()
+        .filter(|r| r.1 > 0)
+        .map(|&(addr, len)| {
+            let first = addr / PAGE_SIZE;
+            (first, (addr + len).div_ceil(PAGE_SIZE) - first)
+        })
+        .collect();
+    merge_runs(runs)
+}
+
+/// The set bits of a KVM dirty bitmap (bit `i` = page `i`), as runs.
+pub fn bitmap_runs(bitmap: &[u64]) -> Vec<(u64, u64)> {
+    let mut runs = Vec::new();
+    for (word_index, &word) in bitmap.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let bit = u64::from(bits.trailing_zeros());
+            push_run(&mut runs, word_index as u64 * 64 + bit);
+            bits &= bits - 1;
+        }
+    }
+    runs
+}
+
+/// Overwrites `runs` of guest pages with the same pages of `file` (holes
+/// read as zeroes), returning them to the snapshot's contents.
+pub fn copy_from_file(mem: &GuestRam, file: &File, runs: &[(u64, u64)]) -> Result<()> {
+    let mut buf = Vec::new();
+    for &(start, count) in runs {
+        buf.resize((count * PAGE_SIZE) as usize, 0);
+        file.read_exact_at(&mut buf, start * PAGE_SIZE)
+            .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
+        write(mem, start * PAGE_SIZE, &buf)?;
+    }
+    Ok(())
+}
+
+/// The first page where guest RAM differs from `file`, if any.
+pub fn first_difference(mem: &GuestRam, file: &File) -> Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let (_, size) = host_range(mem);
+    let mut ours = vec![0u8; CHUNK];
+    let mut theirs = vec![0u8; CHUNK];
+    for offset in (0..size).step_by(CHUNK) {
+        let len = CHUNK.min(size - offset);
+        mem.read_slice(&mut ours[..len], GuestAddress(offset as u64))
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        file.read_exact_at(&mut theirs[..len], offset as u64)
+            .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
+        if ours[..len] != theirs[..len] {
+            let i = (0..len).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
+            return Ok(Some((offset + i) as u64 / PAGE_SIZE));
+        }
+    }
+    Ok(None)
+}
+
 /// Copies all of guest RAM out (for writing a snapshot).
 pub fn contents(mem: &GuestRam) -> Result<Vec<u8>> {
     let (_, size) = host_range(mem);
@@ -210,6 +275,22 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_merge_and_come_from_bitmaps_and_byte_ranges() {
+        assert_eq!(
+            merge_runs(vec![(10, 2), (0, 3), (3, 1), (11, 5)]),
+            vec![(0, 4), (10, 6)]
+        );
+        assert_eq!(
+            bitmap_runs(&[0b1011, 1 << 63, 1]),
+            vec![(0, 2), (3, 1), (127, 2)]
+        );
+        assert_eq!(
+            page_runs(&[(0x1000, 1), (0x1fff, 2), (0x5000, 0), (0x8000, 0x2000)]),
+            vec![(1, 2), (8, 2)]
+        );
+    }
 
     #[test]
     fn sizes_are_validated() {

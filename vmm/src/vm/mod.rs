@@ -26,6 +26,9 @@ use crate::timer::Deadline;
 pub use persist::{compat, Image, Prefault, RestoreTimings, WorkingSet};
 use run::{Phase, Stop};
 
+/// The KVM memory slot of guest RAM (the only one).
+const MEMORY_SLOT: u32 = 0;
+
 /// Limits and knobs of one VM.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -37,7 +40,9 @@ pub struct VmConfig {
     pub boot_timeout: Duration,
     /// Most stdout + stderr bytes an invocation may write.
     pub max_output: u64,
-    /// How a restore prepares guest memory.
+    /// How a restore prepares guest memory. `None` by default: on the PVM
+    /// hosts measured (docs/SNAPSHOT.md) pre-faulting costs more than the
+    /// guest's own faults save.
     pub prefault: Prefault,
     /// Deliberate guest misbehaviour, for testing the host's defences.
     #[doc(hidden)]
@@ -51,7 +56,7 @@ impl Default for VmConfig {
             timeout: None,
             boot_timeout: Duration::from_secs(10),
             max_output: 64 << 20,
-            prefault: Prefault::WorkingSet,
+            prefault: Prefault::None,
             test_mode: TestMode::None,
         }
     }
@@ -151,7 +156,7 @@ impl Vm {
         let t0 = Instant::now();
         let shell = Shell::new()?;
         let mem = memory::create(config.mem_size)?;
-        attach_memory(&shell, &mem)?;
+        attach_memory(&shell, &mem, false)?;
         let t1 = Instant::now();
 
         arch::write_page_tables(&mem, config.mem_size)?;
@@ -250,8 +255,9 @@ impl Vm {
     }
 }
 
-/// Registers `mem` as the shell's guest-physical memory at address 0.
-fn attach_memory(shell: &Shell, mem: &GuestRam) -> Result<()> {
+/// Registers `mem` as the shell's guest-physical memory at address 0, with
+/// KVM logging the pages the guest writes if `log_dirty`.
+fn attach_memory(shell: &Shell, mem: &GuestRam, log_dirty: bool) -> Result<()> {
     let region = mem
         .iter()
         .next()
@@ -260,8 +266,12 @@ fn attach_memory(shell: &Shell, mem: &GuestRam) -> Result<()> {
         .get_host_address(GuestAddress(0))
         .map_err(|e| Error::Memory(e.to_string()))?;
     let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
+        slot: MEMORY_SLOT,
+        flags: if log_dirty {
+            kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        },
         guest_phys_addr: 0,
         memory_size: region.len(),
         userspace_addr: host_addr as u64,

@@ -8,7 +8,6 @@
 //! fault for each inside the guest.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use wisp_abi::layout::PAGE_SIZE;
 use wisp_snapshot::{Builder, Compat, CpuFeatures, Snapshot};
 
-use super::{attach_memory, Invocation, State, Vm, VmConfig};
+use super::{attach_memory, Invocation, State, Vm, VmConfig, MEMORY_SLOT};
 use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
 use crate::error::{Error, Result};
@@ -198,15 +197,7 @@ impl Image {
     }
 
     fn copy_data(&self, mem: &GuestRam) -> Result<()> {
-        let mut buf = Vec::new();
-        for &(start, count) in &self.data {
-            buf.resize((count * PAGE_SIZE) as usize, 0);
-            self.memory
-                .read_exact_at(&mut buf, start * PAGE_SIZE)
-                .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
-            memory::write(mem, start * PAGE_SIZE, &buf)?;
-        }
-        Ok(())
+        memory::copy_from_file(mem, &self.memory, &self.data)
     }
 }
 
@@ -278,7 +269,8 @@ impl Vm {
         let t0 = Instant::now();
         let mem = image.map_memory(config.prefault)?;
         let t1 = Instant::now();
-        attach_memory(&shell, &mem)?;
+        // KVM logs the pages the guest writes, so a reset restores only those.
+        attach_memory(&shell, &mem, true)?;
         image.vcpu.restore(&shell.vcpu)?;
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
@@ -293,8 +285,11 @@ impl Vm {
     }
 
     /// Returns a restored VM to its snapshot's state, whatever its last
-    /// invocation did: private memory pages are dropped (the guest sees the
-    /// snapshot file again), then the vCPU and channel state are reloaded.
+    /// invocation did: the pages the guest wrote (KVM's dirty log) and the
+    /// host wrote (the channel's record) are copied back from the snapshot
+    /// file, then the vCPU and channel state are reloaded. Pages only read
+    /// stay mapped, with KVM's mappings of them, so the next invocation does
+    /// not fault them in again.
     pub fn reset(&mut self) -> Result<()> {
         let image = self.image.clone().ok_or_else(|| {
             Error::Config("only a VM restored from a snapshot can be reset".into())
@@ -303,8 +298,14 @@ impl Vm {
         // Finish whatever port I/O the last exit left pending, so KVM does
         // not complete it on top of the state loaded below.
         self.quiesce()?;
-        memory::discard_private(&self.mem)?;
-        image.prepare(&self.mem, self.config.prefault)?;
+        let bitmap = self
+            .shell
+            .vm
+            .get_dirty_log(MEMORY_SLOT, self.config.mem_size as usize)
+            .map_err(Error::kvm("GET_DIRTY_LOG"))?;
+        let mut written = memory::bitmap_runs(&bitmap);
+        written.extend(memory::page_runs(&self.channel.take_host_writes()));
+        memory::copy_from_file(&self.mem, &image.memory, &memory::merge_runs(written))?;
         let t1 = Instant::now();
         image.vcpu.restore(&self.shell.vcpu)?;
         self.channel.restore(&image.channel);
@@ -318,6 +319,18 @@ impl Vm {
             state: t1.elapsed(),
         };
         Ok(())
+    }
+
+    /// The first guest page that differs from the snapshot, if any: a
+    /// check for tests that a reset left nothing behind. Reads all of guest
+    /// memory.
+    #[doc(hidden)]
+    pub fn first_difference_from_snapshot(&self) -> Result<Option<u64>> {
+        let image = self
+            .image
+            .as_ref()
+            .ok_or_else(|| Error::Config("only a VM restored from a snapshot has one".into()))?;
+        memory::first_difference(&self.mem, &image.memory)
     }
 
     /// Where the time of the last restore or reset went.
