@@ -1,11 +1,14 @@
 //! wisp: run WebAssembly functions in KVM micro-VMs.
 //!
-//! This crate is the host program: the CLI (and, later, the daemon). The
+//! This crate is the host program: the CLI, the daemon and its client. The
 //! micro-VM itself is `wisp-vmm`; the guest is `agent/`; their contract is
 //! `wisp-abi`.
 
+pub mod api;
 pub mod bench;
+pub mod client;
 pub mod compile;
+pub mod daemon;
 pub mod stats;
 pub mod stdio;
 pub mod units;

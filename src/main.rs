@@ -22,6 +22,19 @@ enum Command {
     /// Create snapshots of ready micro-VMs.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Run the daemon: an HTTP API on a Unix socket for deploying and
+    /// invoking functions.
+    Serve(cmd::serve::ServeArgs),
+    /// Deploy or update a function on the daemon.
+    Deploy(cmd::client::DeployArgs),
+    /// Invoke a function on the daemon: stdin in, stdout out.
+    Invoke(cmd::client::NameArgs),
+    /// List the daemon's functions.
+    Ls(cmd::client::SocketArg),
+    /// Show a function's settings, instances and statistics.
+    Inspect(cmd::client::NameArgs),
+    /// Delete a function (after its in-flight invocations).
+    Rm(cmd::client::NameArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +42,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Snapshot(command) => cmd::snapshot::run(command),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Deploy(args) => cmd::client::deploy(args),
+        Command::Invoke(args) => cmd::client::invoke(args),
+        Command::Ls(args) => cmd::client::ls(args),
+        Command::Inspect(args) => cmd::client::inspect(args),
+        Command::Rm(args) => cmd::client::rm(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! One module per `wisp` subcommand, plus the options they share.
 
+pub mod client;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 
 use std::path::Path;

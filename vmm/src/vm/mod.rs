@@ -114,6 +114,8 @@ pub struct Vm {
     stdin_done: bool,
     timings: BootTimings,
     restore_timings: RestoreTimings,
+    /// Union of KVM's dirty bitmaps over the resets of a restored VM.
+    written: Vec<u64>,
 }
 
 fn random_seed() -> Result<[u8; SEED_LEN]> {
@@ -145,6 +147,7 @@ impl Vm {
             stdin_done: false,
             timings: BootTimings::default(),
             restore_timings: RestoreTimings::default(),
+            written: Vec::new(),
         }
     }
 

@@ -303,6 +303,7 @@ impl Vm {
             .vm
             .get_dirty_log(MEMORY_SLOT, self.config.mem_size as usize)
             .map_err(Error::kvm("GET_DIRTY_LOG"))?;
+        self.note_written(&bitmap);
         let mut written = memory::bitmap_runs(&bitmap);
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         memory::copy_from_file(&self.mem, &image.memory, &memory::merge_runs(written))?;
@@ -331,6 +332,23 @@ impl Vm {
             .as_ref()
             .ok_or_else(|| Error::Config("only a VM restored from a snapshot has one".into()))?;
         memory::first_difference(&self.mem, &image.memory)
+    }
+
+    /// Guest pages written since the restore (at the last reset): they stay
+    /// private to this VM, so this approximates its host memory beyond the
+    /// shared snapshot pages.
+    pub fn private_bytes(&self) -> u64 {
+        let pages: u32 = self.written.iter().map(|w| w.count_ones()).sum();
+        u64::from(pages) * PAGE_SIZE
+    }
+
+    fn note_written(&mut self, bitmap: &[u64]) {
+        if self.written.len() < bitmap.len() {
+            self.written.resize(bitmap.len(), 0);
+        }
+        for (acc, bits) in self.written.iter_mut().zip(bitmap) {
+            *acc |= bits;
+        }
     }
 
     /// Where the time of the last restore or reset went.

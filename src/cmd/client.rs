@@ -1,0 +1,177 @@
+//! The subcommands that talk to a running daemon: deploy, invoke, ls,
+//! inspect, rm.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Args;
+use hyper::Method;
+use wisp::api::{self, DeployRequest, FunctionConfig, FunctionInfo, FunctionList};
+use wisp::client::Client;
+use wisp::daemon::DEFAULT_SOCKET;
+
+/// The daemon to talk to.
+#[derive(Args)]
+pub struct SocketArg {
+    /// The daemon's Unix socket.
+    #[arg(long, env = "WISP_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Function name (a-z, 0-9, `-`, `_`).
+    name: String,
+    /// The module, `.wasm` or `.wat`.
+    module: PathBuf,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = api::DEFAULT_MEMORY_MIB)]
+    memory_mib: u32,
+    /// Invocation timeout in milliseconds.
+    #[arg(long, default_value_t = api::DEFAULT_TIMEOUT_MS)]
+    timeout_ms: u64,
+    /// An environment variable, `NAME=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Most concurrent invocations.
+    #[arg(long, default_value_t = api::DEFAULT_CONCURRENCY)]
+    concurrency: u32,
+    /// Instances kept ready even when idle.
+    #[arg(long, default_value_t = 0)]
+    reserved: u32,
+    /// Most instances kept ready.
+    #[arg(long, default_value_t = api::DEFAULT_MAX_READY)]
+    max_ready: u32,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// Function name.
+    name: String,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `wisp deploy`.
+pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let mut env = BTreeMap::new();
+    for spec in &args.env {
+        let (k, v) = spec
+            .split_once('=')
+            .with_context(|| format!("--env `{spec}`: expected NAME=VALUE"))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let request = DeployRequest {
+        module_base64: base64::engine::general_purpose::STANDARD.encode(module),
+        config: FunctionConfig {
+            memory_mib: args.memory_mib,
+            timeout_ms: args.timeout_ms,
+            env,
+            concurrency: args.concurrency,
+            reserved: args.reserved,
+            max_ready: args.max_ready,
+        },
+    };
+    let client = Client::new(args.socket.socket);
+    let path = format!("/v1/functions/{}", args.name);
+    let body = Bytes::from(serde_json::to_vec(&request)?);
+    let response = runtime()?
+        .block_on(client.request(Method::PUT, &path, body))?
+        .ok()?;
+    let info: FunctionInfo = serde_json::from_slice(&response.body)?;
+    eprintln!("wisp: {} version {} is ready", info.name, info.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wisp invoke`: stdin to the function, its stdout to ours, its exit code
+/// as ours.
+pub fn invoke(args: NameArgs) -> Result<ExitCode> {
+    let mut stdin = Vec::new();
+    std::io::stdin().read_to_end(&mut stdin)?;
+    let client = Client::new(args.socket.socket);
+    let path = format!("/v1/functions/{}/invoke", args.name);
+    let response = runtime()?
+        .block_on(client.request(Method::POST, &path, Bytes::from(stdin)))?
+        .ok()?;
+    std::io::stdout().write_all(&response.body)?;
+    if let Some(stderr) = response.header(api::HEADER_STDERR) {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(stderr) {
+            std::io::stderr().write_all(&bytes)?;
+        }
+    }
+    let code: i32 = response
+        .header(api::HEADER_EXIT_CODE)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok(ExitCode::from(code as u8))
+}
+
+/// `wisp ls`.
+pub fn ls(args: SocketArg) -> Result<ExitCode> {
+    let client = Client::new(args.socket);
+    let response = runtime()?
+        .block_on(client.request(Method::GET, "/v1/functions", Bytes::new()))?
+        .ok()?;
+    let list: FunctionList = serde_json::from_slice(&response.body)?;
+    println!(
+        "{:<24} {:>7} {:>6} {:>5} {:>6} {:>12} {:>9} {:>9}",
+        "NAME", "VERSION", "READY", "BUSY", "MEMORY", "INVOCATIONS", "P50 MS", "P99 MS"
+    );
+    for f in list.functions {
+        println!(
+            "{:<24} {:>7} {:>6} {:>5} {:>5}M {:>12} {:>9.3} {:>9.3}",
+            f.name,
+            f.version,
+            f.instances.ready,
+            f.instances.busy,
+            f.config.memory_mib,
+            f.stats.invocations,
+            f.stats.latency_ms.p50,
+            f.stats.latency_ms.p99
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wisp inspect`.
+pub fn inspect(args: NameArgs) -> Result<ExitCode> {
+    let client = Client::new(args.socket.socket);
+    let path = format!("/v1/functions/{}", args.name);
+    let response = runtime()?
+        .block_on(client.request(Method::GET, &path, Bytes::new()))?
+        .ok()?;
+    let info: FunctionInfo = serde_json::from_slice(&response.body)?;
+    print_json(&info)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wisp rm`.
+pub fn rm(args: NameArgs) -> Result<ExitCode> {
+    let client = Client::new(args.socket.socket);
+    let path = format!("/v1/functions/{}", args.name);
+    runtime()?
+        .block_on(client.request(Method::DELETE, &path, Bytes::new()))?
+        .ok()?;
+    eprintln!("wisp: {} deleted", args.name);
+    Ok(ExitCode::SUCCESS)
+}

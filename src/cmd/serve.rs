@@ -1,0 +1,76 @@
+//! `wisp serve`: run the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use wisp::daemon::{self, ServeConfig, Settings};
+use wisp::units::parse_size;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Unix socket to listen on.
+    #[arg(long, env = "WISP_SOCKET", default_value = daemon::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Also listen on this TCP address (the API has no authentication:
+    /// only on trusted networks).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Registry, modules, snapshots and compile cache.
+    #[arg(long, env = "WISP_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Host memory all instances together may use, e.g. `8G`.
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    memory_budget: u64,
+    /// Empty VMs kept pre-created for cold starts.
+    #[arg(long, default_value_t = 16)]
+    shells: usize,
+    /// An idle function shrinks to its reserved instances after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WISP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let config = ServeConfig {
+        socket: args.socket,
+        listen: args.listen,
+        state_dir: args.state_dir,
+        settings: Settings {
+            memory_budget: args.memory_budget,
+            shells: args.shells,
+            idle_timeout: args.idle_timeout,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(256)
+        .build()?;
+    runtime.block_on(daemon::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,316 @@
+//! One deployed version of a function: its snapshot, its pool and its
+//! statistics, and how an invocation runs on it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wisp_vmm::{Error as VmError, GuestIo, Image, Invocation, Outcome, Shell, Vm, VmConfig};
+
+use super::budget::MemoryBudget;
+use super::pool::{Instance, Pool};
+use crate::api::{FunctionConfig, FunctionInfo, FunctionStats, InstanceCounts, Latency};
+use crate::stats::Summary;
+
+/// Most stdout + stderr bytes an invocation may produce.
+pub const MAX_OUTPUT: u64 = 6 << 20;
+/// Latency samples kept for `GET /v1/functions/{name}`.
+const LATENCY_WINDOW: usize = 1024;
+
+/// A deployed function version.
+pub struct Function {
+    /// Its name.
+    pub name: String,
+    /// Deployment counter.
+    pub version: u64,
+    /// Its settings.
+    pub config: FunctionConfig,
+    /// SHA-256 of the module, hex.
+    pub module_sha256: String,
+    /// When it became ready (Unix seconds).
+    pub deployed_at: u64,
+    /// The snapshot instances are restored from.
+    pub image: Arc<Image>,
+    /// Its instances and admission state.
+    pub pool: Arc<Pool>,
+    /// Its counters.
+    pub stats: Stats,
+    invocation: Invocation,
+}
+
+/// Counters and recent latencies of a function.
+#[derive(Default)]
+pub struct Stats {
+    invocations: AtomicU64,
+    cold: AtomicU64,
+    warm: AtomicU64,
+    errors: AtomicU64,
+    rejected: AtomicU64,
+    latencies: Mutex<VecDeque<Duration>>,
+}
+
+impl Stats {
+    /// Records a finished invocation.
+    pub fn record(&self, cold: bool, ok: bool, latency: Duration) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        if cold { &self.cold } else { &self.warm }.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut window = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        if window.len() == LATENCY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(latency);
+    }
+
+    /// Records a refused request.
+    pub fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> FunctionStats {
+        let window: Vec<Duration> = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        FunctionStats {
+            invocations: self.invocations.load(Ordering::Relaxed),
+            cold: self.cold.load(Ordering::Relaxed),
+            warm: self.warm.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            latency_ms: Summary::of(&window)
+                .map(|s| Latency {
+                    p50: ms(s.p50),
+                    p99: ms(s.p99),
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// How an invocation ended, when the function ran to an exit.
+pub struct Completed {
+    /// The module's exit code.
+    pub exit_code: i32,
+    /// Its stdout.
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: Vec<u8>,
+    /// Whether the instance was restored for this request.
+    pub cold: bool,
+    /// Time spent restoring (zero when warm).
+    pub restore: Duration,
+    /// Time the function ran.
+    pub run: Duration,
+}
+
+/// Why an invocation did not complete.
+#[derive(Debug)]
+pub enum Failure {
+    /// The module trapped; its description, and the stderr it wrote.
+    Trapped(String, Vec<u8>),
+    /// It ran past its timeout.
+    Timeout(Duration),
+    /// It needed more memory than its VM has.
+    OutOfMemory(String),
+    /// It wrote more than the output limit.
+    OutputLimit(u64),
+    /// The guest misbehaved or could not run the module.
+    Crashed(String),
+    /// No memory budget left for a new instance.
+    NoMemory,
+    /// The host failed (KVM, memory mapping), even after a retry.
+    Internal(String),
+}
+
+/// stdin from a slice, output collected: the daemon keeps request bodies
+/// in one buffer so a retry can replay them without copying.
+struct RequestIo<'a> {
+    stdin: &'a [u8],
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl GuestIo for RequestIo<'_> {
+    fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.stdin.len());
+        buf[..n].copy_from_slice(&self.stdin[..n]);
+        self.stdin = &self.stdin[n..];
+        Ok(n)
+    }
+
+    fn stdin_ready(&mut self) -> bool {
+        true
+    }
+
+    fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stdout.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn write_stderr(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stderr.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Whether a VM error is the host's fault rather than the function's: the
+/// invocation is then retried once on a fresh instance.
+fn is_host_failure(e: &VmError) -> bool {
+    matches!(
+        e,
+        VmError::KvmUnavailable(_)
+            | VmError::Kvm { .. }
+            | VmError::Memory(_)
+            | VmError::Timer(_)
+            | VmError::Snapshot(_)
+            | VmError::Config(_)
+            | VmError::Load(_)
+    )
+}
+
+impl Function {
+    /// A function version around its opened snapshot.
+    pub fn new(
+        name: String,
+        version: u64,
+        config: FunctionConfig,
+        module_sha256: String,
+        deployed_at: u64,
+        image: Arc<Image>,
+    ) -> Function {
+        let env = config
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}").into_bytes())
+            .collect();
+        let pool = Pool::new(config.concurrency, u64::from(config.concurrency));
+        Function {
+            invocation: Invocation {
+                args: vec![name.clone().into_bytes()],
+                env,
+            },
+            name,
+            version,
+            config,
+            module_sha256,
+            deployed_at,
+            image,
+            pool,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The VM settings of its instances.
+    pub fn vm_config(&self) -> VmConfig {
+        VmConfig {
+            mem_size: self.image.mem_size(),
+            timeout: Some(Duration::from_millis(self.config.timeout_ms)),
+            max_output: MAX_OUTPUT,
+            ..VmConfig::default()
+        }
+    }
+
+    /// Restores a new instance into `shell` (or a new VM), charging the
+    /// memory budget; `None` if the budget is exhausted.
+    pub fn restore(
+        &self,
+        shell: Option<Shell>,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<Option<Instance>, VmError> {
+        let Some(reservation) = Instance::reserve(budget) else {
+            return Ok(None);
+        };
+        let vm = match shell {
+            Some(shell) => Vm::restore_in(shell, &self.image, self.vm_config())?,
+            None => Vm::restore(&self.image, self.vm_config())?,
+        };
+        Ok(Some(reservation.into_instance(vm)))
+    }
+
+    /// Runs one invocation with `stdin`: on a ready instance if there is
+    /// one, else on a freshly restored one (from `shells`). Returns the
+    /// result and, if it may serve again, the used instance (to be reset).
+    pub fn execute(
+        &self,
+        stdin: &[u8],
+        shells: &dyn Fn() -> Option<Shell>,
+        budget: &Arc<MemoryBudget>,
+    ) -> (Result<Completed, Failure>, Option<Instance>) {
+        let mut retried = false;
+        loop {
+            let t0 = Instant::now();
+            let (mut instance, cold) = match (!retried).then(|| self.pool.take()).flatten() {
+                Some(instance) => (instance, false),
+                None => match self.restore(shells(), budget) {
+                    Ok(Some(instance)) => (instance, true),
+                    Ok(None) => return (Err(Failure::NoMemory), None),
+                    Err(e) if !retried && is_host_failure(&e) => {
+                        retried = true;
+                        continue;
+                    }
+                    Err(e) => return (Err(Failure::Internal(e.to_string())), None),
+                },
+            };
+            let restore = if cold { t0.elapsed() } else { Duration::ZERO };
+            let mut io = RequestIo {
+                stdin,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+            let t_run = Instant::now();
+            let outcome = instance.vm.invoke(&self.invocation, &mut io);
+            let run = t_run.elapsed();
+            return match outcome {
+                Ok(Outcome::Exited(exit_code)) => (
+                    Ok(Completed {
+                        exit_code,
+                        stdout: io.stdout,
+                        stderr: io.stderr,
+                        cold,
+                        restore,
+                        run,
+                    }),
+                    Some(instance),
+                ),
+                // A trapped or failed instance is discarded, never pooled.
+                Ok(Outcome::Trapped(message)) => (Err(Failure::Trapped(message, io.stderr)), None),
+                Err(VmError::Timeout(limit)) => (Err(Failure::Timeout(limit)), None),
+                Err(VmError::OutOfMemory(m)) => (Err(Failure::OutOfMemory(m)), None),
+                Err(VmError::OutputLimit(limit)) => (Err(Failure::OutputLimit(limit)), None),
+                Err(e) if !retried && is_host_failure(&e) => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) if is_host_failure(&e) => (Err(Failure::Internal(e.to_string())), None),
+                Err(e) => (Err(Failure::Crashed(e.to_string())), None),
+            };
+        }
+    }
+
+    /// What `GET /v1/functions/{name}` shows.
+    pub fn info(&self, state: &str) -> FunctionInfo {
+        FunctionInfo {
+            name: self.name.clone(),
+            version: self.version,
+            state: state.into(),
+            module_sha256: self.module_sha256.clone(),
+            config: self.config.clone(),
+            deployed_at: self.deployed_at,
+            instances: InstanceCounts {
+                ready: self.pool.ready() as u64,
+                busy: self.pool.busy(),
+                queued: self.pool.queued(),
+            },
+            stats: self.stats.snapshot(),
+        }
+    }
+}

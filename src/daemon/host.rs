@@ -1,0 +1,665 @@
+//! The daemon's state and operations: the deployed functions, deploying,
+//! invoking, deleting, recovering after a restart, and the pool manager
+//! that keeps instances ready.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use tracing::{info, warn};
+use wisp_vmm::{Error as VmError, Image, Shell, Vm, VmConfig};
+
+use super::budget::MemoryBudget;
+use super::error::ApiError;
+use super::function::{Completed, Failure, Function, MAX_OUTPUT};
+use super::metrics::{
+    resident_bytes, FunctionLabels, InvocationLabels, KindLabels, MemoryLabels, Metrics,
+};
+use super::pool::Rejection;
+use super::registry::{Record, Registry};
+use super::store::Store;
+use crate::api::{FunctionConfig, FunctionInfo};
+use crate::compile::{CompileError, Compiler};
+
+/// Daemon-wide knobs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Host memory instances may use, in bytes.
+    pub memory_budget: u64,
+    /// Empty VMs (shells) kept pre-created for cold starts.
+    pub shells: usize,
+    /// A function idle this long shrinks to its reserved instances.
+    pub idle_timeout: Duration,
+}
+
+/// How often the pool manager runs.
+const TICK: Duration = Duration::from_millis(100);
+/// Most instances the pool manager restores for one function per tick.
+const RESTORES_PER_TICK: usize = 8;
+/// Headroom over the predicted concurrency.
+const DEMAND_HEADROOM: f64 = 1.25;
+
+/// What an invocation returned, with its queueing time.
+pub struct Invoked {
+    /// The completed run.
+    pub run: Completed,
+    /// Time waiting for a concurrency slot.
+    pub queue: Duration,
+}
+
+/// The daemon.
+pub struct Host {
+    functions: RwLock<HashMap<String, Arc<Function>>>,
+    deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    registry: Mutex<Registry>,
+    store: Store,
+    compiler: Compiler,
+    shells: Mutex<Vec<Shell>>,
+    settings: Settings,
+    budget: Arc<MemoryBudget>,
+    /// Exported metrics.
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks a function name: `[a-z0-9][a-z0-9_-]{0,62}`, so it is safe as a
+/// path component and a metric label.
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("invalid function name `{name}`: use 1-63 of a-z, 0-9, `-`, `_`, starting with a letter or digit"),
+        ))
+    }
+}
+
+/// Checks a function's settings.
+pub fn validate_config(c: &FunctionConfig) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::bad_request("invalid_config", m));
+    if !(16..=4096).contains(&c.memory_mib) || !c.memory_mib.is_multiple_of(2) {
+        return bad(format!(
+            "memory_mib {} must be an even number from 16 to 4096",
+            c.memory_mib
+        ));
+    }
+    if !(1..=15 * 60 * 1000).contains(&c.timeout_ms) {
+        return bad(format!(
+            "timeout_ms {} must be from 1 to 900000",
+            c.timeout_ms
+        ));
+    }
+    if !(1..=100_000).contains(&c.concurrency) {
+        return bad(format!(
+            "concurrency {} must be from 1 to 100000",
+            c.concurrency
+        ));
+    }
+    if c.max_ready > 10_000 || c.reserved > c.max_ready {
+        return bad(format!(
+            "reserved {} and max_ready {} must satisfy reserved <= max_ready <= 10000",
+            c.reserved, c.max_ready
+        ));
+    }
+    if let Some(k) = c
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return bad(format!("invalid environment variable name `{k}`"));
+    }
+    Ok(())
+}
+
+/// Maps a boot failure: the module's fault is a 422, the host's a 500.
+fn boot_error(e: VmError) -> ApiError {
+    match e {
+        VmError::Module(_)
+        | VmError::OutOfMemory(_)
+        | VmError::Timeout(_)
+        | VmError::GuestFault { .. }
+        | VmError::AgentPanic(_)
+        | VmError::Protocol(_)
+        | VmError::TripleFault
+        | VmError::OutputLimit(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_module",
+            format!("the module cannot start: {e}"),
+        ),
+        e => ApiError::internal(format!("booting the module: {e}")),
+    }
+}
+
+impl Host {
+    /// Opens the state in `store`, bringing back every registered function
+    /// (rebuilding snapshots that are unusable).
+    pub fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Host>> {
+        let registry = Registry::open(&store.registry_path())?;
+        let compiler = Compiler::new(Some(store.cache_dir()))?;
+        let host = Arc::new(Host {
+            functions: RwLock::new(HashMap::new()),
+            deploys: Mutex::new(HashMap::new()),
+            registry: Mutex::new(registry),
+            store,
+            compiler,
+            shells: Mutex::new(Vec::new()),
+            budget: MemoryBudget::new(settings.memory_budget),
+            settings,
+            metrics: Metrics::default(),
+        });
+        host.recover()?;
+        Ok(host)
+    }
+
+    fn recover(&self) -> anyhow::Result<()> {
+        let records = lock(&self.registry).list()?;
+        let mut live_dirs = Vec::new();
+        let mut live_modules = Vec::new();
+        for record in records {
+            let name = record.name.clone();
+            let function = match Image::open(&record.snapshot_dir) {
+                Ok(image) => Ok(self.function_from(&record, Arc::new(image))),
+                Err(e) => {
+                    warn!(function = %name, error = %e, "snapshot unusable; rebuilding it");
+                    self.rebuild(&record)
+                }
+            };
+            match function {
+                Ok(function) => {
+                    info!(function = %name, version = record.version, "restored");
+                    live_dirs.push(record.snapshot_dir.clone());
+                    live_modules.push(record.module_sha256.clone());
+                    self.functions
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name, Arc::new(function));
+                }
+                Err(e) => {
+                    warn!(function = %name, error = %e.message, "cannot bring the function back; it stays registered");
+                    live_dirs.push(record.snapshot_dir.clone());
+                    live_modules.push(record.module_sha256.clone());
+                }
+            }
+        }
+        self.store.collect_garbage(&live_dirs, &live_modules);
+        Ok(())
+    }
+
+    fn function_from(&self, record: &Record, image: Arc<Image>) -> Function {
+        Function::new(
+            record.name.clone(),
+            record.version,
+            record.config.clone(),
+            record.module_sha256.clone(),
+            record.deployed_at,
+            image,
+        )
+    }
+
+    /// Rebuilds a snapshot from the stored module (compile cache first).
+    fn rebuild(&self, record: &Record) -> Result<Function, ApiError> {
+        let module = self
+            .store
+            .get_module(&record.module_sha256)
+            .map_err(|e| ApiError::internal(format!("reading the stored module: {e}")))?;
+        let image = self.snapshot(&record.name, record.version, &record.config, &module)?;
+        Ok(self.function_from(record, image))
+    }
+
+    /// Compiles, boots to ready and snapshots a module; the version's
+    /// snapshot directory is replaced.
+    fn snapshot(
+        &self,
+        name: &str,
+        version: u64,
+        config: &FunctionConfig,
+        module: &[u8],
+    ) -> Result<Arc<Image>, ApiError> {
+        let artifact = self.compiler.load_or_compile(module).map_err(|e| match e {
+            CompileError::Engine(_) => ApiError::internal(e.to_string()),
+            e => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_module",
+                e.to_string(),
+            ),
+        })?;
+        let vm_config = VmConfig {
+            mem_size: u64::from(config.memory_mib) << 20,
+            timeout: Some(Duration::from_millis(config.timeout_ms)),
+            max_output: MAX_OUTPUT,
+            ..VmConfig::default()
+        };
+        let mut vm = Vm::boot(vm_config, &artifact).map_err(boot_error)?;
+        let init = vm.take_init_output();
+        if !init.stderr.is_empty() {
+            info!(function = name, stderr = %String::from_utf8_lossy(&init.stderr), "init output");
+        }
+        let dir = self.store.snapshot_dir(name, version);
+        // A leftover directory (a crash mid-deploy) is replaced outright.
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ApiError::internal(format!("creating {}: {e}", parent.display())))?;
+        }
+        vm.snapshot(&dir, name, None)
+            .map_err(|e| ApiError::internal(format!("writing the snapshot: {e}")))?;
+        drop(vm);
+        Image::open(&dir)
+            .map(Arc::new)
+            .map_err(|e| ApiError::internal(format!("reopening the snapshot: {e}")))
+    }
+
+    /// The current version of `name`.
+    fn function(&self, name: &str) -> Option<Arc<Function>> {
+        self.functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Function>> {
+        let mut all: Vec<_> = self
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn deploy_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(lock(&self.deploys).entry(name.to_string()).or_default())
+    }
+
+    /// Deploys or updates `name` and returns it once ready (true if it is
+    /// new). The old version serves until the new one is ready.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: String,
+        config: FunctionConfig,
+        module: Vec<u8>,
+    ) -> Result<(FunctionInfo, bool), ApiError> {
+        validate_name(&name)?;
+        validate_config(&config)?;
+        let guard = self.deploy_lock(&name);
+        let _guard = guard.lock().await;
+        let host = Arc::clone(self);
+        let function = tokio::task::spawn_blocking(move || host.build(name, config, &module))
+            .await
+            .map_err(|e| ApiError::internal(format!("deploy worker: {e}")))??;
+        let created = self.activate(Arc::clone(&function));
+        info!(function = %function.name, version = function.version, "deployed");
+        Ok((function.info("ready"), created))
+    }
+
+    /// The blocking part of a deploy: store, compile, snapshot, register,
+    /// restore the reserved instances.
+    fn build(
+        &self,
+        name: String,
+        config: FunctionConfig,
+        module: &[u8],
+    ) -> Result<Arc<Function>, ApiError> {
+        let sha = self
+            .store
+            .put_module(module)
+            .map_err(|e| ApiError::internal(format!("storing the module: {e}")))?;
+        let version = lock(&self.registry)
+            .version(&name)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .unwrap_or(0)
+            + 1;
+        let image = self.snapshot(&name, version, &config, module)?;
+        let record = Record {
+            name: name.clone(),
+            version,
+            config: config.clone(),
+            module_sha256: sha,
+            snapshot_dir: self.store.snapshot_dir(&name, version),
+            deployed_at: now_unix(),
+        };
+        lock(&self.registry)
+            .upsert(&record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let function = Arc::new(self.function_from(&record, image));
+        for _ in 0..config.reserved {
+            match function.restore(self.take_shell(), &self.budget) {
+                Ok(Some(instance)) => function.pool.put(instance, config.max_ready as usize),
+                Ok(None) => break,
+                Err(e) => warn!(function = %name, error = %e, "restoring a reserved instance"),
+            }
+        }
+        Ok(function)
+    }
+
+    /// Makes `function` the current version; the old one drains. Returns
+    /// true if there was none.
+    fn activate(&self, function: Arc<Function>) -> bool {
+        let old = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(function.name.clone(), Arc::clone(&function));
+        match old {
+            Some(old) => {
+                old.pool.drain();
+                // Running instances keep their private mapping of the old
+                // files; nothing new will open them.
+                if old.version != function.version {
+                    let _ =
+                        std::fs::remove_dir_all(self.store.snapshot_dir(&old.name, old.version));
+                }
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Runs `name` with `stdin`.
+    pub async fn invoke(self: &Arc<Self>, name: &str, stdin: Bytes) -> Result<Invoked, ApiError> {
+        let t0 = Instant::now();
+        // An update may drain the version we looked up; take the new one.
+        let (function, slot) = loop {
+            let function = self
+                .function(name)
+                .ok_or_else(|| ApiError::no_function(name))?;
+            match function.pool.admit().await {
+                Ok(slot) => break (function, slot),
+                Err(Rejection::Draining) => {
+                    if self
+                        .function(name)
+                        .is_some_and(|f| !Arc::ptr_eq(&f, &function))
+                    {
+                        continue;
+                    }
+                    return Err(ApiError::no_function(name));
+                }
+                Err(Rejection::QueueFull) => {
+                    function.stats.reject();
+                    self.metrics
+                        .rejections
+                        .get_or_create(&KindLabels {
+                            function: name.to_string(),
+                            kind: "concurrency_limit",
+                        })
+                        .inc();
+                    return Err(ApiError::too_many(
+                        "concurrency_limit",
+                        format!(
+                            "`{name}` is at its concurrency limit of {} with a full queue",
+                            function.config.concurrency
+                        ),
+                    ));
+                }
+            }
+        };
+        let queue = t0.elapsed();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let host = Arc::clone(self);
+        let worker = Arc::clone(&function);
+        tokio::task::spawn_blocking(move || {
+            let (result, instance) = worker.execute(&stdin, &|| host.take_shell(), &host.budget);
+            let _ = tx.send(result);
+            // Reset off the response path, still holding the slot.
+            if let Some(mut instance) = instance {
+                match instance.vm.reset() {
+                    Ok(()) => {
+                        instance.recharge();
+                        worker.pool.put(instance, worker.config.max_ready as usize);
+                    }
+                    Err(e) => {
+                        warn!(function = %worker.name, error = %e, "reset failed; instance dropped")
+                    }
+                }
+            }
+            drop(slot);
+        });
+        let result = rx
+            .await
+            .map_err(|_| ApiError::internal("the invocation worker stopped"))?;
+        let latency = t0.elapsed();
+        let labels = FunctionLabels {
+            function: name.to_string(),
+        };
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        match result {
+            Ok(run) => {
+                function.stats.record(run.cold, true, latency);
+                self.count(name, run.cold);
+                Ok(Invoked { run, queue })
+            }
+            Err(failure) => {
+                let error = failure_error(name, failure);
+                if error.status == StatusCode::TOO_MANY_REQUESTS {
+                    function.stats.reject();
+                    self.metrics
+                        .rejections
+                        .get_or_create(&KindLabels {
+                            function: name.to_string(),
+                            kind: error.code,
+                        })
+                        .inc();
+                } else {
+                    function.stats.record(false, false, latency);
+                    self.metrics
+                        .errors
+                        .get_or_create(&KindLabels {
+                            function: name.to_string(),
+                            kind: error.code,
+                        })
+                        .inc();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn count(&self, name: &str, cold: bool) {
+        self.metrics
+            .invocations
+            .get_or_create(&InvocationLabels {
+                function: name.to_string(),
+                start: if cold { "cold" } else { "warm" },
+            })
+            .inc();
+    }
+
+    /// A pre-created shell, if one is left.
+    fn take_shell(&self) -> Option<Shell> {
+        lock(&self.shells).pop()
+    }
+
+    /// `GET /v1/functions/{name}`.
+    pub fn get(&self, name: &str) -> Result<FunctionInfo, ApiError> {
+        self.function(name)
+            .map(|f| f.info("ready"))
+            .ok_or_else(|| ApiError::no_function(name))
+    }
+
+    /// `GET /v1/functions`.
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        self.all().iter().map(|f| f.info("ready")).collect()
+    }
+
+    /// Deletes `name` after its in-flight invocations finish.
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let guard = self.deploy_lock(name);
+        let _guard = guard.lock().await;
+        let function = self
+            .functions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| ApiError::no_function(name))?;
+        function.pool.drain();
+        let limit = Duration::from_millis(function.config.timeout_ms) + Duration::from_secs(5);
+        let t0 = Instant::now();
+        while function.pool.busy() > 0 || function.pool.queued() > 0 {
+            if t0.elapsed() > limit {
+                warn!(
+                    function = name,
+                    "in-flight invocations outlived the drain limit"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lock(&self.registry)
+            .remove(name)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
+        let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
+        info!(function = name, "deleted");
+        Ok(())
+    }
+
+    /// The metrics exposition, with gauges refreshed.
+    pub fn metrics_text(&self) -> String {
+        for f in self.all() {
+            let labels = FunctionLabels {
+                function: f.name.clone(),
+            };
+            self.metrics
+                .ready
+                .get_or_create(&labels)
+                .set(f.pool.ready() as i64);
+            self.metrics
+                .busy
+                .get_or_create(&labels)
+                .set(f.pool.busy() as i64);
+        }
+        let gauge = |kind, value: u64| {
+            self.metrics
+                .memory
+                .get_or_create(&MemoryLabels { kind })
+                .set(value as i64)
+        };
+        gauge("budget_used", self.budget.used());
+        gauge("budget_limit", self.budget.limit());
+        gauge("resident", resident_bytes());
+        self.metrics.encode()
+    }
+
+    /// The pool manager: every tick, tops up the pre-created shells and
+    /// sizes each function's ready set to its predicted demand.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let host = Arc::clone(&self);
+            // Blocking: KVM ioctls and page copies.
+            if tokio::task::spawn_blocking(move || host.maintain_once())
+                .await
+                .is_err()
+            {
+                warn!("pool manager tick failed");
+            }
+        }
+    }
+
+    fn maintain_once(&self) {
+        let missing = self
+            .settings
+            .shells
+            .saturating_sub(lock(&self.shells).len());
+        for _ in 0..missing.min(RESTORES_PER_TICK) {
+            match Shell::new() {
+                Ok(shell) => lock(&self.shells).push(shell),
+                Err(e) => {
+                    warn!(error = %e, "creating a shell");
+                    break;
+                }
+            }
+        }
+        for f in self.all() {
+            let demand = f.pool.sample_demand();
+            let reserved = f.config.reserved as usize;
+            let max_ready = f.config.max_ready as usize;
+            let busy = f.pool.busy() as usize;
+            let idle = f.pool.idle_secs() > self.settings.idle_timeout.as_secs_f64();
+            let predicted = (demand * DEMAND_HEADROOM).ceil() as usize;
+            let target = if idle {
+                reserved
+            } else {
+                predicted.max(reserved)
+            }
+            .min(max_ready);
+            let want_ready = target.saturating_sub(busy).max(reserved);
+            let ready = f.pool.ready();
+            if self.budget.over() {
+                f.pool.trim(reserved);
+            } else if ready < want_ready {
+                for _ in 0..(want_ready - ready).min(RESTORES_PER_TICK) {
+                    match f.restore(self.take_shell(), &self.budget) {
+                        Ok(Some(instance)) => f.pool.put(instance, max_ready),
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(function = %f.name, error = %e, "restoring an instance");
+                            break;
+                        }
+                    }
+                }
+            } else if ready > want_ready && idle {
+                f.pool.trim(want_ready);
+            }
+        }
+    }
+}
+
+/// The response for a failed invocation.
+fn failure_error(name: &str, failure: Failure) -> ApiError {
+    let bad_gateway = |code, message| ApiError::new(StatusCode::BAD_GATEWAY, code, message);
+    match failure {
+        Failure::Trapped(message, stderr) => {
+            let tail = &stderr[stderr.len().saturating_sub(1024)..];
+            let mut message = format!("`{name}` trapped: {}", message.trim_end());
+            if !tail.is_empty() {
+                message += &format!("; stderr: {}", String::from_utf8_lossy(tail).trim_end());
+            }
+            bad_gateway("function_trapped", message)
+        }
+        Failure::Timeout(limit) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "function_timeout",
+            format!("`{name}` ran past its timeout of {} ms", limit.as_millis()),
+        ),
+        Failure::OutOfMemory(message) => bad_gateway("function_out_of_memory", message),
+        Failure::OutputLimit(limit) => bad_gateway(
+            "function_output_limit",
+            format!("`{name}` wrote more than {limit} bytes of output"),
+        ),
+        Failure::Crashed(message) => bad_gateway(
+            "function_crashed",
+            format!("`{name}` crashed its instance: {message}"),
+        ),
+        Failure::NoMemory => ApiError::too_many(
+            "memory_budget",
+            "the host's memory budget for instances is exhausted",
+        ),
+        Failure::Internal(message) => ApiError::internal(message),
+    }
+}

@@ -1,0 +1,160 @@
+//! The HTTP API: routes, request parsing and responses. Handlers are thin;
+//! the work is in [`Host`].
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::host::{validate_name, Host};
+use crate::api::{self, DeployRequest, FunctionList};
+
+/// Largest deploy body (a base64 module and settings).
+pub const MAX_DEPLOY_BODY: usize = 64 << 20;
+/// Largest invocation body (the function's stdin).
+pub const MAX_INVOKE_BODY: usize = 6 << 20;
+
+/// The API's routes over `host`.
+pub fn router(host: Arc<Host>) -> Router {
+    Router::new()
+        .route(
+            "/v1/functions/{name}",
+            get(get_function).put(deploy).delete(delete),
+        )
+        .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/functions", get(list))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(host)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Reads a body of at most `limit` bytes, or a 413.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    })
+}
+
+async fn deploy(
+    State(host): State<Arc<Host>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    validate_name(&name)?;
+    let body = read_body(body, MAX_DEPLOY_BODY).await?;
+    let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("invalid deploy request: {e}"))
+    })?;
+    let module = base64::engine::general_purpose::STANDARD
+        .decode(request.module_base64.as_bytes())
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_module_encoding",
+                format!("module_base64 is not base64: {e}"),
+            )
+        })?;
+    let (info, created) = host.deploy(name, request.config, module).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+async fn invoke(
+    State(host): State<Arc<Host>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let stdin = read_body(body, MAX_INVOKE_BODY).await?;
+    let invoked = host.invoke(&name, stdin).await?;
+    let run = invoked.run;
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(api::HEADER_EXIT_CODE, run.exit_code.to_string());
+    set(
+        api::HEADER_START,
+        if run.cold { "cold" } else { "warm" }.into(),
+    );
+    set(api::HEADER_QUEUE_US, invoked.queue.as_micros().to_string());
+    set(api::HEADER_RESTORE_US, run.restore.as_micros().to_string());
+    set(api::HEADER_RUN_US, run.run.as_micros().to_string());
+    if !run.stderr.is_empty() {
+        let tail = &run.stderr[run.stderr.len().saturating_sub(api::STDERR_TAIL)..];
+        set(
+            api::HEADER_STDERR,
+            base64::engine::general_purpose::STANDARD.encode(tail),
+        );
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok((StatusCode::OK, headers, run.stdout).into_response())
+}
+
+async fn get_function(
+    State(host): State<Arc<Host>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(host.get(&name)?).into_response())
+}
+
+async fn list(State(host): State<Arc<Host>>) -> Json<FunctionList> {
+    Json(FunctionList {
+        functions: host.list(),
+    })
+}
+
+async fn delete(
+    State(host): State<Arc<Host>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    host.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn metrics(State(host): State<Arc<Host>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        host.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}

@@ -1,0 +1,127 @@
+//! Prometheus metrics (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an invocation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvocationLabels {
+    /// Function name.
+    pub function: String,
+    /// `cold` or `warm`.
+    pub start: &'static str,
+}
+
+/// Labels of an error or a rejection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Function name.
+    pub function: String,
+    /// The stable error code.
+    pub kind: &'static str,
+}
+
+/// Labels naming a function.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    /// Function name.
+    pub function: String,
+}
+
+/// Labels of a host memory gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabels {
+    /// What is measured.
+    pub kind: &'static str,
+}
+
+type HistogramFamily = Family<FunctionLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s, doubling.
+    Histogram::new(exponential_buckets(50e-6, 2.0, 16))
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Invocations that ran, by start kind.
+    pub invocations: Family<InvocationLabels, Counter>,
+    /// Failed invocations, by error code.
+    pub errors: Family<KindLabels, Counter>,
+    /// Refused requests, by reason.
+    pub rejections: Family<KindLabels, Counter>,
+    /// End-to-end invocation latency.
+    pub latency: HistogramFamily,
+    /// Ready instances.
+    pub ready: Family<FunctionLabels, Gauge>,
+    /// Busy instances.
+    pub busy: Family<FunctionLabels, Gauge>,
+    /// Host memory: budget used and limit, and the daemon's resident size.
+    pub memory: Family<MemoryLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wisp");
+        let invocations = Family::default();
+        let errors = Family::default();
+        let rejections = Family::default();
+        let latency = HistogramFamily::new_with_constructor(latency_histogram);
+        let ready = Family::default();
+        let busy = Family::default();
+        let memory = Family::default();
+        registry.register(
+            "invocations",
+            "Invocations that ran, by cold or warm start",
+            invocations.clone(),
+        );
+        registry.register("errors", "Failed invocations by kind", errors.clone());
+        registry.register(
+            "rejections",
+            "Requests refused with 429, by reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Invocation latency from admission to response",
+            latency.clone(),
+        );
+        registry.register("ready_instances", "Instances ready", ready.clone());
+        registry.register("busy_instances", "Instances serving", busy.clone());
+        registry.register("host_memory_bytes", "Host memory", memory.clone());
+        Metrics {
+            registry,
+            invocations,
+            errors,
+            rejections,
+            latency,
+            ready,
+            busy,
+            memory,
+        }
+    }
+}
+
+impl Metrics {
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// This process's resident set size, from /proc/self/statm.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

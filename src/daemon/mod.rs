@@ -1,0 +1,105 @@
+//! `wisp serve`: the per-host daemon. Schedulers talk HTTP/1.1 + JSON to it
+//! over a Unix socket (TCP only if asked); it keeps a registry of deployed
+//! functions with their snapshots and a pool of restored instances per
+//! function.
+//!
+//! - [`http`]: routes and request/response mapping
+//! - [`host`]: deploy, invoke, delete, recovery and the pool manager
+//! - [`function`] / [`pool`]: one function version and its instances
+//! - [`registry`] / [`store`]: what survives a restart
+//! - [`budget`], [`metrics`], [`error`]
+
+pub mod budget;
+pub mod error;
+pub mod function;
+pub mod host;
+pub mod http;
+pub mod metrics;
+pub mod pool;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tracing::info;
+
+pub use host::{Host, Settings};
+use store::Store;
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/wisp/wisp.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wisp";
+
+/// Where and how the daemon serves.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The Unix socket to listen on.
+    pub socket: PathBuf,
+    /// Also listen on TCP here (only if asked: the API has no auth).
+    pub listen: Option<SocketAddr>,
+    /// Registry, modules and snapshots.
+    pub state_dir: PathBuf,
+    /// Pool and budget settings.
+    pub settings: Settings,
+}
+
+/// Binds `path`, replacing a stale socket file but never a live daemon's.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    // Owner and group only: whoever can connect can run code.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> Result<()> {
+    let store = Store::open(&config.state_dir)
+        .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
+    let settings = config.settings.clone();
+    let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
+    tokio::spawn(Arc::clone(&host).maintain());
+    let app = http::router(Arc::clone(&host));
+
+    let unix = bind_unix(&config.socket)?;
+    info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
+    let unix_server = axum::serve(unix, app.clone()).with_graceful_shutdown(shutdown_signal());
+    match config.listen {
+        Some(addr) => {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            info!(%addr, "also listening on TCP");
+            let tcp_server = axum::serve(tcp, app).with_graceful_shutdown(shutdown_signal());
+            tokio::try_join!(unix_server, tcp_server)?;
+        }
+        None => unix_server.await?,
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
