@@ -1,0 +1,377 @@
+//! The daemon end to end: a real `wisp serve` on a temporary socket,
+//! driven over HTTP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::daemon::{block_on, code, deploy, invoke, Daemon};
+use hyper::Method;
+use wisp::api::{FunctionConfig, FunctionInfo, FunctionList};
+use wisp::client::{Client, Connection};
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+async fn info(client: &Client, name: &str) -> FunctionInfo {
+    let r = client
+        .request(Method::GET, &format!("/v1/functions/{name}"), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn deploy_invoke_update_under_load_then_delete() {
+    let daemon = Daemon::start();
+    let client = daemon.client();
+    block_on(async {
+        let r = deploy(
+            &client,
+            "greet",
+            &example("hello.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let first: FunctionInfo = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((first.name.as_str(), first.version), ("greet", 1));
+
+        let r = invoke(&client, "greet", b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], b"hello, world!\n");
+        assert_eq!(r.header("x-wisp-exit-code"), Some("0"));
+        assert!(matches!(r.header("x-wisp-start"), Some("cold" | "warm")));
+        for h in ["x-wisp-queue-us", "x-wisp-restore-us", "x-wisp-run-us"] {
+            assert!(r.header(h).unwrap().parse::<u64>().is_ok(), "{h}");
+        }
+
+        // Eight clients invoke without pause while the function is updated
+        // to a module with different output: every invocation must succeed,
+        // answering with one version or the other.
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let socket = daemon.socket.clone();
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            clients.push(tokio::spawn(async move {
+                let mut conn = Connection::open(&socket).await.unwrap();
+                let mut seen_new = false;
+                while !stop.load(Ordering::Acquire) {
+                    let r = conn
+                        .send(Method::POST, "/v1/functions/greet/invoke", Bytes::new())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        r.status, 200,
+                        "an invocation failed during the update: {r:?}"
+                    );
+                    match &r.body[..] {
+                        b"hello, world!\n" => assert!(!seen_new, "went back to the old version"),
+                        b"to stdout\n" => seen_new = true,
+                        other => panic!("unexpected output {other:?}"),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                seen_new
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fixture = common::fixture("exit_code.wat");
+        let r = deploy(&client, "greet", &fixture, FunctionConfig::default()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Release);
+        for c in clients {
+            assert!(c.await.unwrap(), "a client never saw the new version");
+        }
+        assert!(done.load(Ordering::Relaxed) > 50);
+        let updated = info(&client, "greet").await;
+        assert_eq!(updated.version, 2);
+
+        let r = client
+            .request(Method::DELETE, "/v1/functions/greet", Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 204);
+        let r = invoke(&client, "greet", b"").await;
+        assert_eq!((r.status, code(&r).as_str()), (404, "function_not_found"));
+        let r = client
+            .request(Method::GET, "/v1/functions", Bytes::new())
+            .await
+            .unwrap();
+        let list: FunctionList = serde_json::from_slice(&r.body).unwrap();
+        assert!(list.functions.is_empty());
+    });
+}
+
+#[test]
+fn bad_requests_get_json_errors_with_stable_codes() {
+    let daemon = Daemon::start();
+    let client = daemon.client();
+    block_on(async {
+        let put = |path: &'static str, body: &'static [u8]| {
+            client.request(Method::PUT, path, Bytes::from_static(body))
+        };
+        let r = put("/v1/functions/f", b"{not json").await.unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (400, "invalid_json"));
+        let r = put("/v1/functions/Bad.Name", b"{}").await.unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (400, "invalid_name"));
+        let r = put("/v1/functions/f", br#"{"module_base64": "!!!"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (400, "invalid_module_encoding")
+        );
+        let r = put(
+            "/v1/functions/f",
+            br#"{"module_base64": "AGFzbQ==", "memory_mib": 3}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (400, "invalid_config"));
+        // "garbage" in base64: not wasm.
+        let r = put("/v1/functions/f", br#"{"module_base64": "Z2FyYmFnZQ=="}"#)
+            .await
+            .unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (422, "invalid_module"));
+        assert!(r.error().unwrap().error.message.contains("invalid module"));
+
+        let r = invoke(&client, "nope", b"").await;
+        assert_eq!((r.status, code(&r).as_str()), (404, "function_not_found"));
+
+        let r = deploy(
+            &client,
+            "echo",
+            &common::fixture("echo.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let big = vec![b'x'; (6 << 20) + 1];
+        let r = invoke(&client, "echo", &big).await;
+        assert_eq!((r.status, code(&r).as_str()), (413, "body_too_large"));
+        let r = invoke(&client, "echo", b"still works").await;
+        assert_eq!(&r.body[..], b"still works");
+
+        let r = client
+            .request(Method::GET, "/v2/nothing", Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (404, "not_found"));
+        let r = client
+            .request(Method::PATCH, "/v1/functions/echo", Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!((r.status, code(&r).as_str()), (405, "method_not_allowed"));
+    });
+}
+
+#[test]
+fn function_failures_are_clear_responses_and_discard_the_instance() {
+    let daemon = Daemon::start();
+    let client = daemon.client();
+    block_on(async {
+        let config = FunctionConfig {
+            timeout_ms: 300,
+            ..FunctionConfig::default()
+        };
+        assert_eq!(
+            deploy(&client, "spin", &common::fixture("spin.wat"), config)
+                .await
+                .status,
+            201
+        );
+        let r = invoke(&client, "spin", b"").await;
+        assert_eq!((r.status, code(&r).as_str()), (504, "function_timeout"));
+
+        // trap.wat traps with `unreachable` when it has no argument.
+        let r = deploy(
+            &client,
+            "trap",
+            &common::fixture("trap.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let r = invoke(&client, "trap", b"").await;
+        assert_eq!((r.status, code(&r).as_str()), (502, "function_trapped"));
+        assert!(r.error().unwrap().error.message.contains("unreachable"));
+        assert_eq!(
+            info(&client, "trap").await.instances.ready,
+            0,
+            "a trapped instance must not be pooled"
+        );
+        let stats = info(&client, "trap").await.stats;
+        assert_eq!((stats.invocations, stats.errors), (1, 1));
+
+        // Exit codes and stderr come back in headers.
+        let r = deploy(
+            &client,
+            "exit",
+            &common::fixture("exit_code.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let r = invoke(&client, "exit", b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-wisp-exit-code"), Some("0"));
+        assert_eq!(&r.body[..], b"to stdout\n");
+        let stderr = base64::engine::general_purpose::STANDARD
+            .decode(r.header("x-wisp-stderr").unwrap())
+            .unwrap();
+        assert_eq!(stderr, b"to stderr\n");
+
+        let r = client
+            .request(Method::GET, "/metrics", Bytes::new())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            text.contains(r#"wisp_errors_total{function="spin",kind="function_timeout"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wisp_errors_total{function="trap",kind="function_trapped"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("wisp_invocation_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(text.contains("wisp_host_memory_bytes"), "{text}");
+    });
+}
+
+#[test]
+fn the_concurrency_limit_queues_then_sheds_with_429() {
+    let daemon = Daemon::start();
+    let client = daemon.client();
+    block_on(async {
+        let config = FunctionConfig {
+            concurrency: 2,
+            ..FunctionConfig::default()
+        };
+        assert_eq!(
+            deploy(&client, "slow", &common::fixture("sleep.wat"), config)
+                .await
+                .status,
+            201
+        );
+        // Watch the busy count while 8 clients call at once: 2 run, 2 wait
+        // (the queue holds as many as the limit), 4 are refused.
+        let watching = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (client, watching) = (client.clone(), Arc::clone(&watching));
+            tokio::spawn(async move {
+                let mut max_busy = 0;
+                while watching.load(Ordering::Acquire) {
+                    max_busy = max_busy.max(info(&client, "slow").await.instances.busy);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                max_busy
+            })
+        };
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { invoke(&client, "slow", b"").await })
+            })
+            .collect();
+        let mut statuses = BTreeMap::new();
+        for call in calls {
+            let r = call.await.unwrap();
+            *statuses.entry(r.status).or_insert(0) += 1;
+            match r.status {
+                200 => assert_eq!(&r.body[..], b"slept\n"),
+                429 => {
+                    assert_eq!(code(&r), "concurrency_limit");
+                    assert_eq!(r.header("retry-after"), Some("1"));
+                }
+                other => panic!("unexpected status {other}: {r:?}"),
+            }
+        }
+        watching.store(false, Ordering::Release);
+        let max_busy = watcher.await.unwrap();
+        assert_eq!(statuses, BTreeMap::from([(200, 4), (429, 4)]));
+        assert!(
+            max_busy <= 2,
+            "{max_busy} invocations ran at once with a limit of 2"
+        );
+        assert_eq!(info(&client, "slow").await.stats.rejected, 4);
+    });
+}
+
+#[test]
+fn functions_survive_kill_9_without_being_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    let client = daemon.client();
+    let env = BTreeMap::from([("GREETING".to_string(), "hi".to_string())]);
+    block_on(async {
+        let config = FunctionConfig {
+            env: env.clone(),
+            ..FunctionConfig::default()
+        };
+        assert_eq!(
+            deploy(&client, "args", &common::fixture("args_env.wat"), config)
+                .await
+                .status,
+            201
+        );
+        assert_eq!(
+            deploy(
+                &client,
+                "hello",
+                &example("hello.wat"),
+                FunctionConfig::default()
+            )
+            .await
+            .status,
+            201
+        );
+    });
+    let snapshot = daemon.state.join("functions/hello/v1/manifest.json");
+    let made = std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+    daemon.kill();
+
+    let daemon = Daemon::start_in(dir.path());
+    let client = daemon.client();
+    block_on(async {
+        let r = invoke(&client, "hello", b"").await;
+        assert_eq!(&r.body[..], b"hello, world!\n");
+        let r = invoke(&client, "args", b"").await;
+        let out = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(out.contains("GREETING=hi"), "{out}");
+        assert_eq!(info(&client, "args").await.config.env, env);
+    });
+    assert_eq!(
+        std::fs::metadata(&snapshot).unwrap().modified().unwrap(),
+        made,
+        "a valid snapshot must not be rebuilt"
+    );
+
+    // A corrupted snapshot is rebuilt from the stored module on restart.
+    daemon.kill();
+    let memory = dir.path().join("state/functions/hello/v1/state.bin");
+    let mut bytes = std::fs::read(&memory).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&memory, bytes).unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    block_on(async {
+        let r = invoke(&daemon.client(), "hello", b"").await;
+        assert_eq!(&r.body[..], b"hello, world!\n");
+    });
+}
