@@ -308,7 +308,7 @@ impl Vm {
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         memory::copy_from_file(&self.mem, &image.memory, &memory::merge_runs(written))?;
         let t1 = Instant::now();
-        image.vcpu.restore(&self.shell.vcpu)?;
+        image.vcpu.reload(&self.shell.vcpu)?;
         self.channel.restore(&image.channel);
         self.state = State::Ready;
         self.output_bytes = 0;
