@@ -375,3 +375,44 @@ fn functions_survive_kill_9_without_being_rebuilt() {
         assert_eq!(&r.body[..], b"hello, world!\n");
     });
 }
+
+#[test]
+fn a_host_over_its_memory_budget_sheds_load_with_429() {
+    // Room for two instances (1 MiB each before they write anything).
+    let daemon = Daemon::start_with(&["--memory-budget", "2M"]);
+    let client = daemon.client();
+    block_on(async {
+        let r = deploy(
+            &client,
+            "slow",
+            &common::fixture("sleep.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { invoke(&client, "slow", b"").await })
+            })
+            .collect();
+        let (mut ok, mut shed) = (0, 0);
+        for call in calls {
+            let r = call.await.unwrap();
+            match r.status {
+                200 => ok += 1,
+                429 => {
+                    assert_eq!(code(&r), "memory_budget");
+                    assert!(r.header("retry-after").is_some());
+                    shed += 1;
+                }
+                other => panic!("unexpected status {other}: {r:?}"),
+            }
+        }
+        assert!((1..=2).contains(&ok), "{ok} ran with room for 2");
+        assert_eq!(ok + shed, 6);
+        // Once the load is gone the function still serves.
+        let r = invoke(&client, "slow", b"").await;
+        assert_eq!(r.status, 200, "{r:?}");
+    });
+}

@@ -30,8 +30,20 @@ impl Daemon {
         daemon
     }
 
+    /// Starts a daemon with a fresh state directory and extra `serve` flags.
+    pub fn start_with(flags: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon::spawn(dir.path(), flags);
+        daemon._dir = Some(dir);
+        daemon
+    }
+
     /// Starts a daemon on the state in `dir` (which outlives it).
     pub fn start_in(dir: &Path) -> Daemon {
+        Daemon::spawn(dir, &[])
+    }
+
+    fn spawn(dir: &Path, flags: &[&str]) -> Daemon {
         super::require_kvm();
         let socket = dir.join("wisp.sock");
         let state = dir.join("state");
@@ -40,6 +52,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
