@@ -118,6 +118,26 @@ fn restore_into_a_precreated_shell() {
 }
 
 #[test]
+fn a_used_vm_recycled_as_a_shell_restores_cleanly() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let mut vm = Vm::restore(&image, VmConfig::default()).unwrap();
+    for _ in 0..5 {
+        let (outcome, out) = invoke(&mut vm, &["init_state"]);
+        assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+        assert_eq!(out, PRISTINE);
+        let shell = vm.into_shell().unwrap();
+        vm = Vm::restore_in(shell, &image, VmConfig::default()).unwrap();
+        assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
+    }
+    // A shell from one function's VM serves another function's snapshot.
+    let (_tmp2, hello_dir) = api_snapshot("../../examples/hello.wat");
+    let hello = Arc::new(Image::open(&hello_dir).unwrap());
+    let mut vm = Vm::restore_in(vm.into_shell().unwrap(), &hello, VmConfig::default()).unwrap();
+    assert_eq!(invoke(&mut vm, &["hello"]).1, "hello, world!\n");
+}
+
+#[test]
 fn a_vm_stopped_by_its_timeout_or_a_trap_resets_cleanly() {
     let (_tmp, dir) = api_snapshot("init_state.wat");
     let image = Arc::new(Image::open(&dir).unwrap());

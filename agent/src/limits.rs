@@ -20,7 +20,7 @@ impl core::fmt::Display for OutOfMemory {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "out of memory: the module grew its linear memory to {} MiB, more than the VM's {} MiB heap can hold (raise --memory)",
+            "out of memory: the module grew its linear memory to {} MiB, more than the VM's {} MiB heap can hold",
             self.desired >> 20,
             self.heap >> 20
         )

@@ -67,6 +67,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             eprintln!("error: {e}");
             Ok(ExitCode::from(EXIT_TIMEOUT))
         }
+        Err(e @ VmError::OutOfMemory(_)) => {
+            eprintln!("error: {e} (raise --memory)");
+            Ok(ExitCode::FAILURE)
+        }
         Err(e) => Err(e.into()),
     }
 }

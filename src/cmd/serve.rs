@@ -35,7 +35,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     memory_budget: u64,
     /// Empty VMs kept pre-created for cold starts.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     shells: usize,
     /// An idle function shrinks to its reserved instances after this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -69,7 +69,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(256)
+        .max_blocking_threads(wisp::daemon::host::INVOCATION_THREADS + 16)
         .build()?;
     runtime.block_on(daemon::serve(config))?;
     Ok(ExitCode::SUCCESS)

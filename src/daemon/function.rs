@@ -127,6 +127,9 @@ pub enum Failure {
     Crashed(String),
     /// No memory budget left for a new instance.
     NoMemory,
+    /// The host is out of a resource for new instances (file descriptors,
+    /// kernel memory).
+    Overloaded(String),
     /// The host failed (KVM, memory mapping), even after a retry.
     Internal(String),
 }
@@ -159,6 +162,28 @@ impl GuestIo for RequestIo<'_> {
     fn write_stderr(&mut self, data: &[u8]) -> io::Result<()> {
         self.stderr.extend_from_slice(data);
         Ok(())
+    }
+}
+
+/// The result of [`Function::execute`].
+pub struct Execution {
+    /// How the invocation ended.
+    pub result: Result<Completed, Failure>,
+    /// Whether it ran (or would have run) on a freshly restored instance.
+    pub cold: bool,
+    /// The used instance, if it may serve again once reset.
+    pub instance: Option<Instance>,
+}
+
+/// Whether a VM error means the host ran out of a resource (too many open
+/// files, no kernel memory): new instances cannot be made right now.
+fn is_exhaustion(e: &VmError) -> bool {
+    match e {
+        VmError::Kvm { source, .. } | VmError::KvmUnavailable(source) => matches!(
+            source.errno(),
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN
+        ),
+        _ => false,
     }
 }
 
@@ -244,20 +269,28 @@ impl Function {
         stdin: &[u8],
         shells: &dyn Fn() -> Option<Shell>,
         budget: &Arc<MemoryBudget>,
-    ) -> (Result<Completed, Failure>, Option<Instance>) {
+    ) -> Execution {
         let mut retried = false;
+        let failed = |failure, cold| Execution {
+            result: Err(failure),
+            cold,
+            instance: None,
+        };
         loop {
             let t0 = Instant::now();
             let (mut instance, cold) = match (!retried).then(|| self.pool.take()).flatten() {
                 Some(instance) => (instance, false),
                 None => match self.restore(shells(), budget) {
                     Ok(Some(instance)) => (instance, true),
-                    Ok(None) => return (Err(Failure::NoMemory), None),
+                    Ok(None) => return failed(Failure::NoMemory, true),
+                    Err(e) if is_exhaustion(&e) => {
+                        return failed(Failure::Overloaded(e.to_string()), true)
+                    }
                     Err(e) if !retried && is_host_failure(&e) => {
                         retried = true;
                         continue;
                     }
-                    Err(e) => return (Err(Failure::Internal(e.to_string())), None),
+                    Err(e) => return failed(Failure::Internal(e.to_string()), true),
                 },
             };
             let restore = if cold { t0.elapsed() } else { Duration::ZERO };
@@ -267,32 +300,36 @@ impl Function {
                 stderr: Vec::new(),
             };
             let t_run = Instant::now();
-            let outcome = instance.vm.invoke(&self.invocation, &mut io);
+            let outcome = instance.vm().invoke(&self.invocation, &mut io);
             let run = t_run.elapsed();
-            return match outcome {
-                Ok(Outcome::Exited(exit_code)) => (
-                    Ok(Completed {
-                        exit_code,
-                        stdout: io.stdout,
-                        stderr: io.stderr,
+            // A trapped or failed instance is discarded, never pooled.
+            let failure = match outcome {
+                Ok(Outcome::Exited(exit_code)) => {
+                    return Execution {
+                        result: Ok(Completed {
+                            exit_code,
+                            stdout: io.stdout,
+                            stderr: io.stderr,
+                            cold,
+                            restore,
+                            run,
+                        }),
                         cold,
-                        restore,
-                        run,
-                    }),
-                    Some(instance),
-                ),
-                // A trapped or failed instance is discarded, never pooled.
-                Ok(Outcome::Trapped(message)) => (Err(Failure::Trapped(message, io.stderr)), None),
-                Err(VmError::Timeout(limit)) => (Err(Failure::Timeout(limit)), None),
-                Err(VmError::OutOfMemory(m)) => (Err(Failure::OutOfMemory(m)), None),
-                Err(VmError::OutputLimit(limit)) => (Err(Failure::OutputLimit(limit)), None),
+                        instance: Some(instance),
+                    }
+                }
+                Ok(Outcome::Trapped(message)) => Failure::Trapped(message, io.stderr),
+                Err(VmError::Timeout(limit)) => Failure::Timeout(limit),
+                Err(VmError::OutOfMemory(m)) => Failure::OutOfMemory(m),
+                Err(VmError::OutputLimit(limit)) => Failure::OutputLimit(limit),
                 Err(e) if !retried && is_host_failure(&e) => {
                     retried = true;
                     continue;
                 }
-                Err(e) if is_host_failure(&e) => (Err(Failure::Internal(e.to_string())), None),
-                Err(e) => (Err(Failure::Crashed(e.to_string())), None),
+                Err(e) if is_host_failure(&e) => Failure::Internal(e.to_string()),
+                Err(e) => Failure::Crashed(e.to_string()),
             };
+            return failed(failure, cold);
         }
     }
 

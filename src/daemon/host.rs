@@ -36,8 +36,13 @@ pub struct Settings {
 
 /// How often the pool manager runs.
 const TICK: Duration = Duration::from_millis(100);
+/// Most shells the pool manager creates per tick.
+const SHELLS_PER_TICK: usize = 32;
 /// Most instances the pool manager restores for one function per tick.
 const RESTORES_PER_TICK: usize = 8;
+/// Blocking threads invocations may occupy at once (functions that sleep
+/// hold one); the runtime has a few more for deploys and the pool manager.
+pub const INVOCATION_THREADS: usize = 240;
 /// Headroom over the predicted concurrency.
 const DEMAND_HEADROOM: f64 = 1.25;
 
@@ -59,6 +64,8 @@ pub struct Host {
     shells: Mutex<Vec<Shell>>,
     settings: Settings,
     budget: Arc<MemoryBudget>,
+    /// Blocking threads available to invocations.
+    workers: Arc<tokio::sync::Semaphore>,
     /// Exported metrics.
     pub metrics: Metrics,
 }
@@ -161,6 +168,7 @@ impl Host {
             compiler,
             shells: Mutex::new(Vec::new()),
             budget: MemoryBudget::new(settings.memory_budget),
+            workers: Arc::new(tokio::sync::Semaphore::new(INVOCATION_THREADS)),
             settings,
             metrics: Metrics::default(),
         });
@@ -413,28 +421,28 @@ impl Host {
                 }
             }
         };
+        // Invocations run on blocking threads; wait for one here so the
+        // wait shows in the queue time rather than inside the thread pool.
+        let worker_permit = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("the daemon is shutting down"))?;
         let queue = t0.elapsed();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host = Arc::clone(self);
         let worker = Arc::clone(&function);
         tokio::task::spawn_blocking(move || {
-            let (result, instance) = worker.execute(&stdin, &|| host.take_shell(), &host.budget);
-            let _ = tx.send(result);
-            // Reset off the response path, still holding the slot.
-            if let Some(mut instance) = instance {
-                match instance.vm.reset() {
-                    Ok(()) => {
-                        instance.recharge();
-                        worker.pool.put(instance, worker.config.max_ready as usize);
-                    }
-                    Err(e) => {
-                        warn!(function = %worker.name, error = %e, "reset failed; instance dropped")
-                    }
-                }
+            let exec = worker.execute(&stdin, &|| host.take_shell(), &host.budget);
+            let _ = tx.send((exec.result, exec.cold));
+            // Off the response path, still holding the slot: reset the
+            // instance for the pool, or recycle its VM as a shell.
+            if let Some(instance) = exec.instance {
+                host.put_back(&worker, instance);
             }
             drop(slot);
+            drop(worker_permit);
         });
-        let result = rx
+        let (result, cold) = rx
             .await
             .map_err(|_| ApiError::internal("the invocation worker stopped"))?;
         let latency = t0.elapsed();
@@ -447,13 +455,15 @@ impl Host {
             .observe(latency.as_secs_f64());
         match result {
             Ok(run) => {
-                function.stats.record(run.cold, true, latency);
-                self.count(name, run.cold);
+                function.stats.record(cold, true, latency);
+                self.count(name, cold);
                 Ok(Invoked { run, queue })
             }
             Err(failure) => {
                 let error = failure_error(name, failure);
-                if error.status == StatusCode::TOO_MANY_REQUESTS {
+                if error.status == StatusCode::TOO_MANY_REQUESTS
+                    || error.status == StatusCode::SERVICE_UNAVAILABLE
+                {
                     function.stats.reject();
                     self.metrics
                         .rejections
@@ -463,7 +473,8 @@ impl Host {
                         })
                         .inc();
                 } else {
-                    function.stats.record(false, false, latency);
+                    function.stats.record(cold, false, latency);
+                    self.count(name, cold);
                     self.metrics
                         .errors
                         .get_or_create(&KindLabels {
@@ -473,6 +484,29 @@ impl Host {
                         .inc();
                 }
                 Err(error)
+            }
+        }
+    }
+
+    /// Returns a used instance: reset into the pool if it has room,
+    /// otherwise its VM becomes a shell for the next cold start (cheaper
+    /// than destroying it and creating another).
+    fn put_back(&self, function: &Function, mut instance: super::pool::Instance) {
+        let max_ready = function.config.max_ready as usize;
+        if function.pool.has_room(max_ready) {
+            match instance.vm().reset() {
+                Ok(()) => {
+                    instance.recharge();
+                    function.pool.put(instance, max_ready);
+                }
+                Err(e) => {
+                    warn!(function = %function.name, error = %e, "reset failed; instance dropped")
+                }
+            }
+        } else if lock(&self.shells).len() < self.settings.shells {
+            match instance.into_shell() {
+                Ok(shell) => lock(&self.shells).push(shell),
+                Err(e) => warn!(error = %e, "recycling a VM failed; dropped"),
             }
         }
     }
@@ -586,7 +620,7 @@ impl Host {
             .settings
             .shells
             .saturating_sub(lock(&self.shells).len());
-        for _ in 0..missing.min(RESTORES_PER_TICK) {
+        for _ in 0..missing.min(SHELLS_PER_TICK) {
             match Shell::new() {
                 Ok(shell) => lock(&self.shells).push(shell),
                 Err(e) => {
@@ -647,7 +681,10 @@ fn failure_error(name: &str, failure: Failure) -> ApiError {
             "function_timeout",
             format!("`{name}` ran past its timeout of {} ms", limit.as_millis()),
         ),
-        Failure::OutOfMemory(message) => bad_gateway("function_out_of_memory", message),
+        Failure::OutOfMemory(message) => bad_gateway(
+            "function_out_of_memory",
+            format!("{message} (raise memory_mib)"),
+        ),
         Failure::OutputLimit(limit) => bad_gateway(
             "function_output_limit",
             format!("`{name}` wrote more than {limit} bytes of output"),
@@ -660,6 +697,14 @@ fn failure_error(name: &str, failure: Failure) -> ApiError {
             "memory_budget",
             "the host's memory budget for instances is exhausted",
         ),
+        Failure::Overloaded(message) => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "host_overloaded",
+                format!("the host cannot start another instance now: {message}"),
+            )
+        },
         Failure::Internal(message) => ApiError::internal(message),
     }
 }

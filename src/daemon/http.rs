@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,20 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The `{name}` of the path. A name that does not even decode (invalid
+/// UTF-8) cannot be deployed: 400 for a deploy, 404 otherwise.
+fn name(path: Result<Path<String>, PathRejection>, deploying: bool) -> Result<String, ApiError> {
+    match path {
+        Ok(Path(name)) => Ok(name),
+        Err(e) if deploying => Err(ApiError::bad_request("invalid_name", e.body_text())),
+        Err(e) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "function_not_found",
+            format!("no such function: {}", e.body_text()),
+        )),
+    }
+}
+
 /// Reads a body of at most `limit` bytes, or a 413.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -62,9 +77,10 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 async fn deploy(
     State(host): State<Arc<Host>>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = name(path, true)?;
     validate_name(&name)?;
     let body = read_body(body, MAX_DEPLOY_BODY).await?;
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -89,9 +105,10 @@ async fn deploy(
 
 async fn invoke(
     State(host): State<Arc<Host>>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = name(path, false)?;
     let stdin = read_body(body, MAX_INVOKE_BODY).await?;
     let invoked = host.invoke(&name, stdin).await?;
     let run = invoked.run;
@@ -125,9 +142,9 @@ async fn invoke(
 
 async fn get_function(
     State(host): State<Arc<Host>>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(host.get(&name)?).into_response())
+    Ok(Json(host.get(&name(path, false)?)?).into_response())
 }
 
 async fn list(State(host): State<Arc<Host>>) -> Json<FunctionList> {
@@ -138,9 +155,9 @@ async fn list(State(host): State<Arc<Host>>) -> Json<FunctionList> {
 
 async fn delete(
     State(host): State<Arc<Host>>,
-    Path(name): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    host.delete(&name).await?;
+    host.delete(&name(path, false)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

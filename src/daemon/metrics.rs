@@ -78,7 +78,7 @@ impl Default for Metrics {
         let memory = Family::default();
         registry.register(
             "invocations",
-            "Invocations that ran, by cold or warm start",
+            "Invocations that ran (any outcome), by cold or warm start",
             invocations.clone(),
         );
         registry.register("errors", "Failed invocations by kind", errors.clone());
@@ -89,7 +89,7 @@ impl Default for Metrics {
         );
         registry.register(
             "invocation_duration_seconds",
-            "Invocation latency from admission to response",
+            "Invocation latency from arrival to response, queueing included",
             latency.clone(),
         );
         registry.register("ready_instances", "Instances ready", ready.clone());

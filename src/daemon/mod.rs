@@ -77,8 +77,20 @@ async fn shutdown_signal() {
     info!("shutting down");
 }
 
+/// Raises the soft limit on open files to the hard limit: every instance
+/// holds two (its VM and vCPU) and every connection one.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<()> {
+    raise_file_limit();
     let store = Store::open(&config.state_dir)
         .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
     let settings = config.settings.clone();

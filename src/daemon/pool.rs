@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wisp_vmm::Vm;
+use wisp_vmm::{Shell, Vm};
 
 use super::budget::{MemoryBudget, INSTANCE_BASE_BYTES};
 
 /// A restored VM and what it is charged against the memory budget.
 pub struct Instance {
-    /// The VM, ready for an invocation.
-    pub vm: Vm,
+    /// Present until [`Instance::into_shell`] takes it.
+    vm: Option<Vm>,
     charge: u64,
     budget: Arc<MemoryBudget>,
 }
@@ -29,10 +29,26 @@ impl Instance {
         })
     }
 
+    /// The VM.
+    pub fn vm(&mut self) -> &mut Vm {
+        self.vm
+            .as_mut()
+            .expect("an instance has its VM until into_shell")
+    }
+
+    /// Gives up the instance, keeping its empty VM for another restore.
+    pub fn into_shell(mut self) -> Result<Shell, wisp_vmm::Error> {
+        let vm = self
+            .vm
+            .take()
+            .expect("an instance has its VM until into_shell");
+        vm.into_shell()
+    }
+
     /// Re-charges the instance for the pages its invocations wrote, which
     /// stay private to it.
     pub fn recharge(&mut self) {
-        let charge = INSTANCE_BASE_BYTES + self.vm.private_bytes();
+        let charge = INSTANCE_BASE_BYTES + self.vm().private_bytes();
         if charge > self.charge {
             self.budget.force_charge(charge - self.charge);
         } else {
@@ -60,7 +76,7 @@ impl Reservation {
     pub fn into_instance(mut self, vm: Vm) -> Instance {
         self.armed = false;
         Instance {
-            vm,
+            vm: Some(vm),
             charge: INSTANCE_BASE_BYTES,
             budget: Arc::clone(&self.budget),
         }
@@ -184,6 +200,11 @@ impl Pool {
         if ready.len() < max_ready {
             ready.push(instance);
         }
+    }
+
+    /// Whether [`Pool::put`] would keep another instance.
+    pub fn has_room(&self, max_ready: usize) -> bool {
+        !self.draining.load(Ordering::Acquire) && lock(&self.ready).len() < max_ready
     }
 
     /// Drops ready instances beyond `keep`, oldest first.

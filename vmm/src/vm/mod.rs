@@ -284,3 +284,19 @@ fn attach_memory(shell: &Shell, mem: &GuestRam, log_dirty: bool) -> Result<()> {
     // order: `shell` drops first).
     unsafe { shell.vm.set_user_memory_region(region) }.map_err(Error::kvm("SET_USER_MEMORY_REGION"))
 }
+
+/// Deletes the guest memory slot, so the mapping can be dropped and the
+/// VM given other memory.
+fn detach_memory(shell: &Shell) -> Result<()> {
+    let region = kvm_userspace_memory_region {
+        slot: MEMORY_SLOT,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: 0,
+        userspace_addr: 0,
+    };
+    // SAFETY: a zero-sized region deletes the slot; KVM then references no
+    // host memory of ours.
+    unsafe { shell.vm.set_user_memory_region(region) }
+        .map_err(Error::kvm("SET_USER_MEMORY_REGION (delete)"))
+}

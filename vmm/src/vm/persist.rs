@@ -351,6 +351,18 @@ impl Vm {
         }
     }
 
+    /// Detaches guest memory and returns the empty VM, ready to be restored
+    /// into again: much cheaper than destroying the VM and creating another
+    /// (KVM's VM creation and teardown take the process-wide mm locks).
+    /// Every piece of vCPU state a restore depends on is loaded by it; the
+    /// pending port I/O of the last exit is completed here so it cannot
+    /// land on the next restore's state.
+    pub fn into_shell(mut self) -> Result<Shell> {
+        self.quiesce()?;
+        super::detach_memory(&self.shell)?;
+        Ok(self.shell)
+    }
+
     /// Where the time of the last restore or reset went.
     pub fn restore_timings(&self) -> RestoreTimings {
         self.restore_timings
