@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// An idle function shrinks to its reserved instances after this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Invocations running at once across all functions (default: 8 per
+    /// core, at least 16). A sleeping function holds one.
+    #[arg(long)]
+    invocation_threads: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -65,11 +69,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             memory_budget: args.memory_budget,
             shells: args.shells,
             idle_timeout: args.idle_timeout,
+            invocation_threads: args
+                .invocation_threads
+                .unwrap_or_else(Settings::default_invocation_threads),
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(wisp::daemon::host::INVOCATION_THREADS + 16)
+        // Invocations, plus a few for deploys and the pool manager.
+        .max_blocking_threads(config.settings.invocation_threads + 16)
         .build()?;
     runtime.block_on(daemon::serve(config))?;
     Ok(ExitCode::SUCCESS)
