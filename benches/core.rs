@@ -114,7 +114,7 @@ fn main() {
     let mut in_vm = Vec::with_capacity(runs);
     for _ in 0..runs {
         let mut vm = Vm::boot(config.clone(), &fib).expect("boot fib");
-        let mut io = BufferIo::default();
+        let mut io = BufferIo::new();
         let invocation = Invocation {
             args: vec![b"fib".to_vec(), FIB_N.to_string().into_bytes()],
             env: vec![],

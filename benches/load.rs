@@ -13,7 +13,7 @@
 //! non-zero at the end.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -22,6 +22,7 @@ use hyper::Method;
 use wisp::api::{self, DeployRequest, FunctionConfig};
 use wisp::bench::require_kvm;
 use wisp::client::{Client, Connection, Response};
+use wisp::daemon::process::DaemonProcess;
 use wisp::stats::Summary;
 
 /// Concurrent clients per level.
@@ -62,46 +63,27 @@ fn seconds_arg() -> Option<f64> {
     }
 }
 
-/// The daemon, killed when dropped.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// The daemon under test, with what the report needs from it.
+struct Daemon(DaemonProcess);
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let socket = dir.path().join("wisp.sock");
-        let log = dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).expect("daemon log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn `wisp serve`");
-        Daemon {
-            child,
-            socket,
-            log,
-            _dir: dir,
+        match DaemonProcess::start(Path::new(env!("CARGO_BIN_EXE_wisp")), None, &[]) {
+            Ok(process) => Daemon(process),
+            Err(e) => {
+                eprintln!("*** {e}");
+                std::process::exit(1);
+            }
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     /// Exits loudly (the guard kills the daemon) if it is no longer running.
     fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.0.exited() {
             eprintln!("*** the daemon exited ({status}); its log ends with: ***");
             eprintln!("{}", self.log_tail(20));
             std::process::exit(1);
@@ -110,7 +92,7 @@ impl Daemon {
 
     /// The last `n` lines of the daemon's log.
     fn log_tail(&self, n: usize) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.0.log_text();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -127,8 +109,8 @@ impl Daemon {
 
     /// Warning and error lines of the daemon's log.
     fn log_problems(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.0
+            .log_text()
             .lines()
             .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
             .map(str::to_string)
@@ -136,16 +118,9 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits until the daemon answers `/healthz`.
 async fn wait_ready(daemon: &mut Daemon) {
-    let client = Client::new(&daemon.socket);
+    let client = daemon.0.client();
     let t0 = Instant::now();
     loop {
         if let Ok(r) = client
@@ -160,7 +135,7 @@ async fn wait_ready(daemon: &mut Daemon) {
         if t0.elapsed() > STARTUP_TIMEOUT {
             eprintln!(
                 "*** the daemon did not listen on {} within {STARTUP_TIMEOUT:?}; its log: ***\n{}",
-                daemon.socket.display(),
+                daemon.0.socket().display(),
                 daemon.log_tail(20)
             );
             std::process::exit(1);
@@ -551,7 +526,7 @@ fn main() -> ExitCode {
 
     let mut daemon = Daemon::start();
     runtime.block_on(wait_ready(&mut daemon));
-    let socket = daemon.socket.clone();
+    let socket = daemon.0.socket().to_path_buf();
     let functions = [
         (
             "hello-warm",

@@ -28,7 +28,7 @@ fn hello() -> Invocation {
 
 /// Invokes hello and checks the response.
 fn respond(vm: &mut Vm) {
-    let mut io = BufferIo::default();
+    let mut io = BufferIo::new();
     let outcome = vm.invoke(&hello(), &mut io).expect("invoke");
     assert_eq!(outcome, Outcome::Exited(0));
     assert_eq!(io.stdout, b"hello, world!\n");

@@ -10,14 +10,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::daemon::Daemon;
 use hyper::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -33,74 +31,6 @@ const METHODS: [&str; 8] = [
 
 // ---------------------------------------------------------------------------
 // The daemon
-
-/// A `wisp serve` on a temporary socket and state directory; killed when
-/// dropped (its log is printed if the test failed).
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    /// Starts the daemon with `extra` options and waits (≤ 10 s) until its
-    /// socket accepts connections.
-    fn start(extra: &[&str]) -> Daemon {
-        common::require_kvm();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let socket = dir.path().join("wisp.sock");
-        let state = dir.path().join("state");
-        let log = dir.path().join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args(["serve", "--socket"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("daemon log file"))
-            .spawn()
-            .expect("start wisp serve");
-        let mut daemon = Daemon {
-            child,
-            socket,
-            log,
-            _dir: dir,
-        };
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
-            if let Some(status) = daemon.child.try_wait().expect("poll wisp serve") {
-                panic!(
-                    "wisp serve exited ({status}) before listening:\n{}",
-                    daemon.log_text()
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "wisp serve did not listen within 10 s:\n{}",
-                daemon.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- wisp serve log ---\n{}", self.log_text());
-        }
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -645,7 +575,7 @@ impl<'a> Api<'a> {
 fn daemon_matches_the_openapi_spec() {
     let spec = Spec::load();
     spec.self_check();
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start();
     let t0 = Instant::now();
     runtime().block_on(exercise(&daemon, &spec));
 
@@ -1210,7 +1140,7 @@ async fn exercise(daemon: &Daemon, spec: &Spec) {
 #[test]
 fn memory_budget_refusal_matches_the_spec() {
     let spec = Spec::load();
-    let daemon = Daemon::start(&["--memory-budget", "0"]);
+    let daemon = Daemon::start_with(&["--memory-budget", "0"]);
     runtime().block_on(async {
         let api = Api::new(&daemon, &spec);
         api.deploy(
@@ -1239,7 +1169,7 @@ fn memory_budget_refusal_matches_the_spec() {
 #[test]
 fn undecodable_names_get_error_json() {
     let spec = Spec::load();
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start();
     runtime().block_on(async {
         let api = Api::new(&daemon, &spec);
         for (method, path) in [

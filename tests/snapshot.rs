@@ -48,7 +48,7 @@ fn api_snapshot(module: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn invoke(vm: &mut Vm, args: &[&str]) -> (wisp_vmm::Result<Outcome>, String) {
-    let mut io = BufferIo::default();
+    let mut io = BufferIo::new();
     let invocation = Invocation {
         args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
         env: vec![],

@@ -81,7 +81,7 @@ fn spinning_agent_hits_the_boot_timeout() {
 fn well_behaved_guest_still_runs_after_misbehaving_ones() {
     let _ = boot(TestMode::PageFault);
     let mut vm = boot(TestMode::None).expect("boot");
-    let mut io = BufferIo::default();
+    let mut io = BufferIo::new();
     let outcome = vm
         .invoke(
             &Invocation {

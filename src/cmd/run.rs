@@ -84,6 +84,20 @@ fn config(args: &RunArgs, mem_size: u64) -> VmConfig {
     }
 }
 
+/// Runs `invocation` in `vm` with this process's stdio, then tears the VM
+/// down; returns the outcome and the run and teardown times.
+fn invoke_once(
+    mut vm: Vm,
+    invocation: &Invocation,
+) -> (Result<Outcome, VmError>, Duration, Duration) {
+    let t_run = Instant::now();
+    let outcome = vm.invoke(invocation, &mut ProcessStdio);
+    let run = t_run.elapsed();
+    let t_teardown = Instant::now();
+    drop(vm);
+    (outcome, run, t_teardown.elapsed())
+}
+
 /// Compiles (or takes from the cache), boots and runs.
 fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmError>> {
     let Some((module, rest)) = args.command.split_first() else {
@@ -92,17 +106,13 @@ fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmErro
     let t0 = Instant::now();
     let artifact = args.vm.compile(module.as_ref())?;
     let t_compile = t0.elapsed();
-    let mut vm = Vm::boot(config(args, args.vm.memory()), &artifact)?;
+    let vm = Vm::boot(config(args, args.vm.memory()), &artifact)?;
     let boot = vm.boot_timings();
     let invocation = Invocation {
         args: argv(&module_name(module.as_ref()), rest),
         env,
     };
-    let t_run = Instant::now();
-    let outcome = vm.invoke(&invocation, &mut ProcessStdio);
-    let run = t_run.elapsed();
-    let t_teardown = Instant::now();
-    drop(vm);
+    let (outcome, run, teardown) = invoke_once(vm, &invocation);
     if args.timings {
         eprintln!(
             "wisp: compile/cache {} | vm create {} | load {} | agent init {} | run {} | teardown {} | total {}",
@@ -111,7 +121,7 @@ fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmErro
             ms(boot.load),
             ms(boot.init),
             ms(run),
-            ms(t_teardown.elapsed()),
+            ms(teardown),
             ms(t0.elapsed())
         );
     }
@@ -131,18 +141,14 @@ fn run_snapshot(
     let image = Arc::new(Image::open(&dir)?);
     let t_open = t0.elapsed();
     let t_restore = Instant::now();
-    let mut vm = Vm::restore(&image, config(args, image.mem_size()))?;
+    let vm = Vm::restore(&image, config(args, image.mem_size()))?;
     let restore = t_restore.elapsed();
     let parts = vm.restore_timings();
     let invocation = Invocation {
         args: argv(image.module_name().unwrap_or("module"), &args.command),
         env,
     };
-    let t_run = Instant::now();
-    let outcome = vm.invoke(&invocation, &mut ProcessStdio);
-    let run = t_run.elapsed();
-    let t_teardown = Instant::now();
-    drop(vm);
+    let (outcome, run, teardown) = invoke_once(vm, &invocation);
     if args.timings {
         eprintln!(
             "wisp: open+verify {} | restore {} (vm {} + memory {} + state {}) | run {} | teardown {} | total {}",
@@ -152,7 +158,7 @@ fn run_snapshot(
             ms(parts.memory),
             ms(parts.state),
             ms(run),
-            ms(t_teardown.elapsed()),
+            ms(teardown),
             ms(t0.elapsed())
         );
     }

@@ -2,12 +2,11 @@
 //! statistics, and how an invocation runs on it.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wisp_vmm::{Error as VmError, GuestIo, Image, Invocation, Outcome, Shell, Vm, VmConfig};
+use wisp_vmm::{BufferIo, Error as VmError, Image, Invocation, Outcome, Shell, Vm, VmConfig};
 
 use super::budget::MemoryBudget;
 use super::pool::{Instance, Pool};
@@ -132,37 +131,6 @@ pub enum Failure {
     Overloaded(String),
     /// The host failed (KVM, memory mapping), even after a retry.
     Internal(String),
-}
-
-/// stdin from a slice, output collected: the daemon keeps request bodies
-/// in one buffer so a retry can replay them without copying.
-struct RequestIo<'a> {
-    stdin: &'a [u8],
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl GuestIo for RequestIo<'_> {
-    fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.stdin.len());
-        buf[..n].copy_from_slice(&self.stdin[..n]);
-        self.stdin = &self.stdin[n..];
-        Ok(n)
-    }
-
-    fn stdin_ready(&mut self) -> bool {
-        true
-    }
-
-    fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stdout.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn write_stderr(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stderr.extend_from_slice(data);
-        Ok(())
-    }
 }
 
 /// The result of [`Function::execute`].
@@ -294,11 +262,8 @@ impl Function {
                 },
             };
             let restore = if cold { t0.elapsed() } else { Duration::ZERO };
-            let mut io = RequestIo {
-                stdin,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            };
+            // Borrowed stdin: a retry replays the same request body.
+            let mut io = BufferIo::with_stdin(stdin);
             let t_run = Instant::now();
             let outcome = instance.vm().invoke(&self.invocation, &mut io);
             let run = t_run.elapsed();

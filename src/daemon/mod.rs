@@ -16,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod process;
 pub mod registry;
 pub mod store;
 

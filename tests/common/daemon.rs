@@ -1,83 +1,57 @@
 //! A real `wisp serve` in a temporary directory, for tests that talk to
 //! the daemon over its socket.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
 use wisp::client::{Client, Response};
+use wisp::daemon::process::DaemonProcess;
 
-/// A running daemon; killed when dropped.
+/// A running daemon; killed when dropped, its log printed if the test
+/// failed.
 pub struct Daemon {
-    child: Child,
+    process: Option<DaemonProcess>,
     /// Its socket.
-    pub socket: PathBuf,
+    pub socket: std::path::PathBuf,
     /// Its state directory.
-    pub state: PathBuf,
-    _dir: Option<tempfile::TempDir>,
+    pub state: std::path::PathBuf,
 }
 
 impl Daemon {
     /// Starts a daemon with a fresh state directory.
     pub fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let mut daemon = Daemon::start_in(dir.path());
-        daemon._dir = Some(dir);
-        daemon
+        Daemon::spawn(None, &[])
     }
 
     /// Starts a daemon with a fresh state directory and extra `serve` flags.
     pub fn start_with(flags: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let mut daemon = Daemon::spawn(dir.path(), flags);
-        daemon._dir = Some(dir);
-        daemon
+        Daemon::spawn(None, flags)
     }
 
     /// Starts a daemon on the state in `dir` (which outlives it).
     pub fn start_in(dir: &Path) -> Daemon {
-        Daemon::spawn(dir, &[])
+        Daemon::spawn(Some(dir), &[])
     }
 
-    fn spawn(dir: &Path, flags: &[&str]) -> Daemon {
+    fn spawn(dir: Option<&Path>, flags: &[&str]) -> Daemon {
         super::require_kvm();
-        let socket = dir.join("wisp.sock");
-        let state = dir.join("state");
-        let child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args(["serve", "--socket"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wisp serve");
-        let daemon = Daemon {
-            child,
-            socket,
-            state,
-            _dir: None,
-        };
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "the daemon did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let process = DaemonProcess::start(Path::new(env!("CARGO_BIN_EXE_wisp")), dir, flags)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Daemon {
+            socket: process.socket().to_path_buf(),
+            state: process.state_dir().to_path_buf(),
+            process: Some(process),
         }
-        daemon
     }
 
     /// Kills the daemon with SIGKILL and waits for it.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
     }
 
     /// A client of this daemon.
@@ -88,8 +62,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(process) = self.process.take() {
+            if std::thread::panicking() {
+                eprintln!("--- wisp serve log ---\n{}", process.log_text());
+            }
+        }
     }
 }
 

@@ -20,10 +20,11 @@ pub trait GuestIo {
     fn write_stderr(&mut self, data: &[u8]) -> io::Result<()>;
 }
 
-/// In-memory streams: stdin from a buffer, output collected.
+/// In-memory streams: stdin from a buffer (owned, or borrowed so a caller
+/// can replay it), output collected.
 #[derive(Debug, Default, Clone)]
-pub struct BufferIo {
-    stdin: Vec<u8>,
+pub struct BufferIo<S = Vec<u8>> {
+    stdin: S,
     pos: usize,
     /// Everything written to stdout.
     pub stdout: Vec<u8>,
@@ -32,19 +33,29 @@ pub struct BufferIo {
 }
 
 impl BufferIo {
+    /// Streams with empty stdin.
+    pub fn new() -> BufferIo {
+        BufferIo::with_stdin(Vec::new())
+    }
+}
+
+impl<S: AsRef<[u8]>> BufferIo<S> {
     /// Streams whose stdin holds `stdin`.
-    pub fn with_stdin(stdin: impl Into<Vec<u8>>) -> BufferIo {
+    pub fn with_stdin(stdin: S) -> BufferIo<S> {
         BufferIo {
-            stdin: stdin.into(),
-            ..BufferIo::default()
+            stdin,
+            pos: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         }
     }
 }
 
-impl GuestIo for BufferIo {
+impl<S: AsRef<[u8]>> GuestIo for BufferIo<S> {
     fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.stdin.len() - self.pos);
-        buf[..n].copy_from_slice(&self.stdin[self.pos..self.pos + n]);
+        let rest = &self.stdin.as_ref()[self.pos..];
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n;
         Ok(n)
     }

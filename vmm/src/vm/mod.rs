@@ -142,7 +142,7 @@ impl Vm {
             channel,
             config,
             state: State::Ready,
-            init_output: BufferIo::default(),
+            init_output: BufferIo::new(),
             output_bytes: 0,
             stdin_done: false,
             timings: BootTimings::default(),

@@ -313,7 +313,7 @@ impl Vm {
         self.state = State::Ready;
         self.output_bytes = 0;
         self.stdin_done = false;
-        self.init_output = BufferIo::default();
+        self.init_output = BufferIo::new();
         self.restore_timings = RestoreTimings {
             shell: Duration::ZERO,
             memory: t1 - t0,
@@ -404,7 +404,7 @@ fn record_working_set(
     let mut vm = Vm::restore(&Arc::new(image), config)?;
     // Whatever the sample's outcome, the pages it touched are the ones a
     // real invocation will start with.
-    let _ = vm.invoke(invocation, &mut BufferIo::default());
+    let _ = vm.invoke(invocation, &mut BufferIo::new());
     let touched = memory::touched_pages(&vm.mem)?;
     Ok(WorkingSet {
         read: touched.read,
