@@ -416,3 +416,64 @@ fn a_host_over_its_memory_budget_sheds_load_with_429() {
         assert_eq!(r.status, 200, "{r:?}");
     });
 }
+
+/// Reads from `stream` until the server closes it (or `limit` passes);
+/// true if it was closed.
+fn closed_within(stream: &mut std::os::unix::net::UnixStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an error response before closing is fine
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_and_flooding_clients_cannot_starve_the_daemon() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    // A client that never finishes its headers is cut off.
+    let daemon = Daemon::start_with(&["--header-timeout", "300ms"]);
+    let mut slow = UnixStream::connect(&daemon.socket).unwrap();
+    slow.write_all(b"POST /v1/functions/hello/invoke HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)),
+        "a stalled request kept its connection"
+    );
+    drop(daemon);
+
+    // Idle connections last (10 s header timeout), so only the limit can
+    // close the ninth.
+    let daemon = Daemon::start_with(&["--max-connections", "8"]);
+    let client = daemon.client();
+    block_on(async {
+        let r = deploy(
+            &client,
+            "hello",
+            &example("hello.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    });
+    // With all 8 connections taken, a new one is closed at once...
+    let idle: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = UnixStream::connect(&daemon.socket).unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(2)));
+    // ...until idle ones time out or go away; then service resumes.
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(100));
+    block_on(async {
+        let r = invoke(&client, "hello", b"").await;
+        assert_eq!(&r.body[..], b"hello, world!\n");
+    });
+}

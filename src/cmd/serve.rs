@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use wisp::daemon::server::ConnectionLimits;
 use wisp::daemon::{self, ServeConfig, Settings};
 use wisp::units::parse_size;
 
@@ -44,6 +45,12 @@ pub struct ServeArgs {
     /// core, at least 16). A sleeping function holds one.
     #[arg(long)]
     invocation_threads: Option<usize>,
+    /// Most client connections open at once; more are closed on accept.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Time a client has to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -72,6 +79,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             invocation_threads: args
                 .invocation_threads
                 .unwrap_or_else(Settings::default_invocation_threads),
+        },
+        limits: ConnectionLimits {
+            max_connections: args.max_connections.max(1),
+            header_timeout: args.header_timeout,
+            ..ConnectionLimits::default()
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pool;
 pub mod process;
 pub mod registry;
+pub mod server;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Pool and budget settings.
     pub settings: Settings,
+    /// Connection limits.
+    pub limits: server::ConnectionLimits,
 }
 
 /// Binds `path`, replacing a stale socket file but never a live daemon's.
@@ -101,17 +104,18 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
 
     let unix = bind_unix(&config.socket)?;
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
-    let unix_server = axum::serve(unix, app.clone()).with_graceful_shutdown(shutdown_signal());
+    let limits = config.limits;
+    let unix_server = server::serve(unix, app.clone(), limits, shutdown_signal());
     match config.listen {
         Some(addr) => {
             let tcp = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             info!(%addr, "also listening on TCP");
-            let tcp_server = axum::serve(tcp, app).with_graceful_shutdown(shutdown_signal());
-            tokio::try_join!(unix_server, tcp_server)?;
+            let tcp_server = server::serve(tcp, app, limits, shutdown_signal());
+            tokio::join!(unix_server, tcp_server);
         }
-        None => unix_server.await?,
+        None => unix_server.await,
     }
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
