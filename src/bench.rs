@@ -5,15 +5,22 @@ use std::time::{Duration, Instant};
 
 use crate::stats::Summary;
 
-/// `--runs N` from the benchmark's command line (cargo passes other flags
-/// such as `--bench`, which are ignored), else `default`.
+/// `--runs N` from the benchmark's command line, else `default`.
 pub fn runs_arg(default: usize) -> usize {
+    count_arg("--runs", default)
+}
+
+/// A positive count given as `FLAG N` on the benchmark's command line
+/// (cargo passes other flags such as `--bench`, which are ignored), else
+/// `default`; exits with a usage error if the value is not a positive
+/// number.
+pub fn count_arg(flag: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--runs") {
+    match args.iter().position(|a| a == flag) {
         Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
             Some(n) if n > 0 => n,
             _ => {
-                eprintln!("--runs needs a positive number");
+                eprintln!("{flag} needs a positive number");
                 std::process::exit(2);
             }
         },

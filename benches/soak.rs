@@ -1,0 +1,289 @@
+//! Soak test of the daemon: a long run of invocations mixing warm, cold,
+//! trapping and timing-out functions, then a check that the daemon's host
+//! resources — resident memory, open files, KVM VMs, threads — went back
+//! to where they were.
+//!
+//! `cargo bench --bench soak [-- --invocations N]` (default 1,000,000; CI
+//! runs a shorter one). Exits non-zero on any unexpected response or leak.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::Method;
+use wisp::api::{DeployRequest, FunctionConfig};
+use wisp::bench::{count_arg, require_kvm};
+use wisp::client::Connection;
+use wisp::daemon::process::DaemonProcess;
+
+/// Concurrent clients.
+const CLIENTS: usize = 32;
+/// Idle pools shrink after this, so resources settle between phases.
+const IDLE_TIMEOUT: &str = "1s";
+/// Time for pools to shrink and idle threads to exit before measuring.
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// One kind of invocation in the mix: per 100 invocations, `share` go to
+/// `function`, expecting `status` (and `body` when 200).
+struct Kind {
+    function: &'static str,
+    module: &'static str,
+    config: FunctionConfig,
+    share: u64,
+    status: u16,
+}
+
+fn kinds() -> Vec<Kind> {
+    vec![
+        Kind {
+            function: "warm",
+            module: "examples/hello.wat",
+            config: FunctionConfig::default(),
+            share: 90,
+            status: 200,
+        },
+        Kind {
+            function: "cold",
+            module: "examples/hello.wat",
+            config: FunctionConfig {
+                max_ready: 0,
+                ..FunctionConfig::default()
+            },
+            share: 7,
+            status: 200,
+        },
+        Kind {
+            function: "trap",
+            module: "tests/fixtures/trap.wat",
+            config: FunctionConfig::default(),
+            share: 2,
+            status: 502,
+        },
+        Kind {
+            function: "timeout",
+            module: "tests/fixtures/spin.wat",
+            config: FunctionConfig {
+                timeout_ms: 50,
+                ..FunctionConfig::default()
+            },
+            share: 1,
+            status: 504,
+        },
+    ]
+}
+
+/// The daemon's host resources, from /proc.
+#[derive(Clone, Copy, Debug)]
+struct Resources {
+    rss_kib: u64,
+    fds: usize,
+    vms: usize,
+    threads: u64,
+}
+
+fn resources(pid: u32) -> Resources {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let links: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Resources {
+        rss_kib: field("VmRSS:"),
+        fds: links.len(),
+        vms: links
+            .iter()
+            .filter(|l| l.to_string_lossy() == "anon_inode:kvm-vm")
+            .count(),
+        threads: field("Threads:"),
+    }
+}
+
+fn print(label: &str, r: Resources) {
+    println!(
+        "{label:<8} RSS {:>8} KiB | open files {:>5} | KVM VMs {:>4} | threads {:>4}",
+        r.rss_kib, r.fds, r.vms, r.threads
+    );
+}
+
+async fn deploy(socket: &Path, kind: &Kind) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let module = std::fs::read(root.join(kind.module)).expect("module");
+    let request = DeployRequest {
+        module_base64: base64::engine::general_purpose::STANDARD.encode(module),
+        config: kind.config.clone(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&request).expect("json"));
+    let mut conn = Connection::open(socket).await.expect("connect");
+    let r = conn
+        .send(
+            Method::PUT,
+            &format!("/v1/functions/{}", kind.function),
+            body,
+        )
+        .await
+        .expect("deploy");
+    assert_eq!(r.status, 201, "deploying {}: {r:?}", kind.function);
+}
+
+/// Runs `total` invocations from [`CLIENTS`] clients; returns unexpected
+/// responses.
+async fn run(socket: &Path, kinds: Arc<Vec<Kind>>, total: u64) -> u64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let unexpected = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (socket, kinds) = (socket.to_path_buf(), Arc::clone(&kinds));
+        let (next, unexpected, done) = (
+            Arc::clone(&next),
+            Arc::clone(&unexpected),
+            Arc::clone(&done),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&socket).await.expect("connect");
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                // Spread each kind evenly over every 100 invocations.
+                let slot = (i * 37) % 100;
+                let mut acc = 0;
+                let kind = kinds
+                    .iter()
+                    .find(|k| {
+                        acc += k.share;
+                        slot < acc
+                    })
+                    .expect("shares sum to 100");
+                let path = format!("/v1/functions/{}/invoke", kind.function);
+                let ok = match conn.send(Method::POST, &path, Bytes::new()).await {
+                    Ok(r) => {
+                        r.status == kind.status
+                            && (r.status != 200 || &r.body[..] == b"hello, world!\n")
+                    }
+                    Err(_) => {
+                        conn = Connection::open(&socket).await.expect("reconnect");
+                        false
+                    }
+                };
+                if !ok && unexpected.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!(
+                        "*** unexpected response from {} (invocation {i})",
+                        kind.function
+                    );
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let total_usize = total as usize;
+    let t0 = Instant::now();
+    let mut last_report = Instant::now();
+    while done.load(Ordering::Relaxed) < total_usize {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let n = done.load(Ordering::Relaxed);
+            eprintln!(
+                "  {n:>9} / {total} invocations, {:.0}/s",
+                n as f64 / t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    for c in clients {
+        c.await.expect("client");
+    }
+    unexpected.load(Ordering::Relaxed)
+}
+
+fn main() -> ExitCode {
+    require_kvm();
+    let total = count_arg("--invocations", 1_000_000) as u64;
+    let daemon = match DaemonProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_wisp")),
+        None,
+        &["--idle-timeout", IDLE_TIMEOUT],
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("*** {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let kinds = Arc::new(kinds());
+    let socket = daemon.socket().to_path_buf();
+    println!("wisp soak: {total} invocations from {CLIENTS} clients: 90% warm, 7% cold, 2% trap, 1% timeout (50 ms)");
+    runtime.block_on(async {
+        for kind in kinds.iter() {
+            deploy(&socket, kind).await;
+        }
+        // Warm up every path once, then let the pools settle.
+        run(&socket, Arc::clone(&kinds), 1000).await;
+    });
+    std::thread::sleep(SETTLE);
+    let before = resources(daemon.pid());
+    let t0 = Instant::now();
+    let unexpected = runtime.block_on(run(&socket, Arc::clone(&kinds), total));
+    let elapsed = t0.elapsed();
+    let during = resources(daemon.pid());
+    std::thread::sleep(SETTLE);
+    let after = resources(daemon.pid());
+    println!(
+        "{total} invocations in {:.1} s ({:.0}/s), {unexpected} unexpected responses",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    print("before", before);
+    print("at end", during);
+    print("after", after);
+
+    let mut failed = unexpected > 0;
+    let mut check = |what: &str, ok: bool| {
+        if !ok {
+            eprintln!("*** LEAK: {what} did not return to its baseline ***");
+            failed = true;
+        }
+    };
+    check("open files", after.fds <= before.fds + 2);
+    check("KVM VMs", after.vms <= before.vms);
+    check("threads", after.threads <= before.threads + 2);
+    // The allocator keeps some freed memory; a leak grows with N.
+    check(
+        "resident memory",
+        after.rss_kib <= before.rss_kib + before.rss_kib / 4 + 16 * 1024,
+    );
+    if daemon_alive(&daemon) && !failed {
+        println!("no leaks: the daemon is back at its baseline");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn daemon_alive(daemon: &DaemonProcess) -> bool {
+    let alive = Path::new(&format!("/proc/{}", daemon.pid())).exists();
+    if !alive {
+        eprintln!("*** the daemon died ***\n{}", daemon.log_text());
+    }
+    alive
+}
