@@ -144,6 +144,28 @@ pub fn validate_config(c: &FunctionConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A failure to write state: a full disk is `507 insufficient_storage`
+/// (the previous version keeps serving), anything else a 500.
+fn storage_error(what: &str, e: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        let disk_full = err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull
+        }) || err
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|db| db.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull));
+        if disk_full {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("{what}: the state directory's disk is full; nothing was changed"),
+            );
+        }
+        cause = err.source();
+    }
+    ApiError::internal(format!("{what}: {e}"))
+}
+
 /// Maps a boot failure: the module's fault is a 422, the host's a 500.
 fn boot_error(e: VmError) -> ApiError {
     match e {
@@ -275,10 +297,10 @@ impl Host {
         let _ = std::fs::remove_dir_all(&dir);
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| ApiError::internal(format!("creating {}: {e}", parent.display())))?;
+                .map_err(|e| storage_error(&format!("creating {}", parent.display()), &e))?;
         }
         vm.snapshot(&dir, name, None)
-            .map_err(|e| ApiError::internal(format!("writing the snapshot: {e}")))?;
+            .map_err(|e| storage_error("writing the snapshot", &e))?;
         drop(vm);
         Image::open(&dir)
             .map(Arc::new)
@@ -342,7 +364,7 @@ impl Host {
         let sha = self
             .store
             .put_module(module)
-            .map_err(|e| ApiError::internal(format!("storing the module: {e}")))?;
+            .map_err(|e| storage_error("storing the module", &e))?;
         let version = lock(&self.registry)
             .version(&name)
             .map_err(|e| ApiError::internal(e.to_string()))?
@@ -359,7 +381,7 @@ impl Host {
         };
         lock(&self.registry)
             .upsert(&record)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| storage_error("registering the function", &e))?;
         let function = Arc::new(self.function_from(&record, image));
         for _ in 0..config.reserved {
             match function.restore(self.take_shell(), &self.budget) {

@@ -92,11 +92,27 @@ fn raise_file_limit() {
     }
 }
 
+/// Warns if the state directory is on tmpfs: snapshots are sparse, and
+/// reading a hole of a tmpfs file through a private mapping allocates a
+/// page, so a full tmpfs would kill the daemon with SIGBUS mid-invocation.
+fn warn_if_tmpfs(dir: &Path) {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    if let Ok(fs) = nix::sys::statfs::statfs(dir) {
+        if fs.filesystem_type().0 as i64 == TMPFS_MAGIC {
+            tracing::warn!(
+                state = %dir.display(),
+                "the state directory is on tmpfs: if it fills up, restored instances fault; use a disk-backed filesystem"
+            );
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<()> {
     raise_file_limit();
     let store = Store::open(&config.state_dir)
         .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
+    warn_if_tmpfs(&config.state_dir);
     let settings = config.settings.clone();
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
     tokio::spawn(Arc::clone(&host).maintain());
