@@ -2,11 +2,13 @@
 //! `virtio-queue` crate, the host acting as the device.
 //!
 //! Everything here reads guest-written memory, so everything is checked:
-//! descriptors must be single, of the right direction, and lie inside their
-//! queue's buffer area (`wisp_abi::layout`); message headers must fit their
-//! buffers. A violation is an [`Error::Protocol`] that ends the run.
+//! descriptors must be single (no chain, no indirect table), of the right
+//! direction, and lie inside their queue's buffer area (`wisp_abi::layout`);
+//! message headers must fit their buffers. A violation is an
+//! [`Error::Protocol`] that ends the run.
 
 use serde::{Deserialize, Serialize};
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use wisp_abi::layout::*;
@@ -55,10 +57,10 @@ fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
 /// memory; the device side only adds where it is in each ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelState {
-    rx_next_avail: u16,
-    rx_next_used: u16,
-    tx_next_avail: u16,
-    tx_next_used: u16,
+    pub(crate) rx_next_avail: u16,
+    pub(crate) rx_next_used: u16,
+    pub(crate) tx_next_avail: u16,
+    pub(crate) tx_next_used: u16,
 }
 
 /// Checks that a descriptor lies wholly inside `[base, base + CHANNEL_BUFS *
@@ -75,6 +77,22 @@ fn check_buffer(addr: GuestAddress, len: u32, base: u64, what: &str) -> Result<(
         return Err(protocol(format!(
             "{what} descriptor {:#x}+{len} is outside the {what} buffers",
             addr.0
+        )));
+    }
+    Ok(())
+}
+
+/// Fails if descriptor `head` of the table at `table` is indirect.
+/// `virtio-queue` follows an indirect descriptor transparently, to a table
+/// anywhere in guest memory (host-built pages included) of up to 64 Ki
+/// entries; the ABI has no indirect descriptors, so the host refuses them.
+fn check_direct(mem: &GuestRam, table: u64, head: u16, what: &str) -> Result<()> {
+    let desc: Descriptor = mem
+        .read_obj(GuestAddress(table + u64::from(head) * 16))
+        .map_err(protocol)?;
+    if desc.refers_to_indirect_table() {
+        return Err(protocol(format!(
+            "{what} descriptor {head} is indirect; the channel has no indirect descriptors"
         )));
     }
     Ok(())
@@ -136,6 +154,7 @@ impl HostChannel {
             let desc = chain
                 .next()
                 .ok_or_else(|| protocol("empty tx descriptor chain"))?;
+            check_direct(mem, TX_DESC_ADDR, head, "tx")?;
             if desc.has_next() || desc.is_write_only() {
                 return Err(protocol(
                     "tx descriptors must be single and device-readable",
@@ -170,6 +189,7 @@ impl HostChannel {
         let desc = chain
             .next()
             .ok_or_else(|| protocol("empty rx descriptor chain"))?;
+        check_direct(mem, RX_DESC_ADDR, head, "rx")?;
         if desc.has_next() || !desc.is_write_only() {
             return Err(protocol(
                 "rx descriptors must be single and device-writable",
@@ -181,6 +201,14 @@ impl HostChannel {
             return Err(protocol("rx buffer smaller than a message header"));
         }
         let (kind, n) = fill(&mut self.scratch[HEADER_LEN..room])?;
+        // `fill` is host code (e.g. a GuestIo); never trust it to stay
+        // inside the guest's buffer either.
+        if n > room - HEADER_LEN {
+            return Err(Error::Input(std::io::Error::other(format!(
+                "{n} bytes produced for a {}-byte buffer",
+                room - HEADER_LEN
+            ))));
+        }
         let total = msg::encode_header(&mut self.scratch, kind, n);
         mem.write_slice(&self.scratch[..total], desc.addr())
             .map_err(protocol)?;
@@ -198,5 +226,85 @@ impl HostChannel {
             .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
             .map_err(protocol)?;
         Ok(avail.0 != self.rx.next_avail())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory;
+
+    const F_WRITE: u16 = 2;
+    const F_INDIRECT: u16 = 4;
+
+    fn set_desc(mem: &GuestRam, table: u64, index: u16, addr: u64, len: u32, flags: u16) {
+        let desc = Descriptor::new(addr, len, flags, 0);
+        mem.write_obj(desc, GuestAddress(table + u64::from(index) * 16))
+            .unwrap();
+    }
+
+    fn post(mem: &GuestRam, avail: u64, head: u16) {
+        let idx: u16 = mem.read_obj(GuestAddress(avail + 2)).unwrap();
+        let slot = avail + 4 + u64::from(idx % QUEUE_SIZE) * 2;
+        mem.write_obj(head, GuestAddress(slot)).unwrap();
+        mem.write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
+            .unwrap();
+    }
+
+    /// Found by the `guest_channel` fuzz target
+    /// (fuzz/regressions/guest_channel/indirect-rx-descriptor): an indirect
+    /// descriptor whose table is the ring's own descriptor table made the
+    /// host take a descriptor the guest never made available.
+    #[test]
+    fn indirect_descriptors_are_rejected() {
+        let mem = memory::create(MIN_MEM_SIZE).unwrap();
+        let mut ch = HostChannel::new().unwrap();
+
+        // tx: a valid Stdout message behind descriptor 1, reached only
+        // through descriptor 0, indirect, whose table starts at entry 1.
+        memory::write(&mem, TX_BUF_ADDR, &[2, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']).unwrap();
+        set_desc(&mem, TX_DESC_ADDR, 1, TX_BUF_ADDR, 10, 0);
+        set_desc(&mem, TX_DESC_ADDR, 0, TX_DESC_ADDR + 16, 16, F_INDIRECT);
+        post(&mem, TX_AVAIL_ADDR, 0);
+        let mut delivered = 0;
+        let r = ch.drain_tx(&mem, |_, _| {
+            delivered += 1;
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+        assert_eq!(delivered, 0);
+
+        // rx: the host would write a message through the indirect table.
+        set_desc(&mem, RX_DESC_ADDR, 0, RX_BUF_ADDR, 64, F_WRITE);
+        set_desc(&mem, RX_DESC_ADDR, 1, RX_DESC_ADDR, 16, F_INDIRECT);
+        post(&mem, RX_AVAIL_ADDR, 1);
+        assert!(ch.rx_available(&mem).unwrap());
+        let r = ch.push_rx(&mem, |_| Ok((Kind::StdinEof, 0)));
+        assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+        assert_eq!(memory::read(&mem, RX_BUF_ADDR, 8).unwrap(), [0; 8]);
+    }
+
+    #[test]
+    fn direct_descriptors_still_work() {
+        let mem = memory::create(MIN_MEM_SIZE).unwrap();
+        let mut ch = HostChannel::new().unwrap();
+        memory::write(&mem, TX_BUF_ADDR, &[2, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']).unwrap();
+        set_desc(&mem, TX_DESC_ADDR, 3, TX_BUF_ADDR, 10, 0);
+        post(&mem, TX_AVAIL_ADDR, 3);
+        let mut got = Vec::new();
+        ch.drain_tx(&mem, |kind, payload| {
+            got.push((kind, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [(Kind::Stdout, b"hi".to_vec())]);
+
+        set_desc(&mem, RX_DESC_ADDR, 2, RX_BUF_ADDR, 64, F_WRITE);
+        post(&mem, RX_AVAIL_ADDR, 2);
+        assert!(ch.push_rx(&mem, |_| Ok((Kind::StdinEof, 0))).unwrap());
+        assert_eq!(
+            memory::read(&mem, RX_BUF_ADDR, 8).unwrap(),
+            [0x03, 0x01, 0, 0, 0, 0, 0, 0]
+        );
     }
 }

@@ -18,6 +18,12 @@ pub fn kvm() -> Result<&'static Kvm> {
     Ok(KVM.get_or_init(|| k))
 }
 
+/// Opens `/dev/kvm` now (it stays open for the process's life), so a
+/// daemon can drop the privileges needed to open it before serving.
+pub fn open_kvm() -> Result<()> {
+    kvm().map(|_| ())
+}
+
 /// The guest TSC frequency in kHz: from KVM if it says, else measured
 /// against the host clock once.
 pub fn tsc_khz(vcpu: &VcpuFd) -> u64 {

@@ -18,6 +18,10 @@
 mod arch;
 mod channel;
 mod error;
+/// Test-only entry points for the fuzz targets in `fuzz/`; not an API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod io;
 mod kvm;
 mod loader;
@@ -28,6 +32,7 @@ mod vm;
 
 pub use error::{Error, Result};
 pub use io::{BufferIo, GuestIo};
+pub use kvm::open_kvm;
 pub use loader::AGENT_ELF;
 pub use shell::Shell;
 pub use vm::{

@@ -24,6 +24,8 @@ use crate::memory::{self, GuestRam};
 use crate::shell::Shell;
 use crate::timer::Deadline;
 pub use persist::{compat, Image, Prefault, RestoreTimings, WorkingSet};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use run::deliver_output;
 use run::{Phase, Stop};
 
 /// The KVM memory slot of guest RAM (the only one).

@@ -294,7 +294,7 @@ impl Vm {
 
 /// Writes one output message to `io`, enforcing the output limit: output up
 /// to the limit is delivered, the rest ends the run.
-fn deliver_output(
+pub(crate) fn deliver_output(
     io: &mut dyn GuestIo,
     kind: Kind,
     payload: &[u8],
