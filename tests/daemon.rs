@@ -477,3 +477,31 @@ fn slow_and_flooding_clients_cannot_starve_the_daemon() {
         assert_eq!(&r.body[..], b"hello, world!\n");
     });
 }
+
+#[test]
+fn the_daemon_can_drop_root_and_still_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged user must be able to reach the state directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start_in_with(dir.path(), &["--user", "nobody"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|id| id == "65534"),
+        "the daemon still runs as {uid_line}"
+    );
+    let client = daemon.client();
+    block_on(async {
+        let r = deploy(
+            &client,
+            "hello",
+            &example("hello.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = invoke(&client, "hello", b"").await;
+        assert_eq!(&r.body[..], b"hello, world!\n");
+    });
+}

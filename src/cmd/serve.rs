@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Time a client has to send a request's headers.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
+    /// Run as this user once `/dev/kvm` is open and the socket bound; the
+    /// state directory is given to it (e.g. `--user wisp`).
+    #[arg(long)]
+    user: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -80,6 +84,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 .invocation_threads
                 .unwrap_or_else(Settings::default_invocation_threads),
         },
+        user: args.user,
         limits: ConnectionLimits {
             max_connections: args.max_connections.max(1),
             header_timeout: args.header_timeout,

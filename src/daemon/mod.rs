@@ -16,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod privileges;
 pub mod process;
 pub mod registry;
 pub mod server;
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     pub settings: Settings,
     /// Connection limits.
     pub limits: server::ConnectionLimits,
+    /// Run as this user after opening `/dev/kvm` and binding the socket.
+    pub user: Option<String>,
 }
 
 /// Binds `path`, replacing a stale socket file but never a live daemon's.
@@ -96,9 +99,8 @@ fn raise_file_limit() {
 /// reading a hole of a tmpfs file through a private mapping allocates a
 /// page, so a full tmpfs would kill the daemon with SIGBUS mid-invocation.
 fn warn_if_tmpfs(dir: &Path) {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
     if let Ok(fs) = nix::sys::statfs::statfs(dir) {
-        if fs.filesystem_type().0 as i64 == TMPFS_MAGIC {
+        if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
             tracing::warn!(
                 state = %dir.display(),
                 "the state directory is on tmpfs: if it fills up, restored instances fault; use a disk-backed filesystem"
@@ -113,21 +115,32 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let store = Store::open(&config.state_dir)
         .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
     warn_if_tmpfs(&config.state_dir);
+    let unix = bind_unix(&config.socket)?;
+    let tcp = match config.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
+    if let Some(user) = &config.user {
+        // KVM stays usable through the open handle; nothing else needs root.
+        wisp_vmm::open_kvm()?;
+        privileges::drop_to(user, &[&config.state_dir, &config.socket])?;
+        info!(user = %user, "dropped privileges");
+    }
     let settings = config.settings.clone();
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
     tokio::spawn(Arc::clone(&host).maintain());
     let app = http::router(Arc::clone(&host));
 
-    let unix = bind_unix(&config.socket)?;
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
     let limits = config.limits;
     let unix_server = server::serve(unix, app.clone(), limits, shutdown_signal());
-    match config.listen {
-        Some(addr) => {
-            let tcp = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding {addr}"))?;
-            info!(%addr, "also listening on TCP");
+    match tcp {
+        Some(tcp) => {
+            info!(addr = ?tcp.local_addr().ok(), "also listening on TCP");
             let tcp_server = server::serve(tcp, app, limits, shutdown_signal());
             tokio::join!(unix_server, tcp_server);
         }

@@ -36,6 +36,16 @@ impl Daemon {
         Daemon::spawn(Some(dir), &[])
     }
 
+    /// Starts a daemon on the state in `dir` with extra `serve` flags.
+    pub fn start_in_with(dir: &Path, flags: &[&str]) -> Daemon {
+        Daemon::spawn(Some(dir), flags)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, DaemonProcess::pid)
+    }
+
     fn spawn(dir: Option<&Path>, flags: &[&str]) -> Daemon {
         super::require_kvm();
         let process = DaemonProcess::start(Path::new(env!("CARGO_BIN_EXE_wisp")), dir, flags)
