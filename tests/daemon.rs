@@ -107,6 +107,15 @@ fn deploy_invoke_update_under_load_then_delete() {
         let r = invoke(&client, "greet", b"").await;
         assert_eq!((r.status, code(&r).as_str()), (404, "function_not_found"));
         let r = client
+            .request(Method::GET, "/metrics", Bytes::new())
+            .await
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            !metrics.contains(r#"wisp_ready_instances{function="greet"}"#),
+            "a deleted function keeps its gauges: {metrics}"
+        );
+        let r = client
             .request(Method::GET, "/v1/functions", Bytes::new())
             .await
             .unwrap();
@@ -378,8 +387,9 @@ fn functions_survive_kill_9_without_being_rebuilt() {
 
 #[test]
 fn a_host_over_its_memory_budget_sheds_load_with_429() {
-    // Room for two instances (1 MiB each before they write anything).
-    let daemon = Daemon::start_with(&["--memory-budget", "2M"]);
+    // Room for two instances (1.5 MiB each for 128 MiB of guest memory,
+    // before they write anything).
+    let daemon = Daemon::start_with(&["--memory-budget", "3M"]);
     let client = daemon.client();
     block_on(async {
         let r = deploy(

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What an instance is charged beyond the pages it writes: KVM's kernel
-/// structures and the host's bookkeeping, measured at ~0.5 MiB per idle
-/// instance (docs/SNAPSHOT.md), rounded up.
-pub const INSTANCE_BASE_BYTES: u64 = 1 << 20;
+/// structures and the host's bookkeeping. Measured here: ~0.5 MiB for an
+/// idle 128 MiB instance (docs/SNAPSHOT.md) and ~10 MiB for a 4 GiB one
+/// (KVM's per-VM memory grows with guest memory), so 1 MiB plus 1/256 of
+/// guest memory, which covers both.
+pub fn instance_base_bytes(mem_size: u64) -> u64 {
+    (1 << 20) + mem_size / 256
+}
 
 /// Bytes of host memory instances may use, and what they use now.
 #[derive(Debug)]
@@ -67,6 +71,12 @@ impl MemoryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_base_charge_grows_with_guest_memory() {
+        assert_eq!(instance_base_bytes(128 << 20), (1 << 20) + (512 << 10));
+        assert_eq!(instance_base_bytes(4 << 30), 17 << 20);
+    }
 
     #[test]
     fn charges_stop_at_the_limit() {

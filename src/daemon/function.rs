@@ -219,7 +219,7 @@ impl Function {
         shell: Option<Shell>,
         budget: &Arc<MemoryBudget>,
     ) -> Result<Option<Instance>, VmError> {
-        let Some(reservation) = Instance::reserve(budget) else {
+        let Some(reservation) = Instance::reserve(budget, self.image.mem_size()) else {
             return Ok(None);
         };
         let vm = match shell {

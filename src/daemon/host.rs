@@ -599,6 +599,11 @@ impl Host {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
         let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
+        let labels = FunctionLabels {
+            function: name.to_string(),
+        };
+        self.metrics.ready.remove(&labels);
+        self.metrics.busy.remove(&labels);
         info!(function = name, "deleted");
         Ok(())
     }

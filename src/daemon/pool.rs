@@ -9,12 +9,14 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wisp_vmm::{Shell, Vm};
 
-use super::budget::{MemoryBudget, INSTANCE_BASE_BYTES};
+use super::budget::{instance_base_bytes, MemoryBudget};
 
 /// A restored VM and what it is charged against the memory budget.
 pub struct Instance {
     /// Present until [`Instance::into_shell`] takes it.
     vm: Option<Vm>,
+    /// What it is charged before writing anything.
+    base: u64,
     charge: u64,
     budget: Arc<MemoryBudget>,
 }
@@ -22,8 +24,10 @@ pub struct Instance {
 impl Instance {
     /// Charges the base cost of a new instance, or returns `None` if the
     /// budget has no room for it.
-    pub fn reserve(budget: &Arc<MemoryBudget>) -> Option<Reservation> {
-        budget.try_charge(INSTANCE_BASE_BYTES).then(|| Reservation {
+    pub fn reserve(budget: &Arc<MemoryBudget>, mem_size: u64) -> Option<Reservation> {
+        let base = instance_base_bytes(mem_size);
+        budget.try_charge(base).then(|| Reservation {
+            base,
             budget: Arc::clone(budget),
             armed: true,
         })
@@ -48,7 +52,7 @@ impl Instance {
     /// Re-charges the instance for the pages its invocations wrote, which
     /// stay private to it.
     pub fn recharge(&mut self) {
-        let charge = INSTANCE_BASE_BYTES + self.vm().private_bytes();
+        let charge = self.base + self.vm().private_bytes();
         if charge > self.charge {
             self.budget.force_charge(charge - self.charge);
         } else {
@@ -67,6 +71,7 @@ impl Drop for Instance {
 /// Budget charged for an instance being restored; released unless it
 /// becomes an [`Instance`].
 pub struct Reservation {
+    base: u64,
     budget: Arc<MemoryBudget>,
     armed: bool,
 }
@@ -77,7 +82,8 @@ impl Reservation {
         self.armed = false;
         Instance {
             vm: Some(vm),
-            charge: INSTANCE_BASE_BYTES,
+            base: self.base,
+            charge: self.base,
             budget: Arc::clone(&self.budget),
         }
     }
@@ -86,7 +92,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.armed {
-            self.budget.release(INSTANCE_BASE_BYTES);
+            self.budget.release(self.base);
         }
     }
 }
