@@ -93,7 +93,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Invocations, plus a few for deploys and the pool manager.
+        // Invocations, plus a few for deploys and recovery.
         .max_blocking_threads(config.settings.invocation_threads + 16)
         .build()?;
     runtime.block_on(daemon::serve(config))?;

@@ -635,22 +635,21 @@ impl Host {
         self.metrics.encode()
     }
 
-    /// The pool manager: every tick, tops up the pre-created shells and
-    /// sizes each function's ready set to its predicted demand.
-    pub async fn maintain(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let host = Arc::clone(&self);
-            // Blocking: KVM ioctls and page copies.
-            if tokio::task::spawn_blocking(move || host.maintain_once())
-                .await
-                .is_err()
-            {
-                warn!("pool manager tick failed");
-            }
-        }
+    /// Starts the pool manager on its own thread: every tick it tops up the
+    /// pre-created shells and sizes each function's ready set to its
+    /// predicted demand. Its work is blocking (KVM ioctls, page copies); on
+    /// a thread of its own it also does not keep the runtime's idle
+    /// blocking threads alive by waking them in turn.
+    pub fn start_pool_manager(self: &Arc<Self>) -> std::io::Result<()> {
+        let host = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("wisp-pool".into())
+            .spawn(move || loop {
+                let t0 = Instant::now();
+                host.maintain_once();
+                std::thread::sleep(TICK.saturating_sub(t0.elapsed()));
+            })
+            .map(|_| ())
     }
 
     fn maintain_once(&self) {

@@ -132,7 +132,8 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     }
     let settings = config.settings.clone();
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
-    tokio::spawn(Arc::clone(&host).maintain());
+    host.start_pool_manager()
+        .context("starting the pool manager")?;
     let app = http::router(Arc::clone(&host));
 
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
