@@ -211,31 +211,28 @@ impl Host {
 
     fn recover(&self) -> anyhow::Result<()> {
         let records = lock(&self.registry).list()?;
-        let mut live_dirs = Vec::new();
-        let mut live_modules = Vec::new();
+        // Every registered function keeps its files, even one that cannot
+        // be brought back now.
+        let live_dirs: Vec<_> = records.iter().map(|r| r.snapshot_dir.clone()).collect();
+        let live_modules: Vec<_> = records.iter().map(|r| r.module_sha256.clone()).collect();
         for record in records {
-            let name = record.name.clone();
             let function = match Image::open(&record.snapshot_dir) {
                 Ok(image) => Ok(self.function_from(&record, Arc::new(image))),
                 Err(e) => {
-                    warn!(function = %name, error = %e, "snapshot unusable; rebuilding it");
+                    warn!(function = %record.name, error = %e, "snapshot unusable; rebuilding it");
                     self.rebuild(&record)
                 }
             };
             match function {
                 Ok(function) => {
-                    info!(function = %name, version = record.version, "restored");
-                    live_dirs.push(record.snapshot_dir.clone());
-                    live_modules.push(record.module_sha256.clone());
+                    info!(function = %record.name, version = record.version, "restored");
                     self.functions
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(name, Arc::new(function));
+                        .insert(record.name, Arc::new(function));
                 }
                 Err(e) => {
-                    warn!(function = %name, error = %e.message, "cannot bring the function back; it stays registered");
-                    live_dirs.push(record.snapshot_dir.clone());
-                    live_modules.push(record.module_sha256.clone());
+                    warn!(function = %record.name, error = %e.message, "cannot bring the function back; it stays registered")
                 }
             }
         }
