@@ -14,12 +14,6 @@ use common::daemon::{block_on, code, deploy, invoke, Daemon};
 use wisp::api::FunctionConfig;
 use wisp::client::Connection;
 
-fn example(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
 /// Leftover temporary snapshot directories under the state directory.
 fn temp_dirs(state: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -51,7 +45,7 @@ fn kill_9_during_invocations_loses_nothing() {
         let r = deploy(
             &daemon.client(),
             "hello",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;
@@ -99,7 +93,7 @@ fn kill_9_during_a_deploy_leaves_the_old_or_the_new_version() {
         let r = deploy(
             &daemon.client(),
             "f",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;
@@ -149,7 +143,7 @@ fn kill_9_during_a_deploy_leaves_the_old_or_the_new_version() {
             let r = deploy(
                 &restarted.client(),
                 "f",
-                &example("hello.wat"),
+                &common::example("hello.wat"),
                 FunctionConfig::default(),
             )
             .await;
@@ -213,7 +207,7 @@ fn a_full_disk_fails_the_deploy_clearly_and_keeps_the_old_version() {
         let r = deploy(
             &client,
             "f",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;

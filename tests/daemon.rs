@@ -15,12 +15,6 @@ use hyper::Method;
 use wisp::api::{FunctionConfig, FunctionInfo, FunctionList};
 use wisp::client::{Client, Connection};
 
-fn example(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
 async fn info(client: &Client, name: &str) -> FunctionInfo {
     let r = client
         .request(Method::GET, &format!("/v1/functions/{name}"), Bytes::new())
@@ -38,7 +32,7 @@ fn deploy_invoke_update_under_load_then_delete() {
         let r = deploy(
             &client,
             "greet",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;
@@ -344,7 +338,7 @@ fn functions_survive_kill_9_without_being_rebuilt() {
             deploy(
                 &client,
                 "hello",
-                &example("hello.wat"),
+                &common::example("hello.wat"),
                 FunctionConfig::default()
             )
             .await
@@ -466,7 +460,7 @@ fn slow_and_flooding_clients_cannot_starve_the_daemon() {
         let r = deploy(
             &client,
             "hello",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;
@@ -506,7 +500,7 @@ fn the_daemon_can_drop_root_and_still_serve() {
         let r = deploy(
             &client,
             "hello",
-            &example("hello.wat"),
+            &common::example("hello.wat"),
             FunctionConfig::default(),
         )
         .await;

@@ -31,6 +31,13 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Path of an example module (`examples/`).
+pub fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
 /// A `wisp` command whose compile cache is private to the test run.
 pub fn wisp() -> Command {
     require_kvm();
