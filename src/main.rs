@@ -28,7 +28,7 @@ enum Command {
     /// Deploy or update a function on the daemon.
     Deploy(cmd::client::DeployArgs),
     /// Invoke a function on the daemon: stdin in, stdout out.
-    Invoke(cmd::client::NameArgs),
+    Invoke(cmd::client::InvokeArgs),
     /// List the daemon's functions.
     Ls(cmd::client::SocketArg),
     /// Show a function's settings, instances and statistics.

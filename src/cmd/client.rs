@@ -52,6 +52,18 @@ pub struct DeployArgs {
 }
 
 #[derive(Args)]
+pub struct InvokeArgs {
+    /// Function name.
+    name: String,
+    /// Print how the daemon served it (cold or warm start, queue, restore
+    /// and run times) to stderr.
+    #[arg(long)]
+    timings: bool,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+#[derive(Args)]
 pub struct NameArgs {
     /// Function name.
     name: String,
@@ -105,7 +117,7 @@ pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
 
 /// `wisp invoke`: stdin to the function, its stdout to ours, its exit code
 /// as ours.
-pub fn invoke(args: NameArgs) -> Result<ExitCode> {
+pub fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     let mut stdin = Vec::new();
     std::io::stdin().read_to_end(&mut stdin)?;
     let client = Client::new(args.socket.socket);
@@ -118,6 +130,16 @@ pub fn invoke(args: NameArgs) -> Result<ExitCode> {
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(stderr) {
             std::io::stderr().write_all(&bytes)?;
         }
+    }
+    if args.timings {
+        let header = |name| response.header(name).unwrap_or("?");
+        eprintln!(
+            "wisp: {} start | queue {} us | restore {} us | run {} us",
+            header(api::HEADER_START),
+            header(api::HEADER_QUEUE_US),
+            header(api::HEADER_RESTORE_US),
+            header(api::HEADER_RUN_US)
+        );
     }
     let code: i32 = response
         .header(api::HEADER_EXIT_CODE)
