@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bench;
 pub mod client;
+pub mod coldstart;
 pub mod compile;
 pub mod daemon;
 pub mod stats;

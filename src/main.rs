@@ -35,6 +35,9 @@ enum Command {
     Inspect(cmd::client::NameArgs),
     /// Delete a function (after its in-flight invocations).
     Rm(cmd::client::NameArgs),
+    /// Measure cold, warm, fresh-boot, burst and density against a private
+    /// daemon, and the same functions through the alternatives.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => cmd::client::ls(args),
         Command::Inspect(args) => cmd::client::inspect(args),
         Command::Rm(args) => cmd::client::rm(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,8 @@ pub struct Summary {
     pub min: Duration,
     /// Median (nearest-rank).
     pub p50: Duration,
+    /// 90th percentile (nearest-rank).
+    pub p90: Duration,
     /// 99th percentile (nearest-rank).
     pub p99: Duration,
     /// Slowest sample.
@@ -39,6 +41,7 @@ impl Summary {
             count: sorted.len(),
             min: sorted[0],
             p50: percentile(&sorted, 50.0),
+            p90: percentile(&sorted, 90.0),
             p99: percentile(&sorted, 99.0),
             max: sorted[sorted.len() - 1],
             mean: total / sorted.len() as u32,
@@ -88,6 +91,7 @@ mod tests {
         assert_eq!(s.count, 100);
         assert_eq!(s.min, Duration::from_millis(1));
         assert_eq!(s.p50, Duration::from_millis(50));
+        assert_eq!(s.p90, Duration::from_millis(90));
         assert_eq!(s.p99, Duration::from_millis(99));
         assert_eq!(s.max, Duration::from_millis(100));
         assert_eq!(s.mean, Duration::from_micros(50_500));

@@ -1,5 +1,6 @@
 //! One module per `wisp` subcommand, plus the options they share.
 
+pub mod bench;
 pub mod client;
 pub mod run;
 pub mod serve;

@@ -1,0 +1,95 @@
+//! `wisp bench`: the operator benchmark (`wisp::coldstart`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use clap::ValueEnum;
+use wisp::coldstart::{self, plot, Alternative, Plan};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Results directory [default: ./wisp-bench-<unix time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Invocations per daemon scenario (cold, warm).
+    #[arg(long, default_value_t = 2000)]
+    runs: usize,
+    /// Invocations per fresh boot and per process-per-invocation
+    /// alternative.
+    #[arg(long, default_value_t = 200)]
+    process_runs: usize,
+    /// Clients released at once in the burst scenario (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    burst: usize,
+    /// How long the burst clients keep invoking.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    burst_duration: Duration,
+    /// Ready instances in the density scenario (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    density: u32,
+    /// What `scripts/build-bench-functions` built: the realistic function
+    /// (JSON transform), native twins, payload and OCI bundles.
+    #[arg(long)]
+    functions_dir: Option<PathBuf>,
+    /// The `wasmtime` CLI [default: from PATH or ~/.cargo/bin].
+    #[arg(long)]
+    wasmtime: Option<PathBuf>,
+    /// Leave out an alternative (repeatable).
+    #[arg(long, value_enum)]
+    without: Vec<Alternative>,
+    /// Measure wisp's daemon scenarios only, none of the alternatives.
+    #[arg(long, conflicts_with = "without")]
+    no_alternatives: bool,
+}
+
+/// Runs the benchmark, prints the table and writes results and charts.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    wisp::bench::require_kvm();
+    let plan = Plan {
+        wisp: std::env::current_exe().context("finding the wisp binary")?,
+        out: args
+            .out
+            .unwrap_or_else(|| coldstart::default_out(std::path::Path::new("."))),
+        runs: args.runs.max(1),
+        process_runs: args.process_runs.max(1),
+        burst_clients: args.burst,
+        burst_duration: args.burst_duration,
+        density: args.density,
+        functions_dir: args.functions_dir,
+        wasmtime: args.wasmtime,
+        without: if args.no_alternatives {
+            Alternative::value_variants().to_vec()
+        } else {
+            args.without
+        },
+    };
+    let report = coldstart::run(&plan)?;
+    println!("{}", report.render());
+    report.write(&plan.out)?;
+    let charts = match plot::write(&report, &plan.out) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("warning: no charts: {e:#}");
+            Vec::new()
+        }
+    };
+    println!(
+        "results: {} (results.json, samples.csv, summary.txt{})",
+        plan.out.display(),
+        charts
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| format!(", {}", n.to_string_lossy()))
+            .collect::<String>()
+    );
+    let failures: usize = report.series.iter().map(|s| s.failures()).sum::<usize>()
+        + report.burst.as_ref().map_or(0, |b| b.series.failures());
+    if failures > 0 {
+        eprintln!("error: {failures} invocations failed (see the errors in results.json)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,347 @@
+//! The operator benchmark behind `wisp bench` and `scripts/bench-coldstart`:
+//! wisp's cold, warm, fresh-boot, burst and density scenarios against a
+//! real daemon, and the same functions through the alternatives a user
+//! would otherwise pick (a native process, `wasmtime run`, a `crun`
+//! container, wisp's own CLI), one process per invocation, in the same run.
+//!
+//! - [`daemon`]: the scenarios that talk to `wisp serve`;
+//! - [`fresh`]: booting a VM per invocation with no snapshot;
+//! - [`process`]: the process-per-invocation alternatives;
+//! - [`report`], [`plot`]: the table, CSV/JSON and charts;
+//! - [`machine`]: the host's facts, recorded with the results.
+
+pub mod daemon;
+pub mod fresh;
+pub mod machine;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod series;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::ValueEnum;
+
+use self::daemon::{BenchDaemon, Function};
+use self::process::{find_program, ProcessRun};
+use self::report::{Report, Skipped, COLD, NATIVE, WARM, WASMTIME};
+use self::series::Start;
+
+/// The trivial function: wisp's example.
+const HELLO_WAT: &[u8] = include_bytes!("../../examples/hello.wat");
+/// What it prints.
+const HELLO_OUT: &[u8] = b"hello, world!\n";
+
+/// What to run and how much.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The `wisp` binary (the daemon and the CLI alternative).
+    pub wisp: PathBuf,
+    /// Where results go.
+    pub out: PathBuf,
+    /// Invocations per daemon scenario (cold, warm).
+    pub runs: usize,
+    /// Invocations per process-per-invocation alternative and fresh boot.
+    pub process_runs: usize,
+    /// Concurrent clients of the burst (0: no burst).
+    pub burst_clients: usize,
+    /// How long the burst lasts.
+    pub burst_duration: Duration,
+    /// Ready instances for the density scenario (0: none).
+    pub density: u32,
+    /// Built by `scripts/build-bench-functions`: the realistic function,
+    /// native twins, the payload and container bundles. Without it only
+    /// the trivial function runs, against `/bin/echo` as the native process.
+    pub functions_dir: Option<PathBuf>,
+    /// `wasmtime` CLI, if not on `PATH`.
+    pub wasmtime: Option<PathBuf>,
+    /// Alternatives left out.
+    pub without: Vec<Alternative>,
+}
+
+/// The ways to run a function other than wisp's daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Alternative {
+    /// A native process per invocation (fork/exec).
+    Native,
+    /// `wasmtime run` per invocation.
+    Wasmtime,
+    /// A `crun` container per invocation.
+    Crun,
+    /// `wisp run` per invocation (a process and a fresh VM).
+    Cli,
+}
+
+impl Alternative {
+    /// Its row label in the results.
+    pub fn label(self) -> &'static str {
+        match self {
+            Alternative::Native => NATIVE,
+            Alternative::Wasmtime => WASMTIME,
+            Alternative::Crun => "crun container",
+            Alternative::Cli => "wisp run (CLI)",
+        }
+    }
+}
+
+/// Guest memory of the trivial function.
+const HELLO_MIB: u32 = 16;
+/// Guest memory of the realistic function.
+const TRANSFORM_MIB: u32 = 64;
+
+/// The functions to measure, with what each must answer.
+fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
+    let mut functions = vec![Function {
+        label: "hello".into(),
+        module: HELLO_WAT.to_vec(),
+        input: Bytes::new(),
+        expected: Bytes::from_static(HELLO_OUT),
+        memory_mib: HELLO_MIB,
+    }];
+    let mut skipped = Vec::new();
+    let Some(dir) = &plan.functions_dir else {
+        skipped.push((
+            "transform".to_string(),
+            "no --functions-dir (scripts/build-bench-functions builds it)".to_string(),
+        ));
+        return Ok((functions, skipped));
+    };
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).with_context(|| format!("{}", dir.join(name).display()))
+    };
+    let payload = read("payload.json")?;
+    // The expected answer is the native build's, so every alternative,
+    // wisp included, is checked against the same reference.
+    let expected = std::process::Command::new(dir.join("transform"))
+        .stdin(std::fs::File::open(dir.join("payload.json"))?)
+        .output()
+        .context("running the native transform for the reference answer")?;
+    anyhow::ensure!(
+        expected.status.success(),
+        "the native transform failed on the payload"
+    );
+    functions.push(Function {
+        label: "transform".into(),
+        module: read("transform.wasm")?,
+        input: Bytes::from(payload),
+        expected: Bytes::from(expected.stdout),
+        memory_mib: TRANSFORM_MIB,
+    });
+    Ok((functions, skipped))
+}
+
+/// Runs the whole benchmark and writes its results into `plan.out`.
+pub fn run(plan: &Plan) -> Result<Report> {
+    let (functions, mut skipped) = functions(plan)?;
+    if let Some(wasmtime) = plan.wasmtime.as_ref().filter(|w| !w.is_file()) {
+        anyhow::bail!("--wasmtime {}: no such program", wasmtime.display());
+    }
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("creating {}", plan.out.display()))?;
+    let mut report = Report {
+        machine: machine::Machine::detect(),
+        series: Vec::new(),
+        burst: None,
+        density: None,
+        skipped: Vec::new(),
+    };
+    let daemon_dir = plan.out.join("daemon");
+    std::fs::create_dir_all(&daemon_dir)?;
+    let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, &["--memory-budget", "8G"])?;
+
+    for f in &functions {
+        let cold = format!("{}-cold", f.label);
+        let warm = format!("{}-warm", f.label);
+        daemon.deploy(&cold, f, 0, 0)?;
+        daemon.deploy(&warm, f, 2, 2)?;
+        // A short untimed run first, so first-touch page-cache costs of a
+        // just-written snapshot don't land in the measured samples.
+        let _ = daemon.series(COLD, &cold, f, 10, Some(Start::Cold));
+        report
+            .series
+            .push(daemon.series(COLD, &cold, f, plan.runs, Some(Start::Cold)));
+        // A warm request can find both instances still being reset (they
+        // are reset after the response is sent) and start cold: that is
+        // what a client sees, so it is counted, not failed, and reported.
+        report
+            .series
+            .push(daemon.series(WARM, &warm, f, plan.runs, None));
+        daemon.delete(&cold)?;
+        daemon.delete(&warm)?;
+        report.series.push(fresh::fresh_boot(f, plan.process_runs)?);
+    }
+
+    for f in &functions {
+        for alternative in alternatives(plan, f, &mut skipped)? {
+            match alternative.series(&f.label, plan.process_runs) {
+                Ok(series) => report.series.push(series),
+                Err(why) => skipped.push((format!("{} / {}", alternative.scenario, f.label), why)),
+            }
+        }
+    }
+
+    if plan.burst_clients > 0 {
+        let f = &functions[0];
+        daemon.deploy("bench-burst", f, 0, plan.burst_clients as u32)?;
+        let socket = daemon_dir.join("wisp.sock");
+        report.burst = Some(daemon::burst(
+            &socket,
+            "bench-burst",
+            f,
+            plan.burst_clients,
+            plan.burst_duration,
+        )?);
+        daemon.delete("bench-burst")?;
+    }
+    if plan.density > 0 {
+        match daemon::density(&mut daemon, &functions[0], plan.density) {
+            Ok(d) => report.density = Some(d),
+            Err(e) => skipped.push(("density".to_string(), format!("{e:#}"))),
+        }
+    }
+    report.skipped = skipped;
+    Ok(report)
+}
+
+/// The process-per-invocation alternatives for `f` that this host has;
+/// the others are added to `skipped` with the reason.
+fn alternatives(
+    plan: &Plan,
+    f: &Function,
+    skipped: &mut Skipped,
+) -> Result<Vec<ProcessRun>> {
+    let input = write_input(plan, f)?;
+    let mut runs = Vec::new();
+    for alternative in Alternative::value_variants() {
+        if plan.without.contains(alternative) {
+            continue;
+        }
+        let run = match alternative {
+            Alternative::Native => native(plan, f),
+            Alternative::Wasmtime => wasmtime(plan, f)?,
+            Alternative::Crun => crun(plan, f),
+            Alternative::Cli => Ok(wisp_cli(plan, f)?),
+        };
+        match run {
+            Ok(mut run) => {
+                run.stdin = input.clone();
+                run.expected = f.expected.to_vec();
+                runs.push(run);
+            }
+            Err(why) => skipped.push((format!("{} / {}", alternative.label(), f.label), why)),
+        }
+    }
+    Ok(runs)
+}
+
+/// A native process running the same logic (`/bin/echo` for hello when
+/// no native build is given).
+fn native(plan: &Plan, f: &Function) -> Result<ProcessRun, String> {
+    let built = plan.functions_dir.as_deref().map(|d| d.join(&f.label));
+    match built.filter(|p| p.is_file()) {
+        Some(native) => Ok(ProcessRun::new(NATIVE, native, &[])),
+        None if f.label == "hello" => Ok(ProcessRun::new(NATIVE, "/bin/echo", &["hello, world!"])),
+        None => Err("no native build in --functions-dir".into()),
+    }
+}
+
+/// `wasmtime run` of the module compiled ahead of time (its best case).
+fn wasmtime(plan: &Plan, f: &Function) -> Result<Result<ProcessRun, String>> {
+    let Some(wasmtime) = plan.wasmtime.clone().or_else(|| find_program("wasmtime")) else {
+        return Ok(Err(
+            "no `wasmtime` on PATH (cargo install --locked wasmtime-cli)".into(),
+        ));
+    };
+    let module = write_module(plan, f)?;
+    let cwasm = plan.out.join(format!("{}.cwasm", f.label));
+    let status = std::process::Command::new(&wasmtime)
+        .arg("compile")
+        .arg(&module)
+        .arg("-o")
+        .arg(&cwasm)
+        .status()
+        .with_context(|| format!("{} compile", wasmtime.display()))?;
+    if !status.success() {
+        return Ok(Err(format!("wasmtime compile failed: {status}")));
+    }
+    let cwasm = cwasm.to_string_lossy().into_owned();
+    Ok(Ok(ProcessRun::new(
+        WASMTIME,
+        &wasmtime,
+        &["run", "--allow-precompiled", &cwasm],
+    )))
+}
+
+/// A `crun` container per invocation, from the bundle built for `f`.
+fn crun(plan: &Plan, f: &Function) -> Result<ProcessRun, String> {
+    let crun = find_program("crun").ok_or("no `crun` on PATH (apt-get install crun)")?;
+    let bundle = plan
+        .functions_dir
+        .as_deref()
+        .map(|d| d.join(format!("bundle-{}", f.label)))
+        .filter(|b| b.join("config.json").is_file())
+        .ok_or("no OCI bundle in --functions-dir")?;
+    let state = plan.out.join("crun-state").to_string_lossy().into_owned();
+    let bundle = bundle.to_string_lossy().into_owned();
+    let mut run = ProcessRun::new(
+        Alternative::Crun.label(),
+        crun,
+        &[
+            "--root",
+            &state,
+            "run",
+            "--bundle",
+            &bundle,
+            "wisp-bench-ID",
+        ],
+    );
+    run.unique_placeholder = Some("ID");
+    Ok(run)
+}
+
+/// wisp's own CLI: a process and a freshly booted VM per invocation.
+fn wisp_cli(plan: &Plan, f: &Function) -> Result<ProcessRun> {
+    let module = write_module(plan, f)?.to_string_lossy().into_owned();
+    let memory = format!("{}M", f.memory_mib);
+    let mut run = ProcessRun::new(
+        "wisp run (CLI)",
+        &plan.wisp,
+        &["run", "--memory", &memory, &module],
+    );
+    let cache = plan.out.join("cache").to_string_lossy().into_owned();
+    run.env = vec![("WISP_CACHE_DIR".into(), cache)];
+    Ok(run)
+}
+
+/// Writes `f`'s module into the output directory for the CLIs to read.
+fn write_module(plan: &Plan, f: &Function) -> Result<PathBuf> {
+    let ext = if f.module.starts_with(b"\0asm") {
+        "wasm"
+    } else {
+        "wat"
+    };
+    let path = plan.out.join(format!("{}.{ext}", f.label));
+    std::fs::write(&path, &f.module).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes `f`'s input into a file for processes' stdin (`None` if empty).
+fn write_input(plan: &Plan, f: &Function) -> Result<Option<PathBuf>> {
+    if f.input.is_empty() {
+        return Ok(None);
+    }
+    let path = plan.out.join(format!("{}.input", f.label));
+    std::fs::write(&path, &f.input).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// The default results directory: `wisp-bench-<unix time>` under `base`.
+pub fn default_out(base: &Path) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    base.join(format!("wisp-bench-{now}"))
+}

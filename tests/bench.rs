@@ -1,0 +1,144 @@
+//! `wisp bench` end to end, shrunk: every scenario runs against a real
+//! daemon with real micro-VMs, and the results it writes must hold up.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_runs_every_scenario_and_writes_its_results() {
+    common::require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let output = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .args(["bench", "--runs", "30", "--process-runs", "3"])
+        .args([
+            "--burst",
+            "50",
+            "--burst-duration",
+            "300ms",
+            "--density",
+            "20",
+        ])
+        .arg("--out")
+        .arg(&out)
+        // Whatever this host has, CI machines have neither.
+        .args(["--without", "wasmtime", "--without", "crun"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["machine"]["cores"].as_u64().unwrap() as usize, {
+        std::thread::available_parallelism().unwrap().get()
+    });
+    assert_ne!(results["machine"]["kvm"], "unknown", "/dev/kvm works here");
+
+    let series = results["series"].as_array().unwrap();
+    let find = |scenario: &str| {
+        series
+            .iter()
+            .find(|s| s["scenario"] == scenario && s["function"] == "hello")
+            .unwrap_or_else(|| panic!("no `{scenario}` series in {stdout}"))
+    };
+    for (scenario, runs, start) in [
+        ("wisp cold", 30, Some("cold")),
+        ("wisp warm", 30, None),
+        ("wisp fresh boot", 3, None),
+        ("native fork/exec", 3, None),
+        ("wisp run (CLI)", 3, None),
+    ] {
+        let samples = find(scenario)["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), runs, "{scenario}");
+        for s in samples {
+            assert_eq!(s["ok"], true, "{scenario}: {s}");
+            assert!(s["latency_us"].as_u64().unwrap() > 0, "{scenario}: {s}");
+            if let Some(start) = start {
+                assert_eq!(s["start"], start, "{scenario}");
+            }
+        }
+    }
+    assert!(series
+        .iter()
+        .all(|s| s["scenario"] != "wasmtime run" && s["scenario"] != "crun container"));
+    // Without --functions-dir the realistic function is skipped, loudly.
+    assert!(stdout.contains("skipped transform"), "{stdout}");
+
+    let burst = &results["burst"];
+    assert_eq!(burst["clients"], 50);
+    let requests = burst["series"]["samples"].as_array().unwrap();
+    assert!(
+        requests.len() >= 50,
+        "every client sent at least one request"
+    );
+    assert!(requests.iter().all(|s| s["ok"] == true));
+    assert!(!burst["pool"].as_array().unwrap().is_empty());
+
+    let density = &results["density"];
+    assert_eq!(density["requested"], 20);
+    assert_eq!(density["ready"], 20);
+    assert_eq!(density["invocations_ok"], 20);
+
+    // One CSV line per sample, plus the header.
+    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+    let samples: usize = series
+        .iter()
+        .map(|s| s["samples"].as_array().unwrap().len())
+        .sum::<usize>()
+        + requests.len();
+    assert_eq!(csv.lines().count(), samples + 1);
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("wisp cold,hello,0,"));
+
+    for table_line in [
+        "p50 ms",
+        "wisp cold",
+        "wisp warm",
+        "targets:",
+        "density: 20 of 20",
+    ] {
+        assert!(stdout.contains(table_line), "{table_line} in {stdout}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(summary.contains("wisp fresh boot"));
+}
+
+#[test]
+fn bench_rejects_bad_inputs_before_measuring() {
+    common::require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (
+            ["--functions-dir", "/nonexistent/functions"],
+            "/nonexistent/functions/payload.json",
+        ),
+        (
+            ["--wasmtime", "/nonexistent/wasmtime"],
+            "--wasmtime /nonexistent/wasmtime: no such program",
+        ),
+    ] {
+        let out = dir.path().join("results");
+        let output = Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .arg("bench")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("error:") && stderr.contains(message),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "nothing is written for a bad command line");
+    }
+}
