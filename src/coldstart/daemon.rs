@@ -192,8 +192,10 @@ pub struct Burst {
     pub clients: usize,
     /// Every request, `at_us` from the release.
     pub series: Series,
-    /// The function's ready and busy instances and queued requests over
-    /// time, sampled every 50 ms: `(ms since release, ready, busy, queued)`.
+    /// The function's ready instances, admitted requests (running, or
+    /// waiting for an invocation thread) and requests queued over its
+    /// concurrency limit, sampled every 50 ms: `(ms since release, ready,
+    /// busy, queued)` as `GET /v1/functions/{name}` reports them.
     pub pool: Vec<(u64, u64, u64, u64)>,
 }
 

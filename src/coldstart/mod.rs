@@ -292,6 +292,8 @@ fn crun(plan: &Plan, f: &Function) -> Result<ProcessRun, String> {
         &[
             "--root",
             &state,
+            // No cgroup per container: crun's cheapest configuration.
+            "--cgroup-manager=disabled",
             "run",
             "--bundle",
             &bundle,

@@ -170,8 +170,8 @@ fn cdf<DB: DrawingBackend>(
 }
 
 /// Top: every burst request's latency against when it started, cold and
-/// warm apart. Bottom: the function's ready and busy instances and queued
-/// requests over the same time.
+/// warm apart. Bottom: the function's ready instances, admitted requests
+/// and queued requests over the same time.
 fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, burst: &Burst) -> Result<()> {
     root.fill(&WHITE).map_err(plot_err)?;
     let (top, bottom) = root.split_vertically(SIZE.1 * 3 / 5);
@@ -270,8 +270,8 @@ fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, burst: &Burst) -> 
     type Pick = fn(&(u64, u64, u64, u64)) -> u64;
     let lines: [(&str, RGBColor, Pick); 3] = [
         ("ready instances", GREEN, |p| p.1),
-        ("busy instances", BLUE, |p| p.2),
-        ("queued requests", RED, |p| p.3),
+        ("admitted requests (running or waiting for a thread)", BLUE, |p| p.2),
+        ("queued requests (over the concurrency limit)", RED, |p| p.3),
     ];
     for (label, color, pick) in lines {
         let points = burst

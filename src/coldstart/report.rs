@@ -118,10 +118,10 @@ impl Report {
         }
         if let Some(b) = &self.burst {
             let s = &b.series;
-            let peak = b.pool.iter().map(|p| p.1 + p.2).max().unwrap_or(0);
+            let peak = |pick: fn(&(u64, u64, u64, u64)) -> u64| b.pool.iter().map(pick).max().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "\nburst: {} clients released at once for {:.1} s: {} requests, {} errors, {:.0}/s; {} cold / {} warm; latency {}; pool peaked at {} instances",
+                "\nburst: {} clients released at once for {:.1} s: {} requests, {} errors, {:.0}/s; {} cold / {} warm; latency {}; at most {} instances ready and {} requests admitted at once",
                 b.clients,
                 s.wall_us as f64 / 1e6,
                 s.samples.len(),
@@ -130,7 +130,8 @@ impl Report {
                 s.count(super::series::Start::Cold),
                 s.count(super::series::Start::Warm),
                 s.summary().map_or_else(|| "-".to_string(), |m| format!("p50 {:.2} ms p99 {:.2} ms max {:.2} ms", ms(m.p50), ms(m.p99), ms(m.max))),
-                peak
+                peak(|p| p.1),
+                peak(|p| p.2)
             );
         }
         if let Some(d) = &self.density {
