@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod files;
 pub mod layout;
 pub mod msg;
 pub mod ports;
