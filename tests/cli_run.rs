@@ -199,7 +199,7 @@ fn clocks_randomness_and_sleep_work() {
 }
 
 #[test]
-fn filesystem_calls_fail_cleanly_without_preopens() {
+fn filesystem_calls_are_confined_and_stdio_is_not_a_file() {
     assert_checks_pass("fs_denied.wat");
 }
 

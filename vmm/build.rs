@@ -30,8 +30,10 @@ fn main() {
     for shared in [
         "../abi/src",
         "../engine/src",
+        "../vfs/src",
         "../abi/Cargo.toml",
         "../engine/Cargo.toml",
+        "../vfs/Cargo.toml",
     ] {
         println!(
             "cargo:rerun-if-changed={}",

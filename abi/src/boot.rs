@@ -28,6 +28,10 @@ pub struct BootInfo {
     pub module_len: u64,
     /// TSC ticks per millisecond as the host measured it (0 if unknown).
     pub tsc_khz: u64,
+    /// The files image ([`crate::files`]); 0 if there is none.
+    pub files_addr: u64,
+    /// Length of the files image in bytes.
+    pub files_len: u64,
 }
 
 impl BootInfo {
@@ -37,7 +41,7 @@ impl BootInfo {
     /// The record as the bytes the agent reads through a `#[repr(C)]` pointer.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let fields: [(usize, &[u8]); 9] = [
+        let fields: [(usize, &[u8]); 11] = [
             (0, &self.magic.to_le_bytes()),
             (8, &self.abi_version.to_le_bytes()),
             (12, &self.test_mode.to_le_bytes()),
@@ -47,6 +51,8 @@ impl BootInfo {
             (40, &self.module_addr.to_le_bytes()),
             (48, &self.module_len.to_le_bytes()),
             (56, &self.tsc_khz.to_le_bytes()),
+            (64, &self.files_addr.to_le_bytes()),
+            (72, &self.files_len.to_le_bytes()),
         ];
         for (offset, bytes) in fields {
             out[offset..offset + bytes.len()].copy_from_slice(bytes);

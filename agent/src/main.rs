@@ -14,6 +14,7 @@ extern crate alloc;
 mod channel;
 mod clock;
 mod cpu;
+mod files;
 mod heap;
 mod limits;
 mod misbehave;
@@ -143,7 +144,11 @@ pub extern "C" fn agent_main() -> ! {
         Err(e) => fail(&mut channel, &e),
     };
     let heap = (boot.heap_end - boot.heap_start) as usize;
-    let mut store = Store::new(&engine, Ctx::new(channel, limits::Limits::new(heap)));
+    let fs = match files::mount(&boot, heap as u64) {
+        Ok(fs) => fs,
+        Err(e) => fail(&mut channel, &e),
+    };
+    let mut store = Store::new(&engine, Ctx::new(channel, limits::Limits::new(heap), fs));
     store.limiter(|ctx| &mut ctx.limits);
     let start = match instantiate(&mut store, &linker, &module) {
         Ok(start) => start,

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use wisp::compile::{default_cache_dir, Compiler};
 use wisp::units::parse_size;
+use wisp_vmm::{Files, FilesBuilder};
 
 /// How a module is compiled and the VM it boots in.
 #[derive(Args, Clone)]
@@ -23,6 +24,12 @@ pub struct VmArgs {
     /// Do not read or write the compiled-module cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Give the module a read-only copy of host directory HOST at GUEST
+    /// (an absolute guest path; default: HOST itself if absolute). Its
+    /// files are placed in guest memory; `/tmp` is always a writable,
+    /// empty scratch directory.
+    #[arg(long = "files", value_name = "HOST[::GUEST]")]
+    pub files: Vec<String>,
 }
 
 /// Guest memory when `--memory` is not given.
@@ -32,6 +39,22 @@ impl VmArgs {
     /// The guest memory size asked for.
     pub fn memory(&self) -> u64 {
         self.memory.unwrap_or(DEFAULT_MEMORY)
+    }
+
+    /// The `--files` directories, read and encoded for the guest.
+    pub fn files(&self) -> Result<Files> {
+        let mut builder = FilesBuilder::new();
+        for spec in &self.files {
+            let (host, guest) = match spec.split_once("::") {
+                Some((host, guest)) => (host, guest),
+                None if spec.starts_with('/') => (spec.as_str(), spec.as_str()),
+                None => bail!("--files {spec}: give HOST::GUEST for a relative host path"),
+            };
+            builder
+                .host_dir(Path::new(host), guest)
+                .with_context(|| format!("--files {spec}"))?;
+        }
+        Ok(builder.build())
     }
 
     /// Reads `module` and compiles it for the guest (or takes it from the

@@ -75,13 +75,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
 }
 
-fn config(args: &RunArgs, mem_size: u64) -> VmConfig {
-    VmConfig {
+fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
+    Ok(VmConfig {
         mem_size,
         timeout: args.timeout,
         max_output: args.max_output,
+        files: args.vm.files()?,
         ..VmConfig::default()
-    }
+    })
 }
 
 /// Runs `invocation` in `vm` with this process's stdio, then tears the VM
@@ -106,7 +107,7 @@ fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmErro
     let t0 = Instant::now();
     let artifact = args.vm.compile(module.as_ref())?;
     let t_compile = t0.elapsed();
-    let vm = Vm::boot(config(args, args.vm.memory()), &artifact)?;
+    let vm = Vm::boot(config(args, args.vm.memory())?, &artifact)?;
     let boot = vm.boot_timings();
     let invocation = Invocation {
         args: argv(&module_name(module.as_ref()), rest),
@@ -137,11 +138,14 @@ fn run_snapshot(
     if args.vm.memory.is_some() {
         bail!("--memory cannot be used with --snapshot: the snapshot fixes the guest memory");
     }
+    if !args.vm.files.is_empty() {
+        bail!("--files cannot be used with --snapshot: the snapshot holds its files");
+    }
     let t0 = Instant::now();
     let image = Arc::new(Image::open(&dir)?);
     let t_open = t0.elapsed();
     let t_restore = Instant::now();
-    let vm = Vm::restore(&image, config(args, image.mem_size()))?;
+    let vm = Vm::restore(&image, config(args, image.mem_size())?)?;
     let restore = t_restore.elapsed();
     let parts = vm.restore_timings();
     let invocation = Invocation {

@@ -52,6 +52,7 @@ fn create(args: CreateArgs) -> Result<ExitCode> {
     let artifact = args.vm.compile(&args.module)?;
     let config = VmConfig {
         mem_size: args.vm.memory(),
+        files: args.vm.files()?,
         ..VmConfig::default()
     };
     let mut vm = Vm::boot(config, &artifact)?;

@@ -18,6 +18,7 @@
 mod arch;
 mod channel;
 mod error;
+mod files;
 /// Test-only entry points for the fuzz targets in `fuzz/`; not an API.
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -31,6 +32,7 @@ mod timer;
 mod vm;
 
 pub use error::{Error, Result};
+pub use files::{Files, FilesBuilder, SCRATCH_DIR};
 pub use io::{BufferIo, GuestIo};
 pub use kvm::open_kvm;
 pub use loader::AGENT_ELF;

@@ -1,5 +1,5 @@
 //! Places the guest in memory: the agent ELF (via `linux-loader`), the
-//! precompiled module after it, and the boot record.
+//! precompiled module and the files image after it, and the boot record.
 
 use std::io::Cursor;
 
@@ -28,11 +28,13 @@ pub struct Placement {
     pub stack_top: u64,
 }
 
-/// Loads the agent and `artifact` into `mem` and writes the boot record.
+/// Loads the agent, `artifact` and the `files` image into `mem` and writes
+/// the boot record.
 pub fn load(
     mem: &GuestRam,
     mem_size: u64,
     artifact: &[u8],
+    files: &[u8],
     test_mode: TestMode,
     tsc_khz: u64,
 ) -> Result<Placement> {
@@ -45,16 +47,20 @@ pub fn load(
     .map_err(|e| Error::Load(format!("agent ELF: {e}")))?;
     let module_addr = align_up(loaded.kernel_end, MODULE_ALIGN);
     let module_len = artifact.len() as u64;
-    let heap_start = align_up(module_addr + module_len, PAGE_SIZE);
+    let files_addr = align_up(module_addr + module_len, PAGE_SIZE);
+    let files_len = files.len() as u64;
+    let heap_start = align_up(files_addr + files_len, PAGE_SIZE);
     let heap_end = mem_size - STACK_SIZE;
     if heap_start + MIN_HEAP > heap_end {
         return Err(Error::Config(format!(
-            "{} MiB of guest memory cannot hold the agent, a {} KiB module and a heap; raise the memory size",
+            "{} MiB of guest memory cannot hold the agent, a {} KiB module, {} KiB of files and a heap; raise the memory size",
             mem_size >> 20,
-            module_len >> 10
+            module_len >> 10,
+            files_len >> 10
         )));
     }
     memory::write(mem, module_addr, artifact)?;
+    memory::write(mem, files_addr, files)?;
     let boot = BootInfo {
         magic: BOOT_MAGIC,
         abi_version: wisp_abi::ABI_VERSION,
@@ -65,6 +71,8 @@ pub fn load(
         module_addr,
         module_len,
         tsc_khz,
+        files_addr: if files.is_empty() { 0 } else { files_addr },
+        files_len,
     };
     memory::write(mem, BOOT_INFO_ADDR, &boot.to_bytes())?;
     Ok(Placement {

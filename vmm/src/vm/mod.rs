@@ -17,6 +17,7 @@ use wisp_abi::msg::{self, Kind, SEED_LEN};
 use crate::arch;
 use crate::channel::HostChannel;
 use crate::error::{Error, Result};
+use crate::files::Files;
 use crate::io::{BufferIo, GuestIo};
 use crate::kvm;
 use crate::loader;
@@ -46,6 +47,9 @@ pub struct VmConfig {
     /// hosts measured (docs/SNAPSHOT.md) pre-faulting costs more than the
     /// guest's own faults save.
     pub prefault: Prefault,
+    /// Read-only directories placed in guest memory and mounted by the
+    /// agent (besides the scratch `/tmp` it always has).
+    pub files: Files,
     /// Deliberate guest misbehaviour, for testing the host's defences.
     #[doc(hidden)]
     pub test_mode: TestMode,
@@ -59,6 +63,7 @@ impl Default for VmConfig {
             boot_timeout: Duration::from_secs(10),
             max_output: 64 << 20,
             prefault: Prefault::None,
+            files: Files::default(),
             test_mode: TestMode::None,
         }
     }
@@ -170,6 +175,7 @@ impl Vm {
             &mem,
             config.mem_size,
             artifact,
+            config.files.bytes(),
             config.test_mode,
             kvm::tsc_khz(&shell.vcpu),
         )?;

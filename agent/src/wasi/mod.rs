@@ -1,11 +1,14 @@
 //! WASI preview 1 (`wasi_snapshot_preview1`) for command modules.
 //!
-//! Stdio goes over the channel, clocks come from [`Clock`], randomness from
-//! a per-invocation ChaCha stream seeded by the host. There are no preopened
-//! directories yet, so every filesystem call fails cleanly: `EBADF` for an fd
-//! that does not exist, `ENOTCAPABLE`/`ESPIPE`/`ENOTDIR` for the stdio fds.
-//! Every function is defined so that any preview-1 module links; pointers
-//! from the module are bounds-checked against its linear memory (`EFAULT`).
+//! Stdio (fds 0-2) goes over the channel, clocks come from [`Clock`],
+//! randomness from a per-invocation ChaCha stream seeded by the host. Every
+//! other descriptor is served by the in-memory filesystem ([`fs`]): the
+//! scratch `/tmp` and the read-only directories the host placed in guest
+//! memory. Every function is defined so that any preview-1 module links;
+//! pointers from the module are bounds-checked against its linear memory
+//! (`EFAULT`).
+
+mod fs;
 
 use alloc::vec::Vec;
 
@@ -20,32 +23,8 @@ use crate::stdio::{Stdio, Stream};
 
 use wisp_abi::wasi::MODULE;
 
-/// WASI errno values used here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Errno {
-    /// Bad file descriptor.
-    Badf = 8,
-    /// Bad address.
-    Fault = 21,
-    /// Invalid argument.
-    Inval = 28,
-    /// Not a directory.
-    Notdir = 54,
-    /// Not supported.
-    Notsup = 58,
-    /// Value too large.
-    Overflow = 61,
-    /// Invalid seek.
-    Spipe = 70,
-    /// Capabilities insufficient.
-    Notcapable = 76,
-}
-
-const FILETYPE_CHARACTER_DEVICE: u8 = 2;
-const RIGHT_FD_READ: u64 = 1 << 1;
-const RIGHT_FD_WRITE: u64 = 1 << 6;
-const RIGHT_POLL_FD_READWRITE: u64 = 1 << 27;
+pub use wisp_vfs::Errno;
+use wisp_vfs::{filetype, rights, Vfs};
 
 /// `proc_exit` unwinds out of wasm with this error; the runner turns it into
 /// the invocation's exit code.
@@ -76,12 +55,14 @@ pub struct Ctx {
     pub rng: ChaCha12Rng,
     /// Linear-memory and table limits.
     pub limits: crate::limits::Limits,
+    /// Files and directories: every fd from 3 up.
+    pub fs: Vfs,
     closed: [bool; 3],
 }
 
 impl Ctx {
     /// A context with no invocation yet (the state a snapshot captures).
-    pub fn new(channel: Channel, limits: crate::limits::Limits) -> Ctx {
+    pub fn new(channel: Channel, limits: crate::limits::Limits, fs: Vfs) -> Ctx {
         Ctx {
             channel,
             stdio: Stdio::default(),
@@ -90,6 +71,7 @@ impl Ctx {
             clock: Clock::default(),
             rng: ChaCha12Rng::from_seed([0; 32]),
             limits,
+            fs,
             closed: [false; 3],
         }
     }
@@ -100,22 +82,29 @@ impl Ctx {
             .filter(|&fd| fd < 3 && !self.closed[fd])
     }
 
-    /// The error for an operation that stdio fds do not support: `err` for
-    /// an open stdio fd, `EBADF` for anything else.
-    fn not_on_stdio(&self, fd: i32, err: Errno) -> Errno {
-        if self.stdio_fd(fd).is_some() {
+    /// The error for an operation only sockets support: `err` for an open
+    /// fd, `EBADF` for anything else.
+    fn not_a_socket(&self, fd: i32, err: Errno) -> Errno {
+        if self.stdio_fd(fd).is_some() || self.fs.is_open(fd as u32) {
             err
         } else {
             Errno::Badf
         }
     }
+
+    /// Sets the filesystem's clock to now, for the times it records.
+    fn fs_now(&mut self) -> &mut Vfs {
+        let now = self.clock.realtime_ns();
+        self.fs.set_now(now);
+        &mut self.fs
+    }
 }
 
 /// Bounds-checked view of the module's linear memory.
-struct Mem<'a>(&'a mut [u8]);
+pub(crate) struct Mem<'a>(&'a mut [u8]);
 
 impl Mem<'_> {
-    fn range(&self, ptr: i32, len: u32) -> Result<core::ops::Range<usize>, Errno> {
+    pub(crate) fn range(&self, ptr: i32, len: u32) -> Result<core::ops::Range<usize>, Errno> {
         let start = ptr as u32 as usize;
         let end = start.checked_add(len as usize).ok_or(Errno::Fault)?;
         if end > self.0.len() {
@@ -124,39 +113,39 @@ impl Mem<'_> {
         Ok(start..end)
     }
 
-    fn slice(&self, ptr: i32, len: u32) -> Result<&[u8], Errno> {
+    pub(crate) fn slice(&self, ptr: i32, len: u32) -> Result<&[u8], Errno> {
         let r = self.range(ptr, len)?;
         Ok(&self.0[r])
     }
 
-    fn slice_mut(&mut self, ptr: i32, len: u32) -> Result<&mut [u8], Errno> {
+    pub(crate) fn slice_mut(&mut self, ptr: i32, len: u32) -> Result<&mut [u8], Errno> {
         let r = self.range(ptr, len)?;
         Ok(&mut self.0[r])
     }
 
-    fn read_u32(&self, ptr: i32) -> Result<u32, Errno> {
+    pub(crate) fn read_u32(&self, ptr: i32) -> Result<u32, Errno> {
         let b = self.slice(ptr, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn read_u64(&self, ptr: i32) -> Result<u64, Errno> {
+    pub(crate) fn read_u64(&self, ptr: i32) -> Result<u64, Errno> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.slice(ptr, 8)?);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn write_u32(&mut self, ptr: i32, v: u32) -> Result<(), Errno> {
+    pub(crate) fn write_u32(&mut self, ptr: i32, v: u32) -> Result<(), Errno> {
         self.slice_mut(ptr, 4)?.copy_from_slice(&v.to_le_bytes());
         Ok(())
     }
 
-    fn write_u64(&mut self, ptr: i32, v: u64) -> Result<(), Errno> {
+    pub(crate) fn write_u64(&mut self, ptr: i32, v: u64) -> Result<(), Errno> {
         self.slice_mut(ptr, 8)?.copy_from_slice(&v.to_le_bytes());
         Ok(())
     }
 
     /// The `(ptr, len)` pairs of an iovec array.
-    fn iovecs(&self, iovs: i32, count: i32) -> Result<Vec<(i32, u32)>, Errno> {
+    pub(crate) fn iovecs(&self, iovs: i32, count: i32) -> Result<Vec<(i32, u32)>, Errno> {
         let count = u32::try_from(count).map_err(|_| Errno::Inval)?;
         self.range(iovs, count.checked_mul(8).ok_or(Errno::Fault)?)?;
         (0..count)
@@ -173,7 +162,7 @@ impl Mem<'_> {
 
 /// Runs `f` with the module's memory and the context; maps the outcome to
 /// an errno.
-fn with(
+pub(crate) fn with(
     caller: &mut Caller<'_, Ctx>,
     f: impl FnOnce(&mut Mem<'_>, &mut Ctx) -> Result<(), Errno>,
 ) -> i32 {
@@ -236,6 +225,7 @@ fn fd_write(
         Some(1) => Stream::Stdout,
         Some(2) => Stream::Stderr,
         Some(_) => return Err(Errno::Badf),
+        None if fd >= 3 => return fs::write(mem, ctx, fd as u32, iovs, count, None, nwritten),
         None => return Err(Errno::Badf),
     };
     let mut total: u32 = 0;
@@ -255,6 +245,9 @@ fn fd_read(
     count: i32,
     nread: i32,
 ) -> Result<(), Errno> {
+    if fd >= 3 {
+        return fs::read(mem, ctx, fd as u32, iovs, count, None, nread);
+    }
     if ctx.stdio_fd(fd) != Some(0) {
         return Err(Errno::Badf);
     }
@@ -272,22 +265,47 @@ fn fd_read(
 }
 
 fn fd_fdstat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<(), Errno> {
-    let rights = match ctx.stdio_fd(fd).ok_or(Errno::Badf)? {
-        0 => RIGHT_FD_READ | RIGHT_POLL_FD_READWRITE,
-        _ => RIGHT_FD_WRITE | RIGHT_POLL_FD_READWRITE,
+    let stat = if fd >= 3 {
+        ctx.fs.fdstat(fd as u32)?
+    } else {
+        let stdio = ctx.stdio_fd(fd).ok_or(Errno::Badf)?;
+        wisp_vfs::FdStat {
+            filetype: filetype::CHARACTER_DEVICE,
+            flags: 0,
+            rights: if stdio == 0 {
+                rights::FD_READ | rights::POLL_FD_READWRITE
+            } else {
+                rights::FD_WRITE | rights::POLL_FD_READWRITE
+            },
+            inheriting: 0,
+        }
     };
     let buf = mem.slice_mut(out, 24)?;
     buf.fill(0);
-    buf[0] = FILETYPE_CHARACTER_DEVICE;
-    buf[8..16].copy_from_slice(&rights.to_le_bytes());
+    buf[0] = stat.filetype;
+    buf[2..4].copy_from_slice(&stat.flags.to_le_bytes());
+    buf[8..16].copy_from_slice(&stat.rights.to_le_bytes());
+    buf[16..24].copy_from_slice(&stat.inheriting.to_le_bytes());
     Ok(())
 }
 
 fn fd_filestat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<(), Errno> {
-    ctx.stdio_fd(fd).ok_or(Errno::Badf)?;
-    let buf = mem.slice_mut(out, 64)?;
-    buf.fill(0);
-    buf[16] = FILETYPE_CHARACTER_DEVICE;
+    let stat = if fd >= 3 {
+        ctx.fs.filestat(fd as u32)?
+    } else {
+        ctx.stdio_fd(fd).ok_or(Errno::Badf)?;
+        wisp_vfs::FileStat {
+            dev: 0,
+            ino: 0,
+            filetype: filetype::CHARACTER_DEVICE,
+            nlink: 1,
+            size: 0,
+            atim: 0,
+            mtim: 0,
+            ctim: 0,
+        }
+    };
+    mem.slice_mut(out, 64)?.copy_from_slice(&stat.to_bytes());
     Ok(())
 }
 
@@ -371,6 +389,10 @@ fn poll_oneoff(
                         }
                     }
                     (EVENTTYPE_FD_WRITE, Some(1 | 2)) => ready.push(event(0, 0, false)),
+                    // Files in memory are always ready.
+                    (_, None) if fd >= 3 && ctx.fs.is_open(fd as u32) => {
+                        ready.push(event(0, 0, false))
+                    }
                     _ => ready.push(event(Errno::Badf as u16, 0, false)),
                 }
             }
@@ -503,6 +525,9 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     )?;
     linker.func_wrap(MODULE, "fd_close", |mut c: C<'_>, fd: i32| {
         with(&mut c, |_, cx| {
+            if fd >= 3 {
+                return cx.fs.close(fd as u32);
+            }
             let fd = cx.stdio_fd(fd).ok_or(Errno::Badf)?;
             cx.closed[fd] = true;
             Ok(())
@@ -513,6 +538,9 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
         "fd_fdstat_set_flags",
         |mut c: C<'_>, fd: i32, flags: i32| {
             with(&mut c, |_, cx| {
+                if fd >= 3 {
+                    return cx.fs.set_flags(fd as u32, flags as u16);
+                }
                 cx.stdio_fd(fd).ok_or(Errno::Badf)?;
                 if flags == 0 {
                     Ok(())
@@ -535,137 +563,11 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     linker.func_wrap(MODULE, "proc_raise", |_: i32| Errno::Notsup as i32)?;
     linker.func_wrap(MODULE, "sched_yield", || 0i32)?;
 
-    // fd operations that stdio cannot do, and that no other fd exists for.
+    fs::add_to_linker(linker)?;
+
     fn deny(c: &mut Caller<'_, Ctx>, fd: i32, err: Errno) -> i32 {
-        c.data().not_on_stdio(fd, err) as i32
+        c.data().not_a_socket(fd, err) as i32
     }
-    linker.func_wrap(
-        MODULE,
-        "fd_advise",
-        |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_allocate",
-        |mut c: C<'_>, fd: i32, _: i64, _: i64| deny(&mut c, fd, Errno::Notsup),
-    )?;
-    linker.func_wrap(MODULE, "fd_datasync", |mut c: C<'_>, fd: i32| {
-        deny(&mut c, fd, Errno::Inval)
-    })?;
-    linker.func_wrap(MODULE, "fd_sync", |mut c: C<'_>, fd: i32| {
-        deny(&mut c, fd, Errno::Inval)
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "fd_fdstat_set_rights",
-        |mut c: C<'_>, fd: i32, _: i64, _: i64| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_filestat_set_size",
-        |mut c: C<'_>, fd: i32, _: i64| deny(&mut c, fd, Errno::Inval),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_filestat_set_times",
-        |mut c: C<'_>, fd: i32, _: i64, _: i64, _: i32| deny(&mut c, fd, Errno::Inval),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_pread",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_pwrite",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Spipe),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_seek",
-        |mut c: C<'_>, fd: i32, _: i64, _: i32, _: i32| deny(&mut c, fd, Errno::Spipe),
-    )?;
-    linker.func_wrap(MODULE, "fd_tell", |mut c: C<'_>, fd: i32, _: i32| {
-        deny(&mut c, fd, Errno::Spipe)
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "fd_readdir",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i64, _: i32| deny(&mut c, fd, Errno::Notdir),
-    )?;
-    linker.func_wrap(MODULE, "fd_renumber", |mut c: C<'_>, fd: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notsup)
-    })?;
-    // No preopened directories: wasi-libc stops scanning at the first EBADF.
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: i32, _: i32| {
-        Errno::Badf as i32
-    })?;
-    linker.func_wrap(MODULE, "fd_prestat_dir_name", |_: i32, _: i32, _: i32| {
-        Errno::Badf as i32
-    })?;
-
-    // Path operations need a directory fd; stdio fds are not directories.
-    linker.func_wrap(
-        MODULE,
-        "path_create_directory",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_filestat_get",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_filestat_set_times",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| {
-            deny(&mut c, fd, Errno::Notcapable)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_link",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            deny(&mut c, fd, Errno::Notcapable)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_open",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| {
-            deny(&mut c, fd, Errno::Notcapable)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_readlink",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            deny(&mut c, fd, Errno::Notcapable)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_remove_directory",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_rename",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            deny(&mut c, fd, Errno::Notcapable)
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_symlink",
-        |mut c: C<'_>, _: i32, _: i32, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_unlink_file",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notcapable),
-    )?;
-
     // No sockets exist.
     linker.func_wrap(
         MODULE,
