@@ -87,3 +87,37 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The C test program `tests/wasi/<name>.c` compiled for wasm32-wasi with
+/// Debian's clang-14 and wasi-libc (once per test binary); fails loudly if
+/// that toolchain is missing.
+pub fn wasi_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wasi")
+        .join(format!("{name}.c"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("wasi-programs")
+        .join(format!("{name}.wasm"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
+    let status = Command::new("clang-14")
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "\n\n*** cannot compile {} for wasm32-wasi ({other:?}). ***\n\
+             *** These tests run real C programs: install Debian's clang-14 lld-14 wasi-libc \
+             libclang-rt-14-dev-wasm32 (.ci/run does). ***\n\n",
+            source.display()
+        ),
+    }
+    built.push(name.to_string());
+    out
+}

@@ -10,8 +10,9 @@
 //!
 //! Every path is resolved here, confined to the directory descriptor it is
 //! relative to: absolute paths, `..` above that directory and symlinks
-//! leading out of it fail with `ENOTCAPABLE`, as with wasmtime's
-//! capability-based directories.
+//! leading out of it fail with `EPERM`, and creating a symlink with an
+//! absolute target is refused, as wasmtime's capability-based directories
+//! do; a descriptor without the right for an operation gets `ENOTCAPABLE`.
 //!
 //! `no_std` + `alloc`, so it runs in the agent and is unit-tested on the
 //! host.

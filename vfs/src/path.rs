@@ -30,8 +30,8 @@ pub struct Found {
 
 /// Resolves `path` relative to directory `base`. Symlinks in the middle are
 /// followed; in the final component only if `follow`. `..` never leaves
-/// `base`, and absolute paths or symlink targets are refused: both are
-/// `ENOTCAPABLE`, the error of a capability-based directory.
+/// `base`, and absolute paths or symlink targets are refused, with `EPERM`
+/// as wasmtime's capability-based directories answer.
 pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Found, Errno> {
     if path.is_empty() {
         return Err(Errno::Noent);
@@ -43,7 +43,7 @@ pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Foun
         return Err(Errno::Inval);
     }
     if path[0] == b'/' {
-        return Err(Errno::Notcapable);
+        return Err(Errno::Perm);
     }
     let trailing_slash = path.ends_with(b"/");
     let mut stack: Vec<Ino> = alloc::vec![base];
@@ -68,7 +68,7 @@ pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Foun
             b".." => {
                 tree.get(here).entries()?;
                 if stack.len() == 1 {
-                    return Err(Errno::Notcapable);
+                    return Err(Errno::Perm);
                 }
                 stack.pop();
                 found = dir_itself(&stack, trailing_slash);
@@ -95,7 +95,7 @@ pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Foun
                     return Err(Errno::Loop);
                 }
                 if target.first() == Some(&b'/') {
-                    return Err(Errno::Notcapable);
+                    return Err(Errno::Perm);
                 }
                 if target.is_empty() {
                     return Err(Errno::Noent);
@@ -212,13 +212,13 @@ mod tests {
     #[test]
     fn never_escapes_the_base() {
         let (t, root, a, _) = tree();
-        assert_eq!(ino(&t, root, "..", false), Err(Errno::Notcapable));
-        assert_eq!(ino(&t, root, "a/../..", false), Err(Errno::Notcapable));
-        assert_eq!(ino(&t, a, "../a", false), Err(Errno::Notcapable), "relative to a");
-        assert_eq!(ino(&t, root, "/a", false), Err(Errno::Notcapable));
-        assert_eq!(ino(&t, root, "a/out/x", false), Err(Errno::Notcapable));
-        assert_eq!(ino(&t, root, "a/abs", true), Err(Errno::Notcapable));
-        assert_eq!(ino(&t, a, "up", true), Err(Errno::Notcapable), "a symlink to .. of the base");
+        assert_eq!(ino(&t, root, "..", false), Err(Errno::Perm));
+        assert_eq!(ino(&t, root, "a/../..", false), Err(Errno::Perm));
+        assert_eq!(ino(&t, a, "../a", false), Err(Errno::Perm), "relative to a");
+        assert_eq!(ino(&t, root, "/a", false), Err(Errno::Perm));
+        assert_eq!(ino(&t, root, "a/out/x", false), Err(Errno::Perm));
+        assert_eq!(ino(&t, root, "a/abs", true), Err(Errno::Perm));
+        assert_eq!(ino(&t, a, "up", true), Err(Errno::Perm), "a symlink to .. of the base");
     }
 
     #[test]

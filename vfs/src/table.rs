@@ -456,6 +456,9 @@ impl Vfs {
 
     fn write_at(&mut self, ino: Ino, src: &[u8], offset: u64) -> Result<usize, Errno> {
         self.writable(ino)?;
+        if src.is_empty() {
+            return Ok(0);
+        }
         let start = usize::try_from(offset).map_err(|_| Errno::Fbig)?;
         let end = start.checked_add(src.len()).ok_or(Errno::Fbig)?;
         let v = self.tree.file_mut(ino, end)?;
@@ -724,10 +727,14 @@ impl Vfs {
         Ok(())
     }
 
-    /// `path_symlink`: `path` becomes a symlink to `target` (stored as
-    /// given; resolution checks it).
+    /// `path_symlink`: `path` becomes a symlink to the relative `target`
+    /// (stored as given; resolution keeps it inside).
     pub fn symlink(&mut self, target: &[u8], fd: u32, path: &[u8]) -> Result<(), Errno> {
         let found = self.lookup(fd, rights::PATH_SYMLINK, path, 0)?;
+        // It could never be followed.
+        if target.first() == Some(&b'/') {
+            return Err(Errno::Perm);
+        }
         if found.ino.is_some() {
             return Err(Errno::Exist);
         }
