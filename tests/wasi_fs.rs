@@ -72,11 +72,20 @@ fn assert_same_as_wasmtime(name: &str, wisp_out: &Output, live: Option<Output>) 
     let path = expected_path(name);
     if let Some(live) = &live {
         let text = String::from_utf8_lossy(&live.stdout).into_owned();
-        assert!(live.status.success(), "{name} failed in wasmtime: {}", String::from_utf8_lossy(&live.stderr));
+        assert!(
+            live.status.success(),
+            "{name} failed in wasmtime: {}",
+            String::from_utf8_lossy(&live.stderr)
+        );
         if std::env::var_os("WISP_UPDATE_EXPECTED").is_some() {
             std::fs::write(&path, &text).unwrap();
         }
-        assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "wasmtime no longer gives {}", path.display());
+        assert_eq!(
+            text,
+            std::fs::read_to_string(&path).unwrap(),
+            "wasmtime no longer gives {}",
+            path.display()
+        );
         eprintln!("{name}: compared live with `wasmtime run`");
     } else {
         eprintln!("{name}: no wasmtime CLI here; compared with its recorded output");
@@ -85,7 +94,11 @@ fn assert_same_as_wasmtime(name: &str, wisp_out: &Output, live: Option<Output>) 
     for (i, (got, want)) in wisp_text.lines().zip(expected.lines()).enumerate() {
         assert_eq!(got, want, "{name} line {}: wisp and wasmtime differ", i + 1);
     }
-    assert_eq!(wisp_text.lines().count(), expected.lines().count(), "{name}: {wisp_text}");
+    assert_eq!(
+        wisp_text.lines().count(),
+        expected.lines().count(),
+        "{name}: {wisp_text}"
+    );
 }
 
 #[test]
@@ -110,7 +123,14 @@ fn read_only_files_match_wasmtime_and_refuse_changes() {
 
     let out = wisp(&program, &["--files", &files], &["/data", "--try-write"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for attempt in ["create", "mkdir", "open for writing", "unlink", "truncate", "rename"] {
+    for attempt in [
+        "create",
+        "mkdir",
+        "open for writing",
+        "unlink",
+        "truncate",
+        "rename",
+    ] {
         let line = text
             .lines()
             .find(|l| l.starts_with(attempt))
@@ -120,7 +140,10 @@ fn read_only_files_match_wasmtime_and_refuse_changes() {
     assert!(text.contains("read still works         ok"), "{text}");
     // Nothing on the host changed.
     assert!(!data.path().join("new-file").exists());
-    assert_eq!(std::fs::read(data.path().join("config.json")).unwrap(), br#"{"greeting": "hello"}"#);
+    assert_eq!(
+        std::fs::read(data.path().join("config.json")).unwrap(),
+        br#"{"greeting": "hello"}"#
+    );
 }
 
 #[test]
@@ -135,7 +158,10 @@ fn bad_files_arguments_are_clear_errors() {
         let out = wisp(&program, &["--files", flag], &["/data"]);
         assert_eq!(out.status.code(), Some(1), "{flag}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with("error: ") && err.contains(message), "{flag}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(message),
+            "{flag}: {err}"
+        );
     }
 }
 
@@ -156,7 +182,14 @@ fn restored(program: &Path, files: FilesBuilder, mem: u64) -> (tempfile::TempDir
     let dir = tmp.path().join("snap");
     vm.snapshot(&dir, "program", None).unwrap();
     let image = Arc::new(Image::open(&dir).unwrap());
-    let vm = Vm::restore(&image, VmConfig { mem_size: mem, ..VmConfig::default() }).unwrap();
+    let vm = Vm::restore(
+        &image,
+        VmConfig {
+            mem_size: mem,
+            ..VmConfig::default()
+        },
+    )
+    .unwrap();
     (tmp, vm)
 }
 
@@ -168,7 +201,12 @@ fn invoke(vm: &mut Vm, args: &[&str]) -> String {
     };
     let outcome = vm.invoke(&invocation, &mut io).unwrap();
     let out = String::from_utf8_lossy(&io.stdout).into_owned();
-    assert_eq!(outcome, Outcome::Exited(0), "{out}{}", String::from_utf8_lossy(&io.stderr));
+    assert_eq!(
+        outcome,
+        Outcome::Exited(0),
+        "{out}{}",
+        String::from_utf8_lossy(&io.stderr)
+    );
     out
 }
 
@@ -189,10 +227,16 @@ fn filling_the_scratch_space_is_an_error_for_the_module_only() {
     let program = common::wasi_program("scratch");
     let (_tmp, mut vm) = restored(&program, FilesBuilder::new(), 64 << 20);
     let out = invoke(&mut vm, &["scratch", "fill"]);
-    assert!(out.contains("filled more than 8 MiB, then: No space left on device"), "{out}");
+    assert!(
+        out.contains("filled more than 8 MiB, then: No space left on device"),
+        "{out}"
+    );
     assert!(out.ends_with("remove: ok\n"), "{out}");
     vm.reset().unwrap();
-    assert_eq!(invoke(&mut vm, &["scratch"]), "absent: No such file or directory\n");
+    assert_eq!(
+        invoke(&mut vm, &["scratch"]),
+        "absent: No such file or directory\n"
+    );
 }
 
 #[test]

@@ -114,6 +114,8 @@ mod tests {
             module_addr: 0x30_0000,
             module_len: 1234,
             tsc_khz: 2_000_000,
+            files_addr: 0x50_0000,
+            files_len: 4096,
         };
         let bytes = info.to_bytes();
         // SAFETY: BootInfo is repr(C), made only of integers, so any

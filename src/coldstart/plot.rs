@@ -270,7 +270,11 @@ fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, burst: &Burst) -> 
     type Pick = fn(&(u64, u64, u64, u64)) -> u64;
     let lines: [(&str, RGBColor, Pick); 3] = [
         ("ready instances", GREEN, |p| p.1),
-        ("admitted requests (running or waiting for a thread)", BLUE, |p| p.2),
+        (
+            "admitted requests (running or waiting for a thread)",
+            BLUE,
+            |p| p.2,
+        ),
         ("queued requests (over the concurrency limit)", RED, |p| p.3),
     ];
     for (label, color, pick) in lines {

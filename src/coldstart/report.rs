@@ -118,7 +118,8 @@ impl Report {
         }
         if let Some(b) = &self.burst {
             let s = &b.series;
-            let peak = |pick: fn(&(u64, u64, u64, u64)) -> u64| b.pool.iter().map(pick).max().unwrap_or(0);
+            let peak =
+                |pick: fn(&(u64, u64, u64, u64)) -> u64| b.pool.iter().map(pick).max().unwrap_or(0);
             let _ = writeln!(
                 out,
                 "\nburst: {} clients released at once for {:.1} s: {} requests, {} errors, {:.0}/s; {} cold / {} warm; latency {}; at most {} instances ready and {} requests admitted at once",

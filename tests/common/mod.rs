@@ -105,7 +105,14 @@ pub fn wasi_program(name: &str) -> PathBuf {
     }
     std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
     let status = Command::new("clang-14")
-        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-Wall", "-Werror", "-o"])
+        .args([
+            "--target=wasm32-wasi",
+            "--sysroot=/usr",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-o",
+        ])
         .arg(&out)
         .arg(&source)
         .status();

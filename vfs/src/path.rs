@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(ino(&t, root, "l", true), Ok(Some(f)));
         assert_eq!(ino(&t, root, "a/up/a/f", false), Ok(Some(f)));
         let new = resolve(&t, root, b"a/new", false).unwrap();
-        assert_eq!((new.parent, new.name.as_deref(), new.ino), (a, Some(&b"new"[..]), None));
+        assert_eq!(
+            (new.parent, new.name.as_deref(), new.ino),
+            (a, Some(&b"new"[..]), None)
+        );
         // Without follow the final symlink itself is found.
         assert_ne!(ino(&t, root, "l", false), Ok(Some(f)));
     }
@@ -218,7 +221,11 @@ mod tests {
         assert_eq!(ino(&t, root, "/a", false), Err(Errno::Perm));
         assert_eq!(ino(&t, root, "a/out/x", false), Err(Errno::Perm));
         assert_eq!(ino(&t, root, "a/abs", true), Err(Errno::Perm));
-        assert_eq!(ino(&t, a, "up", true), Err(Errno::Perm), "a symlink to .. of the base");
+        assert_eq!(
+            ino(&t, a, "up", true),
+            Err(Errno::Perm),
+            "a symlink to .. of the base"
+        );
     }
 
     #[test]

@@ -299,7 +299,8 @@ impl Vfs {
 
     /// `fd_fdstat_set_flags`: only `APPEND` changes anything in memory.
     pub fn set_flags(&mut self, fd: u32, flags: u16) -> Result<(), Errno> {
-        let known = fdflags::APPEND | fdflags::DSYNC | fdflags::NONBLOCK | fdflags::RSYNC | fdflags::SYNC;
+        let known =
+            fdflags::APPEND | fdflags::DSYNC | fdflags::NONBLOCK | fdflags::RSYNC | fdflags::SYNC;
         if flags & !known != 0 {
             return Err(Errno::Inval);
         }
@@ -432,7 +433,9 @@ impl Vfs {
             return 0;
         };
         let bytes = data.bytes();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let n = dst.len().min(bytes.len() - start);
         dst[..n].copy_from_slice(&bytes[start..start + n]);
         n
@@ -442,7 +445,11 @@ impl Vfs {
     pub fn write(&mut self, fd: u32, src: &[u8]) -> Result<usize, Errno> {
         let h = self.file(fd, rights::FD_WRITE)?;
         let (ino, append, pos) = (h.ino, h.flags & fdflags::APPEND != 0, h.pos);
-        let at = if append { self.tree.get(ino).size() } else { pos };
+        let at = if append {
+            self.tree.get(ino).size()
+        } else {
+            pos
+        };
         let n = self.write_at(ino, src, at)?;
         self.fds.get_mut(&fd).expect("checked").pos = at + n as u64;
         Ok(n)
@@ -474,7 +481,9 @@ impl Vfs {
         } else {
             rights::FD_SEEK
         };
-        let h = self.file(fd, right).map_err(|e| if e == Errno::Isdir { Errno::Badf } else { e })?;
+        let h = self
+            .file(fd, right)
+            .map_err(|e| if e == Errno::Isdir { Errno::Badf } else { e })?;
         let base = match whence {
             0 => 0,
             1 => h.pos,
@@ -512,7 +521,10 @@ impl Vfs {
             .into_iter()
             .chain(entries.iter().map(|(n, &i)| (n.as_slice(), i)));
         let mut used = 0;
-        for (index, (name, ino)) in all.enumerate().skip(usize::try_from(cookie).unwrap_or(usize::MAX)) {
+        for (index, (name, ino)) in all
+            .enumerate()
+            .skip(usize::try_from(cookie).unwrap_or(usize::MAX))
+        {
             let mut record = [0u8; 24];
             record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
             record[8..16].copy_from_slice(&(ino as u64 + 1).to_le_bytes());

@@ -5,7 +5,11 @@ use alloc::vec::Vec;
 
 use crate::{fdflags, filetype, oflags, rights, DirEntryKind, Errno, Vfs, LOOKUP_SYMLINK_FOLLOW};
 
-const RW: u64 = rights::FD_READ | rights::FD_WRITE | rights::FD_SEEK | rights::FD_TELL | rights::FD_FILESTAT_SET_SIZE;
+const RW: u64 = rights::FD_READ
+    | rights::FD_WRITE
+    | rights::FD_SEEK
+    | rights::FD_TELL
+    | rights::FD_FILESTAT_SET_SIZE;
 const RO: u64 = rights::FD_READ | rights::FD_SEEK | rights::FD_TELL;
 
 /// `/tmp` (fd 3, writable) and `/data` (fd 4, read-only image).
@@ -14,13 +18,23 @@ fn vfs() -> Vfs {
     assert_eq!(v.mount(b"/tmp", true), Ok(3));
     assert_eq!(v.mount(b"/data", false), Ok(4));
     v.add(4, b"sub", DirEntryKind::Dir).unwrap();
-    v.add(4, b"sub/a.txt", DirEntryKind::File(b"hello")).unwrap();
-    v.add(4, b"link", DirEntryKind::Symlink(b"sub/a.txt")).unwrap();
+    v.add(4, b"sub/a.txt", DirEntryKind::File(b"hello"))
+        .unwrap();
+    v.add(4, b"link", DirEntryKind::Symlink(b"sub/a.txt"))
+        .unwrap();
     v
 }
 
 fn open(v: &mut Vfs, dir: u32, path: &str, oflags: u16, rights: u64) -> Result<u32, Errno> {
-    v.open(dir, LOOKUP_SYMLINK_FOLLOW, path.as_bytes(), oflags, rights, 0, 0)
+    v.open(
+        dir,
+        LOOKUP_SYMLINK_FOLLOW,
+        path.as_bytes(),
+        oflags,
+        rights,
+        0,
+        0,
+    )
 }
 
 fn read_all(v: &mut Vfs, fd: u32) -> Vec<u8> {
@@ -74,7 +88,10 @@ fn files_are_created_written_read_and_sought() {
     assert_eq!(v.close(fd), Err(Errno::Badf));
 
     // Exclusive creation, truncation and append.
-    assert_eq!(open(&mut v, 3, "f", oflags::CREAT | oflags::EXCL, RW), Err(Errno::Exist));
+    assert_eq!(
+        open(&mut v, 3, "f", oflags::CREAT | oflags::EXCL, RW),
+        Err(Errno::Exist)
+    );
     let fd = v.open(3, 0, b"f", 0, RW, 0, fdflags::APPEND).unwrap();
     v.seek(fd, 0, 0).unwrap();
     v.write(fd, b"++").unwrap();
@@ -89,7 +106,11 @@ fn rights_and_read_only_mounts_are_enforced() {
     let mut v = vfs();
     let ro = open(&mut v, 4, "sub/a.txt", 0, RO).unwrap();
     assert_eq!(read_all(&mut v, ro), b"hello");
-    assert_eq!(v.write(ro, b"x"), Err(Errno::Badf), "not opened for writing");
+    assert_eq!(
+        v.write(ro, b"x"),
+        Err(Errno::Badf),
+        "not opened for writing"
+    );
     assert_eq!(open(&mut v, 4, "sub/a.txt", 0, RW), Err(Errno::Rofs));
     assert_eq!(open(&mut v, 4, "new", oflags::CREAT, RW), Err(Errno::Rofs));
     assert_eq!(v.create_dir(4, b"d"), Err(Errno::Rofs));
@@ -105,7 +126,10 @@ fn rights_and_read_only_mounts_are_enforced() {
     assert_eq!(open(&mut v, 4, "sub", 0, RW), Err(Errno::Isdir));
     let d = open(&mut v, 4, "sub", oflags::DIRECTORY, RO).unwrap();
     assert_eq!(v.read(d, &mut [0u8; 4]), Err(Errno::Isdir));
-    assert_eq!(open(&mut v, 4, "sub/a.txt", oflags::DIRECTORY, RO), Err(Errno::Notdir));
+    assert_eq!(
+        open(&mut v, 4, "sub/a.txt", oflags::DIRECTORY, RO),
+        Err(Errno::Notdir)
+    );
     assert_eq!(open(&mut v, ro, "x", 0, RO), Err(Errno::Notdir));
     assert_eq!(open(&mut v, 99, "x", 0, RO), Err(Errno::Badf));
     // Rights can be dropped, never regained.
@@ -124,13 +148,19 @@ fn directories_list_with_cookies() {
     v.create_dir(3, b"d").unwrap();
     let mut all = vec![0u8; 4096];
     let n = v.readdir(3, 0, &mut all).unwrap();
-    assert_eq!(names(&all[..n]), ["." , "..", "a", "b", "c", "d"].map(|s| s.as_bytes().to_vec()));
+    assert_eq!(
+        names(&all[..n]),
+        [".", "..", "a", "b", "c", "d"].map(|s| s.as_bytes().to_vec())
+    );
     // A small buffer is filled completely (the last record cut short), and
     // the listing resumes from the cookie of the last whole record.
     let mut small = [0u8; 30];
     assert_eq!(v.readdir(3, 0, &mut small), Ok(30));
     let rest = v.readdir(3, 2, &mut all).unwrap();
-    assert_eq!(names(&all[..rest]), ["a", "b", "c", "d"].map(|s| s.as_bytes().to_vec()));
+    assert_eq!(
+        names(&all[..rest]),
+        ["a", "b", "c", "d"].map(|s| s.as_bytes().to_vec())
+    );
     assert_eq!(v.readdir(3, 99, &mut all), Ok(0));
     let f = open(&mut v, 3, "a", 0, RO).unwrap();
     assert_eq!(v.readdir(f, 0, &mut all), Err(Errno::Notdir));
@@ -205,9 +235,14 @@ fn links_and_symlinks() {
     assert_eq!(&buf[..4], b"hard");
     assert_eq!(v.readlink(3, b"soft", &mut buf[..2]), Ok(2), "cut to fit");
     assert_eq!(v.readlink(3, b"hard", &mut buf), Err(Errno::Inval));
-    assert_eq!(v.path_filestat(3, 0, b"soft").unwrap().filetype, filetype::SYMBOLIC_LINK);
     assert_eq!(
-        v.path_filestat(3, LOOKUP_SYMLINK_FOLLOW, b"soft").unwrap().filetype,
+        v.path_filestat(3, 0, b"soft").unwrap().filetype,
+        filetype::SYMBOLIC_LINK
+    );
+    assert_eq!(
+        v.path_filestat(3, LOOKUP_SYMLINK_FOLLOW, b"soft")
+            .unwrap()
+            .filetype,
         filetype::REGULAR_FILE
     );
     // No absolute targets; relative ones may point anywhere, but following
@@ -270,5 +305,8 @@ fn times_are_set_as_asked() {
     v.path_set_times(3, 0, b"t", 0, 0, MTIM_NOW).unwrap();
     assert_eq!(v.filestat(f).unwrap().mtim, 2000);
     assert_eq!(v.set_times(f, 0, 0, ATIM | ATIM_NOW), Err(Errno::Inval));
-    assert_eq!(v.path_set_times(4, 0, b"sub/a.txt", 0, 0, MTIM_NOW), Err(Errno::Rofs));
+    assert_eq!(
+        v.path_set_times(4, 0, b"sub/a.txt", 0, 0, MTIM_NOW),
+        Err(Errno::Rofs)
+    );
 }

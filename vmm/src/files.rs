@@ -55,7 +55,13 @@ fn check_guest_path(path: &str) -> Result<()> {
     if !path.starts_with('/') {
         return bad("must be absolute");
     }
-    if path != "/" && (path.ends_with('/') || path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..")) {
+    if path != "/"
+        && (path.ends_with('/')
+            || path
+                .split('/')
+                .skip(1)
+                .any(|c| c.is_empty() || c == "." || c == ".."))
+    {
         return bad("must be normalised (no empty, `.` or `..` components, no trailing `/`)");
     }
     if path == SCRATCH_DIR {
@@ -68,7 +74,9 @@ fn check_guest_path(path: &str) -> Result<()> {
 fn check_entry_path(path: &str) -> Result<()> {
     if path.is_empty()
         || path.starts_with('/')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(Error::Config(format!(
             "file path `{path}` must be relative and normalised"
@@ -107,14 +115,18 @@ impl FilesBuilder {
     /// Adds a directory to the current mount (parents first).
     pub fn dir(&mut self, path: &str) -> Result<&mut Self> {
         check_entry_path(path)?;
-        self.current()?.entries.push((path.into(), EntryKind::Dir, Vec::new()));
+        self.current()?
+            .entries
+            .push((path.into(), EntryKind::Dir, Vec::new()));
         Ok(self)
     }
 
     /// Adds a file to the current mount.
     pub fn file(&mut self, path: &str, contents: Vec<u8>) -> Result<&mut Self> {
         check_entry_path(path)?;
-        self.current()?.entries.push((path.into(), EntryKind::File, contents));
+        self.current()?
+            .entries
+            .push((path.into(), EntryKind::File, contents));
         Ok(self)
     }
 
@@ -134,7 +146,10 @@ impl FilesBuilder {
         let meta = std::fs::metadata(host)
             .map_err(|e| Error::Config(format!("{}: {e}", host.display())))?;
         if !meta.is_dir() {
-            return Err(Error::Config(format!("{} is not a directory", host.display())));
+            return Err(Error::Config(format!(
+                "{} is not a directory",
+                host.display()
+            )));
         }
         self.mount(guest_path)?;
         self.walk(host, host)?;
@@ -238,7 +253,11 @@ mod tests {
         std::os::unix::fs::symlink("a/b/f.txt", dir.path().join("link")).unwrap();
         let mut builder = FilesBuilder::new();
         builder.host_dir(dir.path(), "/data").unwrap();
-        builder.mount("/etc/app").unwrap().file("x/y", b"1".to_vec()).unwrap();
+        builder
+            .mount("/etc/app")
+            .unwrap()
+            .file("x/y", b"1".to_vec())
+            .unwrap();
         let files = builder.build();
         let mut mounts = wisp_abi::files::mounts(files.bytes()).unwrap();
         let data = mounts.next().unwrap().unwrap();
@@ -247,7 +266,11 @@ mod tests {
             .entries
             .map(|e| {
                 let e = e.unwrap();
-                (String::from_utf8(e.path.to_vec()).unwrap(), e.kind, e.data.to_vec())
+                (
+                    String::from_utf8(e.path.to_vec()).unwrap(),
+                    e.kind,
+                    e.data.to_vec(),
+                )
             })
             .collect();
         assert_eq!(
@@ -261,7 +284,11 @@ mod tests {
         );
         let app = mounts.next().unwrap().unwrap();
         let paths: Vec<_> = app.entries.map(|e| e.unwrap().path.to_vec()).collect();
-        assert_eq!(paths, vec![b"x".to_vec(), b"x/y".to_vec()], "implied parent");
+        assert_eq!(
+            paths,
+            vec![b"x".to_vec(), b"x/y".to_vec()],
+            "implied parent"
+        );
         assert!(FilesBuilder::new().build().is_empty());
     }
 

@@ -83,15 +83,19 @@ pub(super) fn write(
 
 /// Defines the fd and path functions of the filesystem.
 pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
-    linker.func_wrap(MODULE, "fd_prestat_get", |mut c: C<'_>, fd: i32, out: i32| {
-        with(&mut c, |m, cx| {
-            let name = cx.fs.prestat(fs_fd(cx, fd, Errno::Badf)?)?;
-            let buf = m.slice_mut(out, 8)?;
-            buf.fill(0); // tag 0: a directory
-            buf[4..8].copy_from_slice(&len32(name.len())?.to_le_bytes());
-            Ok(())
-        })
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |mut c: C<'_>, fd: i32, out: i32| {
+            with(&mut c, |m, cx| {
+                let name = cx.fs.prestat(fs_fd(cx, fd, Errno::Badf)?)?;
+                let buf = m.slice_mut(out, 8)?;
+                buf.fill(0); // tag 0: a directory
+                buf[4..8].copy_from_slice(&len32(name.len())?.to_le_bytes());
+                Ok(())
+            })
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "fd_prestat_dir_name",
@@ -212,7 +216,9 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
         |mut c: C<'_>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
             with(&mut c, |m, cx| {
                 let fd = fs_fd(cx, fd, Errno::Notdir)?;
-                let used = cx.fs.readdir(fd, cookie as u64, m.slice_mut(buf, len as u32)?)?;
+                let used = cx
+                    .fs
+                    .readdir(fd, cookie as u64, m.slice_mut(buf, len as u32)?)?;
                 m.write_u32(out, len32(used)?)
             })
         },
@@ -360,7 +366,10 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
         |mut c: C<'_>, target: i32, target_len: i32, fd: i32, path: i32, len: i32| {
             with(&mut c, |m, cx| {
                 let dir = fs_fd(cx, fd, Errno::Notdir)?;
-                let (target, path) = (m.slice(target, target_len as u32)?, m.slice(path, len as u32)?);
+                let (target, path) = (
+                    m.slice(target, target_len as u32)?,
+                    m.slice(path, len as u32)?,
+                );
                 cx.fs_now().symlink(target, dir, path)
             })
         },
@@ -374,7 +383,9 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
                 // The path is copied out: the target is written into the
                 // same linear memory.
                 let path = m.slice(path, len as u32)?.to_vec();
-                let n = cx.fs.readlink(dir, &path, m.slice_mut(buf, buf_len as u32)?)?;
+                let n = cx
+                    .fs
+                    .readlink(dir, &path, m.slice_mut(buf, buf_len as u32)?)?;
                 m.write_u32(out, len32(n)?)
             })
         },
