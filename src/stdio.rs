@@ -4,24 +4,15 @@ use std::io::{self, Read, Write};
 
 use wisp_vmm::GuestIo;
 
-/// Passes stdin through and streams output as it arrives.
+/// Passes stdin through and streams output as it arrives. Stdin is read
+/// only when the module asks for it (never ahead, though that would save a
+/// VM exit): the process's stdin may be shared with a shell loop or the next
+/// command of a pipeline, which must find what the module did not read.
 pub struct ProcessStdio;
 
 impl GuestIo for ProcessStdio {
     fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::stdin().lock().read(buf)
-    }
-
-    fn stdin_ready(&mut self) -> bool {
-        let mut fd = libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe {
-            libc::poll(&mut fd, 1, 0) == 1 && fd.revents & (libc::POLLIN | libc::POLLHUP) != 0
-        }
     }
 
     fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {

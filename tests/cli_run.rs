@@ -313,3 +313,25 @@ fn second_run_uses_the_compile_cache() {
         "cache entry was not rewritten"
     );
 }
+
+#[test]
+fn stdin_the_module_does_not_read_is_left_for_the_next_command() {
+    common::require_kvm();
+    let hello = common::example("hello.wat");
+    let script = format!(
+        "printf 'one\\ntwo\\n' | {{ \"$WISP\" run {}; cat; }}",
+        hello.display()
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("WISP", env!("CARGO_BIN_EXE_wisp"))
+        .env(
+            "WISP_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wisp-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello, world!\none\ntwo\n");
+}
