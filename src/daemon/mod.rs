@@ -7,6 +7,7 @@
 //! - [`host`]: deploy, invoke, delete, recovery and the pool manager
 //! - [`function`] / [`pool`]: one function version and its instances
 //! - [`registry`] / [`store`]: what survives a restart
+//! - [`invokers`] / [`seccomp`]: the threads that run guest code, filtered
 //! - [`budget`], [`metrics`], [`error`]
 
 pub mod budget;
@@ -14,11 +15,13 @@ pub mod error;
 pub mod function;
 pub mod host;
 pub mod http;
+pub mod invokers;
 pub mod metrics;
 pub mod pool;
 pub mod privileges;
 pub mod process;
 pub mod registry;
+pub mod seccomp;
 pub mod server;
 pub mod store;
 
