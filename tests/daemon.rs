@@ -509,3 +509,122 @@ fn the_daemon_can_drop_root_and_still_serve() {
         assert_eq!(&r.body[..], b"hello, world!\n");
     });
 }
+
+/// Replaces the snapshot of `name` (version 1) in a stopped daemon's state
+/// with one of `module` booted in `mode`: the only way a test gets a
+/// misbehaving guest into the daemon, which has no test modes of its own.
+fn plant_hostile_snapshot(state: &std::path::Path, name: &str, module: &std::path::Path) {
+    use wisp_vmm::{TestMode, Vm, VmConfig};
+    let artifact = wisp::compile::Compiler::new(None)
+        .unwrap()
+        .compile(&std::fs::read(module).unwrap())
+        .unwrap();
+    let config = VmConfig {
+        test_mode: TestMode::UnknownKindAfterRequest,
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::boot(config, &artifact).unwrap();
+    let dir = state.join("functions").join(name).join("v1");
+    assert!(dir.is_dir(), "no snapshot at {}", dir.display());
+    vm.snapshot(&dir, name, None).unwrap();
+}
+
+#[test]
+fn guests_failing_in_every_way_leave_other_functions_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = [
+        (
+            "good",
+            common::example("hello.wat"),
+            FunctionConfig::default(),
+        ),
+        (
+            "hostile",
+            common::example("hello.wat"),
+            FunctionConfig::default(),
+        ),
+        (
+            "trap",
+            common::fixture("trap.wat"),
+            FunctionConfig::default(),
+        ),
+        (
+            "spin",
+            common::fixture("spin.wat"),
+            FunctionConfig {
+                timeout_ms: 200,
+                ..FunctionConfig::default()
+            },
+        ),
+        (
+            "flood",
+            common::fixture("flood.wat"),
+            FunctionConfig::default(),
+        ),
+        (
+            "hog",
+            common::fixture("memory_hog.wat"),
+            FunctionConfig {
+                memory_mib: 32,
+                ..FunctionConfig::default()
+            },
+        ),
+    ];
+    {
+        let daemon = Daemon::start_in(dir.path());
+        let client = daemon.client();
+        block_on(async {
+            for (name, module, config) in &functions {
+                let r = deploy(&client, name, module, config.clone()).await;
+                assert_eq!(r.status, 201, "{name}: {r:?}");
+            }
+        });
+        daemon.kill();
+    }
+    // `hostile` comes back from a snapshot whose agent breaks the channel
+    // protocol in the middle of every invocation.
+    plant_hostile_snapshot(&dir.path().join("state"), "hostile", &functions[1].1);
+    let daemon = Daemon::start_in(dir.path());
+    let client = daemon.client();
+    block_on(async {
+        let expect = |name: &str| match name {
+            "hostile" => (502, "function_crashed"),
+            "trap" => (502, "function_trapped"),
+            "spin" => (504, "function_timeout"),
+            "flood" => (502, "function_output_limit"),
+            "hog" => (502, "function_out_of_memory"),
+            _ => (200, ""),
+        };
+        let calls: Vec<_> = (0..4)
+            .flat_map(|round| functions.iter().map(move |(name, _, _)| (round, *name)))
+            .chain((0..40).map(|round| (round, "good")))
+            .map(|(round, name)| {
+                let client = client.clone();
+                tokio::spawn(async move { (round, name, invoke(&client, name, b"").await) })
+            })
+            .collect();
+        for call in calls {
+            let (round, name, r) = call.await.unwrap();
+            match expect(name) {
+                (200, _) => assert_eq!(
+                    (r.status, &r.body[..]),
+                    (200, &b"hello, world!\n"[..]),
+                    "{name} #{round}"
+                ),
+                (status, error) => {
+                    assert_eq!(
+                        (r.status, code(&r).as_str()),
+                        (status, error),
+                        "{name} #{round}"
+                    )
+                }
+            }
+            if name == "hostile" {
+                let message = r.error().unwrap().error.message;
+                assert!(message.contains("protocol violation"), "{message}");
+            }
+        }
+        let good = info(&client, "good").await;
+        assert_eq!((good.stats.invocations, good.stats.errors), (44, 0));
+    });
+}
