@@ -11,6 +11,7 @@
 //! - [`budget`], [`metrics`], [`error`]
 
 pub mod budget;
+pub mod cgroups;
 pub mod error;
 pub mod function;
 pub mod host;
@@ -118,6 +119,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let store = Store::open(&config.state_dir)
         .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
     warn_if_tmpfs(&config.state_dir);
+    cgroups::log_support(&cgroups::detect());
     let unix = bind_unix(&config.socket)?;
     let tcp = match config.listen {
         Some(addr) => Some(
