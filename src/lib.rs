@@ -9,6 +9,7 @@ pub mod bench;
 pub mod client;
 pub mod compile;
 pub mod daemon;
+pub mod seccomp;
 pub mod stats;
 pub mod stdio;
 pub mod units;

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use common::daemon::{block_on, code, deploy, invoke, Daemon};
 use wisp::api::FunctionConfig;
 use wisp::daemon::invokers::THREAD_NAME;
-use wisp::daemon::seccomp::{invocation_filter, Seccomp};
+use wisp::seccomp::{invocation_filter, Seccomp};
 
 /// `(thread name, seccomp mode)` of every thread of `pid`.
 fn thread_modes(pid: u32) -> Vec<(String, u32)> {
@@ -122,6 +122,16 @@ fn every_invocation_thread_of_a_daemon_is_filtered() {
 #[test]
 fn seccomp_off_leaves_the_invocation_threads_unfiltered() {
     let daemon = Daemon::start_with(&["--invocation-threads", "3", "--seccomp", "off"]);
+    // The socket is bound before the threads start; a served request
+    // means they have.
+    block_on(async {
+        let r = daemon
+            .client()
+            .request(hyper::Method::GET, "/healthz", bytes::Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    });
     let threads = thread_modes(daemon.pid());
     let invokers: Vec<_> = threads.iter().filter(|t| t.0 == THREAD_NAME).collect();
     assert_eq!(invokers.len(), 3, "{threads:?}");
@@ -321,4 +331,32 @@ fn log_mode_lets_a_forbidden_call_through() {
         0
     });
     assert_eq!(ended, Ended::Exited(0));
+}
+
+/// `wisp run` boots and runs its VM on a filtered `wisp-vcpu` thread.
+#[test]
+fn wisp_run_filters_its_vcpu_thread() {
+    use std::process::Stdio;
+    let sleep = common::fixture("sleep.wat");
+    let mut child = common::wisp()
+        .args(["run", sleep.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The module sleeps 300 ms: look at the threads meanwhile.
+    let t0 = std::time::Instant::now();
+    let mut seen = None;
+    while seen.is_none() && t0.elapsed() < std::time::Duration::from_secs(20) {
+        seen = thread_modes(child.id())
+            .into_iter()
+            .find(|t| t.0 == "wisp-vcpu")
+            .map(|t| t.1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(seen, Some(2), "the vCPU thread's seccomp mode");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "slept\n");
 }

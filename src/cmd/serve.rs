@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use wisp::daemon::seccomp::Seccomp;
 use wisp::daemon::server::ConnectionLimits;
 use wisp::daemon::{self, ServeConfig, Settings};
+use wisp::seccomp::Seccomp;
 use wisp::units::parse_size;
 
 /// Log output format.

@@ -20,10 +20,10 @@ use super::metrics::{
 };
 use super::pool::Rejection;
 use super::registry::{Record, Registry};
-use super::seccomp::{invocation_filter, Seccomp};
 use super::store::Store;
 use crate::api::{FunctionConfig, FunctionInfo};
 use crate::compile::{CompileError, Compiler};
+use crate::seccomp::{invocation_filter, Seccomp};
 
 /// Daemon-wide knobs.
 #[derive(Clone, Debug)]
@@ -294,7 +294,7 @@ impl Host {
             max_output: MAX_OUTPUT,
             ..VmConfig::default()
         };
-        let mut vm = Vm::boot(vm_config, &artifact).map_err(boot_error)?;
+        let mut vm = self.boot_filtered(vm_config, artifact)?;
         let init = vm.take_init_output();
         if !init.stderr.is_empty() {
             info!(function = name, stderr = %String::from_utf8_lossy(&init.stderr), "init output");
@@ -312,6 +312,28 @@ impl Host {
         Image::open(&dir)
             .map(Arc::new)
             .map_err(|e| ApiError::internal(format!("reopening the snapshot: {e}")))
+    }
+
+    /// Boots a module to ready on an invocation thread: its instantiation
+    /// and `wisp_init` are guest code, so they run under the same seccomp
+    /// filter as invocations. The VM comes back to this (unfiltered) thread
+    /// to be snapshotted. Takes an invocation thread's permit when there is
+    /// a runtime to wait on, so invocations still start at once.
+    fn boot_filtered(&self, config: VmConfig, artifact: Vec<u8>) -> Result<Vm, ApiError> {
+        let _permit = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|runtime| {
+                runtime
+                    .block_on(Arc::clone(&self.workers).acquire_owned())
+                    .ok()
+            });
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.invokers.submit(move || {
+            let _ = tx.send(Vm::boot(config, &artifact));
+        });
+        rx.recv()
+            .map_err(|_| ApiError::internal("the boot worker stopped"))?
+            .map_err(boot_error)
     }
 
     /// The current version of `name`.

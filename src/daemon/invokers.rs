@@ -1,8 +1,9 @@
 //! The invocation threads: a fixed set of threads, named `wisp-invoke`,
 //! that run guest code and nothing else. Each installs the invocation
-//! seccomp filter ([`super::seccomp`]) before taking its first job; jobs
-//! arrive through a queue. Deploys (Cranelift) and recovery keep running
-//! on the async runtime's blocking threads, which stay unfiltered.
+//! seccomp filter ([`crate::seccomp`]) before taking its first job; jobs
+//! (invocations, and deploys' boots to ready) arrive through a queue.
+//! Compiling, writing snapshots and recovery keep running on the async
+//! runtime's blocking threads, which stay unfiltered.
 //!
 //! The handoff is what `tokio::task::spawn_blocking` does for an idle
 //! thread (a queue under a mutex and a condition variable), so it costs

@@ -7,7 +7,8 @@
 //! - [`host`]: deploy, invoke, delete, recovery and the pool manager
 //! - [`function`] / [`pool`]: one function version and its instances
 //! - [`registry`] / [`store`]: what survives a restart
-//! - [`invokers`] / [`seccomp`]: the threads that run guest code, filtered
+//! - [`invokers`]: the threads that run guest code, filtered by
+//!   [`crate::seccomp`]
 //! - [`budget`], [`metrics`], [`error`]
 
 pub mod budget;
@@ -22,7 +23,6 @@ pub mod pool;
 pub mod privileges;
 pub mod process;
 pub mod registry;
-pub mod seccomp;
 pub mod server;
 pub mod store;
 

@@ -9,14 +9,14 @@
 //! [`apply`] on each such thread before it touches a VM. The list is
 //! documented, with the reason for every entry, in docs/HARDENING.md.
 //!
-//! Booting a VM from scratch is not covered (it also needs `SET_FPU`,
-//! `GET_TSC_KHZ` and writes the agent image), nor anything that opens
-//! files: those threads get no `open`/`openat` at all.
+//! Booting a VM from scratch is covered too (`wisp run` boots on its
+//! filtered thread); opening files is not: those threads get no
+//! `open`/`openat` at all.
 
 use std::collections::BTreeMap;
 
 use kvm_bindings::{
-    kvm_cpuid2, kvm_dirty_log, kvm_msrs, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    kvm_cpuid2, kvm_dirty_log, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
     kvm_xcrs, kvm_xsave, KVMIO,
 };
 use seccompiler::{
@@ -42,6 +42,8 @@ ioctl_iow_nr!(
     kvm_userspace_memory_region
 );
 ioctl_io_nr!(KVM_SET_TSS_ADDR, KVMIO, 0x47);
+ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
+ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
@@ -81,6 +83,10 @@ pub fn kvm_ioctls() -> Vec<(&'static str, u64)> {
         ("KVM_SET_XSAVE", KVM_SET_XSAVE()),
         ("KVM_GET_XCRS", KVM_GET_XCRS()),
         ("KVM_SET_XCRS", KVM_SET_XCRS()),
+        // Booting from scratch: the initial FPU state; the TSC rate the
+        // agent reads time with (queried once per process).
+        ("KVM_SET_FPU", KVM_SET_FPU()),
+        ("KVM_GET_TSC_KHZ", KVM_GET_TSC_KHZ()),
     ]
 }
 
@@ -127,6 +133,16 @@ pub fn arg_eq(arg: u8, value: u64) -> SeccompRule {
     rule(vec![cond(arg, SeccompCmpOp::Eq, value)])
 }
 
+/// A rule that holds when every 32-bit argument `(index, value)` equals
+/// its value.
+pub fn args_eq(args: &[(u8, u64)]) -> SeccompRule {
+    rule(
+        args.iter()
+            .map(|&(arg, value)| cond(arg, SeccompCmpOp::Eq, value))
+            .collect(),
+    )
+}
+
 /// A rule that holds when none of the bits in `mask` are set in argument
 /// `arg` (32 bits).
 pub fn arg_clear(arg: u8, mask: u64) -> SeccompRule {
@@ -141,8 +157,8 @@ fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
     SeccompRule::new(conditions).expect("a rule with conditions")
 }
 
-/// The system calls of a thread that restores, runs, resets, recycles and
-/// drops VMs (after [`prepare`]), and of the Rust code around that
+/// The system calls of a thread that boots or restores, runs, resets,
+/// recycles and drops VMs (after [`prepare`]), and of the Rust code around that
 /// (allocation, locks).
 pub fn vm_thread() -> Vec<Syscall> {
     use libc::*;
@@ -257,6 +273,8 @@ mod tests {
         assert_eq!(numbers["KVM_GET_DIRTY_LOG"], 0x4010_ae42);
         assert_eq!(numbers["KVM_SET_CPUID2"], 0x4008_ae90);
         assert_eq!(numbers["KVM_GET_XSAVE"], 0x9000_aea4);
+        assert_eq!(numbers["KVM_SET_FPU"], 0x41a0_ae8d);
+        assert_eq!(numbers["KVM_GET_TSC_KHZ"], 0xaea3);
     }
 
     #[test]
