@@ -338,7 +338,7 @@ fn log_mode_lets_a_forbidden_call_through() {
 fn wisp_run_filters_its_vcpu_thread() {
     use std::process::Stdio;
     let sleep = common::fixture("sleep.wat");
-    let mut child = common::wisp()
+    let child = common::wisp()
         .args(["run", sleep.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
