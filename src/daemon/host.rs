@@ -194,6 +194,7 @@ fn boot_error(e: VmError) -> ApiError {
 impl Host {
     /// Opens the state in `store`, bringing back every registered function
     /// (rebuilding snapshots that are unusable).
+    ///
     /// Call it after privileges are dropped: the invocation threads it
     /// starts may not change their credentials any more.
     pub fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Host>> {
