@@ -64,6 +64,12 @@ impl BootInfo {
 /// Deliberate misbehaviour for tests of the host's defences. The host only
 /// sets these from its test-only API; a hostile guest can do all of this (and
 /// worse) anyway, so honouring them in the agent grants nothing.
+///
+/// Unless a mode says otherwise, the agent misbehaves right after setting
+/// up its channel, before it reports ready. Modes named `Rx…` corrupt
+/// receive descriptor 0 (the first the host fills) and then ask for stdin,
+/// so the host writes through it; the others hand the host a transmit
+/// message.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TestMode {
@@ -81,20 +87,104 @@ pub enum TestMode {
     PrivilegedInstruction = 5,
     /// Spin forever without ever talking to the host.
     Spin = 6,
+    /// Write one byte to the 32-bit `NOTIFY` port.
+    PortWidth = 7,
+    /// Read from the `NOTIFY` port (no port is ever read).
+    PortRead = 8,
+    /// Write a valid vector to the `FAULT` port from ordinary code, as if
+    /// an exception had happened.
+    ForgedFault = 9,
+    /// Write a vector beyond the 32 exceptions to the `FAULT` port.
+    FaultBadVector = 10,
+    /// Report a panic with a length of 4 GiB.
+    PanicHugeLength = 11,
+    /// Queue a transmit descriptor chained to another that chains back.
+    DescriptorLoop = 12,
+    /// Queue an indirect descriptor whose table holds a valid message.
+    IndirectDescriptor = 13,
+    /// Move the transmit avail index 1000 entries ahead of the ring.
+    AvailIndexJump = 14,
+    /// Queue a transmit descriptor over the transmit descriptor table.
+    TxOverlapsRing = 15,
+    /// A receive descriptor chained to itself.
+    RxDescriptorLoop = 16,
+    /// A receive descriptor over the receive descriptor table.
+    RxIntoRing = 17,
+    /// A receive descriptor over the page tables.
+    RxIntoPageTables = 18,
+    /// A receive descriptor over the boot record.
+    RxIntoBootInfo = 19,
+    /// A receive descriptor over the module image.
+    RxIntoModule = 20,
+    /// A receive descriptor 4 GiB long.
+    RxHugeLength = 21,
+    /// A message of an unknown kind.
+    UnknownKind = 22,
+    /// A header claiming more payload than its descriptor holds.
+    HeaderLongerThanDescriptor = 23,
+    /// A header claiming less payload than its descriptor holds.
+    HeaderShorterThanDescriptor = 24,
+    /// A descriptor too short for a message header.
+    TruncatedHeader = 25,
+    /// An `Exit` message with a 2-byte exit code.
+    TruncatedExit = 26,
+    /// A host→guest message kind (`Request`) sent to the host.
+    WrongDirection = 27,
+    /// 1 MiB of stdout, far beyond a small output limit.
+    OversizedOutput = 28,
+    /// `Exit`, then more output in the same exchange.
+    MessageAfterExit = 29,
+    /// Ask the host to sleep for 584 years.
+    SleepForever = 30,
+    /// Behave until the first request arrives, then send a message of an
+    /// unknown kind: a violation in the middle of an invocation (of a VM
+    /// restored from a snapshot, say).
+    UnknownKindAfterRequest = 31,
 }
 
 impl TestMode {
+    /// Every mode, in value order.
+    pub const ALL: [TestMode; 32] = [
+        TestMode::None,
+        TestMode::BogusPort,
+        TestMode::BogusPointer,
+        TestMode::BogusLength,
+        TestMode::PageFault,
+        TestMode::PrivilegedInstruction,
+        TestMode::Spin,
+        TestMode::PortWidth,
+        TestMode::PortRead,
+        TestMode::ForgedFault,
+        TestMode::FaultBadVector,
+        TestMode::PanicHugeLength,
+        TestMode::DescriptorLoop,
+        TestMode::IndirectDescriptor,
+        TestMode::AvailIndexJump,
+        TestMode::TxOverlapsRing,
+        TestMode::RxDescriptorLoop,
+        TestMode::RxIntoRing,
+        TestMode::RxIntoPageTables,
+        TestMode::RxIntoBootInfo,
+        TestMode::RxIntoModule,
+        TestMode::RxHugeLength,
+        TestMode::UnknownKind,
+        TestMode::HeaderLongerThanDescriptor,
+        TestMode::HeaderShorterThanDescriptor,
+        TestMode::TruncatedHeader,
+        TestMode::TruncatedExit,
+        TestMode::WrongDirection,
+        TestMode::OversizedOutput,
+        TestMode::MessageAfterExit,
+        TestMode::SleepForever,
+        TestMode::UnknownKindAfterRequest,
+    ];
+
     /// Decodes a boot-record value; unknown values mean [`TestMode::None`].
     pub fn from_u32(value: u32) -> TestMode {
-        match value {
-            1 => TestMode::BogusPort,
-            2 => TestMode::BogusPointer,
-            3 => TestMode::BogusLength,
-            4 => TestMode::PageFault,
-            5 => TestMode::PrivilegedInstruction,
-            6 => TestMode::Spin,
-            _ => TestMode::None,
-        }
+        TestMode::ALL
+            .get(value as usize)
+            .copied()
+            .unwrap_or(TestMode::None)
     }
 }
 
@@ -127,16 +217,9 @@ mod tests {
 
     #[test]
     fn test_modes_round_trip() {
-        for mode in [
-            TestMode::None,
-            TestMode::BogusPort,
-            TestMode::BogusPointer,
-            TestMode::BogusLength,
-            TestMode::PageFault,
-            TestMode::PrivilegedInstruction,
-            TestMode::Spin,
-        ] {
-            assert_eq!(TestMode::from_u32(mode as u32), mode);
+        for (value, mode) in TestMode::ALL.iter().enumerate() {
+            assert_eq!(*mode as u32, value as u32);
+            assert_eq!(TestMode::from_u32(value as u32), *mode);
         }
         assert_eq!(TestMode::from_u32(99), TestMode::None);
     }

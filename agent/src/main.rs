@@ -137,7 +137,8 @@ pub extern "C" fn agent_main() -> ! {
     }
     heap::init(boot.heap_start, boot.heap_end);
     let mut channel = Channel::init();
-    misbehave::run(TestMode::from_u32(boot.test_mode), &mut channel);
+    let test_mode = TestMode::from_u32(boot.test_mode);
+    misbehave::run(test_mode, &boot, &mut channel);
 
     let (engine, module, linker) = match prepare(&boot) {
         Ok(parts) => parts,
@@ -159,6 +160,7 @@ pub extern "C" fn agent_main() -> ! {
     ctx.channel.send(Kind::Ready, &[]);
     ctx.channel.notify();
     receive_request(ctx, boot.tsc_khz);
+    misbehave::after_request(test_mode);
 
     let outcome = start.call(&mut store, ());
     let ctx = store.data_mut();

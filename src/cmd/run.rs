@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use wisp::seccomp::{run_filter, Seccomp};
 use wisp::stdio::ProcessStdio;
 use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, Vm, VmConfig};
 
@@ -33,6 +34,10 @@ pub struct RunArgs {
     /// Print where the time went to stderr.
     #[arg(long)]
     timings: bool,
+    /// What a system call outside the vCPU thread's seccomp allow-list
+    /// does: `kill` wisp, `log` it to the kernel audit log, or `off`.
+    #[arg(long, env = "WISP_SECCOMP", value_enum, default_value_t = Seccomp::Kill)]
+    seccomp: Seccomp,
     #[command(flatten)]
     vm: VmArgs,
     /// Restore this snapshot (made by `wisp snapshot create`) instead of
@@ -99,6 +104,31 @@ fn invoke_once(
     (outcome, run, t_teardown.elapsed())
 }
 
+/// Runs `f` on a thread of its own (`wisp-vcpu`), confined by `wisp run`'s
+/// seccomp filter for `mode` before it starts: the VM is booted or
+/// restored, run and dropped there, so guest code never runs on a thread
+/// that could open files or start processes.
+fn on_vcpu_thread<R: Send + 'static>(
+    mode: Seccomp,
+    f: impl FnOnce() -> Result<R, VmError> + Send + 'static,
+) -> Result<R> {
+    let filter = run_filter(mode)?;
+    if filter.is_some() {
+        wisp_vmm::seccomp::prepare()?;
+    }
+    let thread = std::thread::Builder::new()
+        .name("wisp-vcpu".into())
+        .spawn(move || {
+            if let Some(filter) = &filter {
+                wisp_vmm::seccomp::apply(filter)?;
+            }
+            f()
+        })?;
+    Ok(thread
+        .join()
+        .map_err(|_| anyhow!("the vCPU thread panicked"))??)
+}
+
 /// Compiles (or takes from the cache), boots and runs.
 fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmError>> {
     let Some((module, rest)) = args.command.split_first() else {
@@ -107,13 +137,15 @@ fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmErro
     let t0 = Instant::now();
     let artifact = args.vm.compile(module.as_ref())?;
     let t_compile = t0.elapsed();
-    let vm = Vm::boot(config(args, args.vm.memory())?, &artifact)?;
-    let boot = vm.boot_timings();
     let invocation = Invocation {
         args: argv(&module_name(module.as_ref()), rest),
         env,
     };
-    let (outcome, run, teardown) = invoke_once(vm, &invocation);
+    let config = config(args, args.vm.memory())?;
+    let (boot, (outcome, run, teardown)) = on_vcpu_thread(args.seccomp, move || {
+        let vm = Vm::boot(config, &artifact)?;
+        Ok((vm.boot_timings(), invoke_once(vm, &invocation)))
+    })?;
     if args.timings {
         eprintln!(
             "wisp: compile/cache {} | vm create {} | load {} | agent init {} | run {} | teardown {} | total {}",
@@ -144,15 +176,18 @@ fn run_snapshot(
     let t0 = Instant::now();
     let image = Arc::new(Image::open(&dir)?);
     let t_open = t0.elapsed();
-    let t_restore = Instant::now();
-    let vm = Vm::restore(&image, config(args, image.mem_size())?)?;
-    let restore = t_restore.elapsed();
-    let parts = vm.restore_timings();
     let invocation = Invocation {
         args: argv(image.module_name().unwrap_or("module"), &args.command),
         env,
     };
-    let (outcome, run, teardown) = invoke_once(vm, &invocation);
+    let config = config(args, image.mem_size())?;
+    let ((restore, parts), (outcome, run, teardown)) = on_vcpu_thread(args.seccomp, move || {
+        let t_restore = Instant::now();
+        let vm = Vm::restore(&image, config)?;
+        let restore = t_restore.elapsed();
+        let parts = vm.restore_timings();
+        Ok(((restore, parts), invoke_once(vm, &invocation)))
+    })?;
     if args.timings {
         eprintln!(
             "wisp: open+verify {} | restore {} (vm {} + memory {} + state {}) | run {} | teardown {} | total {}",

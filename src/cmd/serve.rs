@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use wisp::daemon::server::ConnectionLimits;
 use wisp::daemon::{self, ServeConfig, Settings};
+use wisp::seccomp::Seccomp;
 use wisp::units::parse_size;
 
 /// Log output format.
@@ -55,6 +56,11 @@ pub struct ServeArgs {
     /// state directory is given to it (e.g. `--user wisp`).
     #[arg(long)]
     user: Option<String>,
+    /// What a system call outside the invocation threads' seccomp
+    /// allow-list does: `kill` the daemon, `log` it to the kernel audit
+    /// log and allow it, or `off` (no filter).
+    #[arg(long, env = "WISP_SECCOMP", value_enum, default_value_t = Seccomp::Kill)]
+    seccomp: Seccomp,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -83,6 +89,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             invocation_threads: args
                 .invocation_threads
                 .unwrap_or_else(Settings::default_invocation_threads),
+            seccomp: args.seccomp,
         },
         user: args.user,
         limits: ConnectionLimits {
@@ -93,8 +100,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Invocations, plus a few for deploys and recovery.
-        .max_blocking_threads(config.settings.invocation_threads + 16)
+        // Deploys, recovery and file I/O; invocations have threads of
+        // their own.
+        .max_blocking_threads(32)
         .build()?;
     runtime.block_on(daemon::serve(config))?;
     Ok(ExitCode::SUCCESS)

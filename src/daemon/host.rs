@@ -14,6 +14,7 @@ use wisp_vmm::{Error as VmError, Image, Shell, Vm, VmConfig};
 use super::budget::MemoryBudget;
 use super::error::ApiError;
 use super::function::{Completed, Failure, Function, MAX_OUTPUT};
+use super::invokers::Invokers;
 use super::metrics::{
     resident_bytes, FunctionLabels, InvocationLabels, KindLabels, MemoryLabels, Metrics,
 };
@@ -22,6 +23,7 @@ use super::registry::{Record, Registry};
 use super::store::Store;
 use crate::api::{FunctionConfig, FunctionInfo};
 use crate::compile::{CompileError, Compiler};
+use crate::seccomp::{invocation_filter, Seccomp};
 
 /// Daemon-wide knobs.
 #[derive(Clone, Debug)]
@@ -37,6 +39,8 @@ pub struct Settings {
     /// only adds contention: with 240 instead of 16 on 2 cores, cold starts
     /// fell from ~2000/s to ~530/s at 256 clients (mm lock contention).
     pub invocation_threads: usize,
+    /// The invocation threads' seccomp filter.
+    pub seccomp: Seccomp,
 }
 
 impl Settings {
@@ -73,8 +77,10 @@ pub struct Host {
     shells: Mutex<Vec<Shell>>,
     settings: Settings,
     budget: Arc<MemoryBudget>,
-    /// Blocking threads available to invocations.
+    /// Invocation threads not running an invocation.
     workers: Arc<tokio::sync::Semaphore>,
+    /// The invocation threads.
+    invokers: Invokers,
     /// Exported metrics.
     pub metrics: Metrics,
 }
@@ -188,9 +194,13 @@ fn boot_error(e: VmError) -> ApiError {
 impl Host {
     /// Opens the state in `store`, bringing back every registered function
     /// (rebuilding snapshots that are unusable).
+    ///
+    /// Call it after privileges are dropped: the invocation threads it
+    /// starts may not change their credentials any more.
     pub fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Host>> {
         let registry = Registry::open(&store.registry_path())?;
         let compiler = Compiler::new(Some(store.cache_dir()))?;
+        let invokers = start_invokers(&settings)?;
         let host = Arc::new(Host {
             functions: RwLock::new(HashMap::new()),
             deploys: Mutex::new(HashMap::new()),
@@ -202,6 +212,7 @@ impl Host {
             workers: Arc::new(tokio::sync::Semaphore::new(
                 settings.invocation_threads.max(1),
             )),
+            invokers,
             settings,
             metrics: Metrics::default(),
         });
@@ -284,7 +295,7 @@ impl Host {
             max_output: MAX_OUTPUT,
             ..VmConfig::default()
         };
-        let mut vm = Vm::boot(vm_config, &artifact).map_err(boot_error)?;
+        let mut vm = self.boot_filtered(vm_config, artifact)?;
         let init = vm.take_init_output();
         if !init.stderr.is_empty() {
             info!(function = name, stderr = %String::from_utf8_lossy(&init.stderr), "init output");
@@ -302,6 +313,28 @@ impl Host {
         Image::open(&dir)
             .map(Arc::new)
             .map_err(|e| ApiError::internal(format!("reopening the snapshot: {e}")))
+    }
+
+    /// Boots a module to ready on an invocation thread: its instantiation
+    /// and `wisp_init` are guest code, so they run under the same seccomp
+    /// filter as invocations. The VM comes back to this (unfiltered) thread
+    /// to be snapshotted. Takes an invocation thread's permit when there is
+    /// a runtime to wait on, so invocations still start at once.
+    fn boot_filtered(&self, config: VmConfig, artifact: Vec<u8>) -> Result<Vm, ApiError> {
+        let _permit = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|runtime| {
+                runtime
+                    .block_on(Arc::clone(&self.workers).acquire_owned())
+                    .ok()
+            });
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.invokers.submit(move || {
+            let _ = tx.send(Vm::boot(config, &artifact));
+        });
+        rx.recv()
+            .map_err(|_| ApiError::internal("the boot worker stopped"))?
+            .map_err(boot_error)
     }
 
     /// The current version of `name`.
@@ -451,8 +484,8 @@ impl Host {
                 }
             }
         };
-        // Invocations run on blocking threads; wait for one here so the
-        // wait shows in the queue time rather than inside the thread pool.
+        // Wait for an invocation thread here, so the wait shows in the
+        // queue time and a submitted job starts at once.
         let worker_permit = Arc::clone(&self.workers)
             .acquire_owned()
             .await
@@ -461,7 +494,7 @@ impl Host {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host = Arc::clone(self);
         let worker = Arc::clone(&function);
-        tokio::task::spawn_blocking(move || {
+        self.invokers.submit(move || {
             let exec = worker.execute(&stdin, &|| host.take_shell(), &host.budget);
             let _ = tx.send((exec.result, exec.cold));
             // Off the response path, still holding the slot: reset the
@@ -696,6 +729,34 @@ impl Host {
             }
         }
     }
+}
+
+/// Starts the invocation threads, filtered as `settings.seccomp` says.
+fn start_invokers(settings: &Settings) -> anyhow::Result<Invokers> {
+    let filter = invocation_filter(settings.seccomp)?;
+    if filter.is_some() {
+        // What a VM thread does once per process, done before the filter
+        // forbids it (opening /dev/kvm, installing a signal handler).
+        wisp_vmm::seccomp::prepare()?;
+    }
+    let invokers = Invokers::start(settings.invocation_threads, filter)?;
+    match settings.seccomp {
+        Seccomp::Off => warn!(
+            threads = settings.invocation_threads,
+            "seccomp off: invocation threads are not filtered"
+        ),
+        mode => info!(
+            threads = settings.invocation_threads,
+            seccomp = mode.as_str(),
+            "invocation threads filtered by seccomp ({})",
+            if mode == Seccomp::Kill {
+                "a forbidden system call kills the daemon"
+            } else {
+                "forbidden system calls are allowed and logged to the kernel audit log"
+            }
+        ),
+    }
+    Ok(invokers)
 }
 
 /// The response for a failed invocation.

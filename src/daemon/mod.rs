@@ -7,13 +7,17 @@
 //! - [`host`]: deploy, invoke, delete, recovery and the pool manager
 //! - [`function`] / [`pool`]: one function version and its instances
 //! - [`registry`] / [`store`]: what survives a restart
+//! - [`invokers`]: the threads that run guest code, filtered by
+//!   [`crate::seccomp`]
 //! - [`budget`], [`metrics`], [`error`]
 
 pub mod budget;
+pub mod cgroups;
 pub mod error;
 pub mod function;
 pub mod host;
 pub mod http;
+pub mod invokers;
 pub mod metrics;
 pub mod pool;
 pub mod privileges;
@@ -115,6 +119,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let store = Store::open(&config.state_dir)
         .with_context(|| format!("opening the state directory {}", config.state_dir.display()))?;
     warn_if_tmpfs(&config.state_dir);
+    cgroups::log_support(&cgroups::detect());
     let unix = bind_unix(&config.socket)?;
     let tcp = match config.listen {
         Some(addr) => Some(

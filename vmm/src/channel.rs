@@ -4,7 +4,7 @@
 //! Everything here reads guest-written memory, so everything is checked:
 //! descriptors must be single (no chain, no indirect table), of the right
 //! direction, and lie inside their queue's buffer area (`wisp_abi::layout`);
-//! message headers must fit their buffers. A violation is an
+//! a message header's length must be its descriptor's, less the header. A violation is an
 //! [`Error::Protocol`] that ends the run.
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +165,12 @@ impl HostChannel {
             mem.read_slice(&mut self.scratch[..len], desc.addr())
                 .map_err(protocol)?;
             let (kind, payload) = msg::decode(&self.scratch[..len]).map_err(protocol)?;
+            if HEADER_LEN + payload.len() != len {
+                return Err(protocol(format!(
+                    "a {kind:?} message of {} bytes in a {len}-byte descriptor; they must agree",
+                    HEADER_LEN + payload.len()
+                )));
+            }
             handle(kind, payload)?;
             self.tx.add_used(mem, head, 0).map_err(protocol)?;
         }
@@ -282,6 +288,27 @@ mod tests {
         let r = ch.push_rx(&mem, |_| Ok((Kind::StdinEof, 0)));
         assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
         assert_eq!(memory::read(&mem, RX_BUF_ADDR, 8).unwrap(), [0; 8]);
+    }
+
+    /// A header that claims less than its descriptor holds used to be
+    /// accepted, the rest ignored; the two must agree.
+    #[test]
+    fn header_and_descriptor_lengths_must_agree() {
+        let mem = memory::create(MIN_MEM_SIZE).unwrap();
+        let mut ch = HostChannel::new().unwrap();
+        memory::write(
+            &mem,
+            TX_BUF_ADDR,
+            &[2, 0, 0, 0, 2, 0, 0, 0, b'h', b'i', b'!'],
+        )
+        .unwrap();
+        set_desc(&mem, TX_DESC_ADDR, 0, TX_BUF_ADDR, 11, 0);
+        post(&mem, TX_AVAIL_ADDR, 0);
+        let r = ch.drain_tx(&mem, |_, _| panic!("nothing may be delivered"));
+        assert!(
+            matches!(&r, Err(Error::Protocol(m)) if m.contains("must agree")),
+            "{r:?}"
+        );
     }
 
     #[test]

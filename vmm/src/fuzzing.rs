@@ -370,7 +370,7 @@ fn tx_message(g: &Guest, addr: u64, len: u32) -> Option<(u32, Vec<u8>)> {
     }
     let kind = g.u32(addr);
     let n = g.u32(addr + 4);
-    if !KINDS.iter().any(|&k| k as u32 == kind) || u64::from(n) + 8 > u64::from(len) {
+    if !KINDS.iter().any(|&k| k as u32 == kind) || u64::from(n) + 8 != u64::from(len) {
         return None;
     }
     Some((kind, g.read(addr + 8, n as usize)?))

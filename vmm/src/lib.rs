@@ -27,6 +27,7 @@ mod io;
 mod kvm;
 mod loader;
 mod memory;
+pub mod seccomp;
 mod shell;
 mod timer;
 mod vm;

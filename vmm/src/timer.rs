@@ -21,7 +21,7 @@ extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
     // Nothing to do: being delivered is the point (KVM_RUN returns EINTR).
 }
 
-fn install_handler() -> io::Result<()> {
+pub(crate) fn install_handler() -> io::Result<()> {
     static INSTALL: Once = Once::new();
     let mut result = Ok(());
     INSTALL.call_once(|| {

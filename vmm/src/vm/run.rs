@@ -79,6 +79,7 @@ impl Vm {
         loop {
             let (port, value) = match self.shell.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
+                    check_width(port, data.len())?;
                     let mut v = [0u8; 4];
                     let n = data.len().min(4);
                     v[..n].copy_from_slice(&data[..n]);
@@ -318,9 +319,50 @@ pub(crate) fn deliver_output(
     Ok(())
 }
 
+/// Fails unless a write to one of the ABI's ports has that port's width
+/// (`bytes` is the size of the access times its count, for string I/O).
+/// Unknown ports are refused by the caller.
+fn check_width(port: u16, bytes: usize) -> Result<()> {
+    let width = match port {
+        ports::NOTIFY | ports::PANIC => 4,
+        ports::FAULT => 1,
+        _ => return Ok(()),
+    };
+    if bytes != width {
+        return Err(Error::Protocol(format!(
+            "I/O port {port:#x} written with {bytes} byte(s); it takes {width}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_deadline(deadline: Option<&Deadline>) -> Result<()> {
     match deadline {
         Some(d) if d.expired() => Err(Error::Timeout(d.limit())),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1-byte write to `NOTIFY` used to be taken as a notify.
+    #[test]
+    fn ports_take_their_own_width_only() {
+        assert!(check_width(ports::NOTIFY, 4).is_ok());
+        assert!(check_width(ports::PANIC, 4).is_ok());
+        assert!(check_width(ports::FAULT, 1).is_ok());
+        for (port, bytes) in [
+            (ports::NOTIFY, 1),
+            (ports::NOTIFY, 2),
+            (ports::PANIC, 8),
+            (ports::FAULT, 4),
+        ] {
+            assert!(
+                matches!(check_width(port, bytes), Err(Error::Protocol(_))),
+                "{port:#x} with {bytes} bytes"
+            );
+        }
     }
 }

@@ -1,0 +1,288 @@
+//! What a thread that runs micro-VMs may ask of the kernel: the system
+//! calls, with their argument filters, that restoring, running, resetting,
+//! recycling and dropping VMs make, as a seccomp allow-list (built with
+//! `seccompiler`, as Firecracker does).
+//!
+//! A program that runs VMs on dedicated threads adds its own needs (logs,
+//! waking its other threads) with [`Syscall::any`] / [`Syscall::with`],
+//! builds the filter once with [`compile`], calls [`prepare`] and then
+//! [`apply`] on each such thread before it touches a VM. The list is
+//! documented, with the reason for every entry, in docs/HARDENING.md.
+//!
+//! Booting a VM from scratch is covered too (`wisp run` boots on its
+//! filtered thread); opening files is not: those threads get no
+//! `open`/`openat` at all.
+
+use std::collections::BTreeMap;
+
+use kvm_bindings::{
+    kvm_cpuid2, kvm_dirty_log, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    kvm_xcrs, kvm_xsave, KVMIO,
+};
+use seccompiler::{
+    SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
+
+pub use seccompiler::{BpfProgram, SeccompAction};
+
+use crate::error::Result;
+
+// The KVM ioctls a VM thread issues, numbered as in `kvm-ioctls` (which
+// keeps its numbers private).
+ioctl_io_nr!(KVM_CREATE_VM, KVMIO, 0x01);
+ioctl_io_nr!(KVM_GET_VCPU_MMAP_SIZE, KVMIO, 0x04);
+ioctl_iowr_nr!(KVM_GET_SUPPORTED_CPUID, KVMIO, 0x05, kvm_cpuid2);
+ioctl_io_nr!(KVM_CREATE_VCPU, KVMIO, 0x41);
+ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
+ioctl_iow_nr!(
+    KVM_SET_USER_MEMORY_REGION,
+    KVMIO,
+    0x46,
+    kvm_userspace_memory_region
+);
+ioctl_io_nr!(KVM_SET_TSS_ADDR, KVMIO, 0x47);
+ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_fpu);
+ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
+ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+ioctl_iow_nr!(KVM_SET_MSRS, KVMIO, 0x89, kvm_msrs);
+ioctl_iow_nr!(KVM_SET_CPUID2, KVMIO, 0x90, kvm_cpuid2);
+ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+ioctl_iow_nr!(KVM_SET_XSAVE, KVMIO, 0xa5, kvm_xsave);
+ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
+ioctl_iow_nr!(KVM_SET_XCRS, KVMIO, 0xa7, kvm_xcrs);
+
+/// The KVM ioctls a VM thread may issue, by name.
+pub fn kvm_ioctls() -> Vec<(&'static str, u64)> {
+    vec![
+        // Creating a shell (VM + vCPU) for a cold start without a spare one.
+        ("KVM_CREATE_VM", KVM_CREATE_VM()),
+        ("KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE()),
+        ("KVM_SET_TSS_ADDR", KVM_SET_TSS_ADDR()),
+        ("KVM_CREATE_VCPU", KVM_CREATE_VCPU()),
+        ("KVM_SET_CPUID2", KVM_SET_CPUID2()),
+        // Cached by `prepare`; listed in case the cache is cold.
+        ("KVM_GET_SUPPORTED_CPUID", KVM_GET_SUPPORTED_CPUID()),
+        // Attaching, detaching guest memory; the dirty log of a reset.
+        ("KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION()),
+        ("KVM_GET_DIRTY_LOG", KVM_GET_DIRTY_LOG()),
+        // Running, and loading the vCPU state of a restore or reset.
+        ("KVM_RUN", KVM_RUN()),
+        ("KVM_GET_REGS", KVM_GET_REGS()),
+        ("KVM_SET_REGS", KVM_SET_REGS()),
+        ("KVM_GET_SREGS", KVM_GET_SREGS()),
+        ("KVM_SET_SREGS", KVM_SET_SREGS()),
+        ("KVM_GET_MSRS", KVM_GET_MSRS()),
+        ("KVM_SET_MSRS", KVM_SET_MSRS()),
+        ("KVM_GET_XSAVE", KVM_GET_XSAVE()),
+        ("KVM_SET_XSAVE", KVM_SET_XSAVE()),
+        ("KVM_GET_XCRS", KVM_GET_XCRS()),
+        ("KVM_SET_XCRS", KVM_SET_XCRS()),
+        // Booting from scratch: the initial FPU state; the TSC rate the
+        // agent reads time with (queried once per process).
+        ("KVM_SET_FPU", KVM_SET_FPU()),
+        ("KVM_GET_TSC_KHZ", KVM_GET_TSC_KHZ()),
+    ]
+}
+
+/// `madvise` advice a VM thread may give: dropping pages (the allocator),
+/// huge pages and pre-faulting (guest memory strategies).
+const MADVICE: [libc::c_int; 5] = [
+    libc::MADV_DONTNEED,
+    libc::MADV_FREE,
+    libc::MADV_HUGEPAGE,
+    libc::MADV_POPULATE_READ,
+    libc::MADV_POPULATE_WRITE,
+];
+
+/// One allowed system call and, if it is allowed only for some arguments,
+/// the rules (any of which allows it).
+#[derive(Clone, Debug)]
+pub struct Syscall {
+    /// Its name, as in `man 2`.
+    pub name: &'static str,
+    /// Its number on this architecture.
+    pub nr: i64,
+    /// Argument rules; empty means any arguments.
+    pub rules: Vec<SeccompRule>,
+}
+
+impl Syscall {
+    /// `nr` with any arguments.
+    pub fn any(name: &'static str, nr: i64) -> Syscall {
+        Syscall {
+            name,
+            nr,
+            rules: Vec::new(),
+        }
+    }
+
+    /// `nr` only when one of `rules` matches.
+    pub fn with(name: &'static str, nr: i64, rules: Vec<SeccompRule>) -> Syscall {
+        Syscall { name, nr, rules }
+    }
+}
+
+/// A rule that holds when 32-bit argument `arg` equals `value`.
+pub fn arg_eq(arg: u8, value: u64) -> SeccompRule {
+    rule(vec![cond(arg, SeccompCmpOp::Eq, value)])
+}
+
+/// A rule that holds when every 32-bit argument `(index, value)` equals
+/// its value.
+pub fn args_eq(args: &[(u8, u64)]) -> SeccompRule {
+    rule(
+        args.iter()
+            .map(|&(arg, value)| cond(arg, SeccompCmpOp::Eq, value))
+            .collect(),
+    )
+}
+
+/// A rule that holds when none of the bits in `mask` are set in argument
+/// `arg` (32 bits).
+pub fn arg_clear(arg: u8, mask: u64) -> SeccompRule {
+    rule(vec![cond(arg, SeccompCmpOp::MaskedEq(mask), 0)])
+}
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).expect("argument index below 6")
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    SeccompRule::new(conditions).expect("a rule with conditions")
+}
+
+/// The system calls of a thread that boots or restores, runs, resets,
+/// recycles and drops VMs (after [`prepare`]), and of the Rust code around that
+/// (allocation, locks).
+pub fn vm_thread() -> Vec<Syscall> {
+    use libc::*;
+    vec![
+        Syscall::with(
+            "ioctl",
+            SYS_ioctl,
+            kvm_ioctls()
+                .into_iter()
+                .map(|(_, request)| arg_eq(1, request))
+                .collect(),
+        ),
+        // Guest memory (snapshot file mapped copy-on-write), the vCPU's
+        // `kvm_run` page, the allocator: never executable.
+        Syscall::with("mmap", SYS_mmap, vec![arg_clear(2, PROT_EXEC as u64)]),
+        Syscall::with(
+            "mprotect",
+            SYS_mprotect,
+            vec![arg_clear(2, PROT_EXEC as u64)],
+        ),
+        Syscall::any("munmap", SYS_munmap),
+        Syscall::any("mremap", SYS_mremap),
+        Syscall::any("brk", SYS_brk),
+        Syscall::with(
+            "madvise",
+            SYS_madvise,
+            MADVICE.iter().map(|&a| arg_eq(2, a as u64)).collect(),
+        ),
+        // A reset copies the written pages back from the snapshot file.
+        Syscall::any("pread64", SYS_pread64),
+        // Dropping a VM closes its VM and vCPU descriptors.
+        Syscall::any("close", SYS_close),
+        // The invocation timeout: a per-thread timer signals the vCPU
+        // thread, whose handler returns through rt_sigreturn.
+        Syscall::with(
+            "timer_create",
+            SYS_timer_create,
+            vec![arg_eq(0, CLOCK_MONOTONIC as u64)],
+        ),
+        Syscall::any("timer_settime", SYS_timer_settime),
+        Syscall::any("timer_delete", SYS_timer_delete),
+        Syscall::any("gettid", SYS_gettid),
+        Syscall::any("rt_sigreturn", SYS_rt_sigreturn),
+        Syscall::any("restart_syscall", SYS_restart_syscall),
+        // The guest's `Sleep` message.
+        Syscall::any("clock_nanosleep", SYS_clock_nanosleep),
+        // Clocks (the vDSO normally answers without a system call).
+        Syscall::any("clock_gettime", SYS_clock_gettime),
+        // The per-invocation random seed.
+        Syscall::any("getrandom", SYS_getrandom),
+        // Locks, condition variables, one-time initialisation.
+        Syscall::any("futex", SYS_futex),
+        Syscall::any("sched_yield", SYS_sched_yield),
+        // A thread that ends (only this thread, never the process).
+        Syscall::any("exit", SYS_exit),
+    ]
+}
+
+/// Builds the BPF program that allows `allowed` and takes `on_violation`
+/// for anything else. Entries for the same system call are merged (any of
+/// their rules allows it; one without rules allows it outright).
+pub fn compile(allowed: &[Syscall], on_violation: SeccompAction) -> Result<BpfProgram> {
+    let mut rules: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+    for s in allowed {
+        let entry = rules.entry(s.nr).or_insert_with(|| Some(Vec::new()));
+        match (entry.as_mut(), s.rules.is_empty()) {
+            (_, true) => *entry = None,
+            (Some(list), false) => list.extend(s.rules.iter().cloned()),
+            (None, false) => {}
+        }
+    }
+    let rules = rules
+        .into_iter()
+        .map(|(nr, r)| (nr, r.unwrap_or_default()))
+        .collect();
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(seccomp_error)?;
+    let filter = SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)
+        .map_err(seccomp_error)?;
+    BpfProgram::try_from(filter).map_err(seccomp_error)
+}
+
+/// Installs `program` on the calling thread, for good.
+pub fn apply(program: &BpfProgram) -> Result<()> {
+    seccompiler::apply_filter(program).map_err(seccomp_error)
+}
+
+fn seccomp_error(e: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Config(format!("seccomp filter: {e}"))
+}
+
+/// Does once per process what a VM thread would otherwise do on its first
+/// VM, with system calls its filter does not allow: opens `/dev/kvm`,
+/// fetches the CPUID KVM supports and installs the timeout signal's
+/// handler. Call it before filtering any thread.
+pub fn prepare() -> Result<()> {
+    let kvm = crate::kvm::kvm()?;
+    crate::arch::supported_cpuid(kvm)?;
+    crate::timer::install_handler().map_err(crate::Error::Timer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        let numbers: std::collections::HashMap<_, _> = kvm_ioctls().into_iter().collect();
+        // From <linux/kvm.h> on x86-64.
+        assert_eq!(numbers["KVM_RUN"], 0xae80);
+        assert_eq!(numbers["KVM_CREATE_VM"], 0xae01);
+        assert_eq!(numbers["KVM_SET_USER_MEMORY_REGION"], 0x4020_ae46);
+        assert_eq!(numbers["KVM_GET_DIRTY_LOG"], 0x4010_ae42);
+        assert_eq!(numbers["KVM_SET_CPUID2"], 0x4008_ae90);
+        assert_eq!(numbers["KVM_GET_XSAVE"], 0x9000_aea4);
+        assert_eq!(numbers["KVM_SET_FPU"], 0x41a0_ae8d);
+        assert_eq!(numbers["KVM_GET_TSC_KHZ"], 0xaea3);
+    }
+
+    #[test]
+    fn the_filter_compiles_with_merged_entries() {
+        let mut list = vm_thread();
+        list.push(Syscall::any("write", libc::SYS_write));
+        list.push(Syscall::with("ioctl", libc::SYS_ioctl, vec![arg_eq(1, 1)]));
+        let program = compile(&list, SeccompAction::KillProcess).unwrap();
+        assert!(!program.is_empty());
+    }
+}
