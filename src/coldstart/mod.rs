@@ -208,11 +208,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
 
 /// The process-per-invocation alternatives for `f` that this host has;
 /// the others are added to `skipped` with the reason.
-fn alternatives(
-    plan: &Plan,
-    f: &Function,
-    skipped: &mut Skipped,
-) -> Result<Vec<ProcessRun>> {
+fn alternatives(plan: &Plan, f: &Function, skipped: &mut Skipped) -> Result<Vec<ProcessRun>> {
     let input = write_input(plan, f)?;
     let mut runs = Vec::new();
     for alternative in Alternative::value_variants() {

@@ -20,8 +20,20 @@ use super::metrics::{
 use super::pool::Rejection;
 use super::registry::{Record, Registry};
 use super::store::Store;
-use crate::api::{FunctionConfig, FunctionInfo};
+use crate::api::{FunctionConfig, FunctionImage, FunctionInfo};
 use crate::compile::{CompileError, Compiler};
+use wisp_images::{ArtifactCache, Digest, Error as ImageError, Store as ImageStore};
+
+/// Bytes of recently used compiled artifacts kept in memory.
+const ARTIFACT_MEMORY: u64 = 256 << 20;
+
+/// What a deploy runs.
+pub enum Source {
+    /// A module as uploaded (`.wasm` or `.wat`).
+    Module(Vec<u8>),
+    /// An image in the daemon's image store, by reference.
+    Image(String),
+}
 
 /// Daemon-wide knobs.
 #[derive(Clone, Debug)]
@@ -69,6 +81,7 @@ pub struct Host {
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     registry: Mutex<Registry>,
     store: Store,
+    images: ImageStore,
     compiler: Compiler,
     shells: Mutex<Vec<Shell>>,
     settings: Settings,
@@ -166,6 +179,31 @@ fn storage_error(what: &str, e: &(dyn std::error::Error + 'static)) -> ApiError 
     ApiError::internal(format!("{what}: {e}"))
 }
 
+/// Maps an image-store failure of a deploy by image.
+fn image_error(e: &ImageError) -> ApiError {
+    match e {
+        ImageError::InvalidReference { .. } | ImageError::Ambiguous { .. } => {
+            ApiError::bad_request("invalid_image_reference", e.to_string())
+        }
+        ImageError::NotFound(reference) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_found",
+            format!("no image `{reference}` in the daemon's image store (STATE/images): build or import it there first"),
+        ),
+        ImageError::Corrupt { .. } | ImageError::MissingBlob(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "image_corrupt",
+            format!("{e}; nothing was deployed"),
+        ),
+        ImageError::InvalidImage(_) | ImageError::NotWasm(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_module",
+            e.to_string(),
+        ),
+        e => storage_error("the image store", e),
+    }
+}
+
 /// Maps a boot failure: the module's fault is a 422, the host's a 500.
 fn boot_error(e: VmError) -> ApiError {
     match e {
@@ -190,12 +228,15 @@ impl Host {
     /// (rebuilding snapshots that are unusable).
     pub fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Host>> {
         let registry = Registry::open(&store.registry_path())?;
-        let compiler = Compiler::new(Some(store.cache_dir()))?;
+        let images = ImageStore::open(&store.images_dir())?;
+        let compiler =
+            Compiler::with_cache(Some(ArtifactCache::new(images.clone(), ARTIFACT_MEMORY)))?;
         let host = Arc::new(Host {
             functions: RwLock::new(HashMap::new()),
             deploys: Mutex::new(HashMap::new()),
             registry: Mutex::new(registry),
             store,
+            images,
             compiler,
             shells: Mutex::new(Vec::new()),
             budget: MemoryBudget::new(settings.memory_budget),
@@ -215,6 +256,7 @@ impl Host {
         // be brought back now.
         let live_dirs: Vec<_> = records.iter().map(|r| r.snapshot_dir.clone()).collect();
         let live_modules: Vec<_> = records.iter().map(|r| r.module_sha256.clone()).collect();
+        self.reconcile_pins(&records);
         for record in records {
             let function = match Image::open(&record.snapshot_dir) {
                 Ok(image) => Ok(self.function_from(&record, Arc::new(image))),
@@ -240,12 +282,47 @@ impl Host {
         Ok(())
     }
 
+    /// Makes the image store's pins match the registry: a function deployed
+    /// from an image pins it (a crash may have come between the two
+    /// writes); a pin of no such function goes.
+    fn reconcile_pins(&self, records: &[Record]) {
+        let pins = match self.images.pins() {
+            Ok(pins) => pins,
+            Err(e) => {
+                warn!(error = %e, "reading the image pins");
+                return;
+            }
+        };
+        for record in records {
+            let Some(digest) = record
+                .image
+                .as_ref()
+                .and_then(|i| Digest::parse(&i.digest).ok())
+            else {
+                continue;
+            };
+            if pins.get(&record.name) != Some(&digest) {
+                if let Err(e) = self.images.pin(&record.name, &digest) {
+                    warn!(function = %record.name, error = %e, "pinning its image");
+                }
+            }
+        }
+        for name in pins.keys() {
+            if !records.iter().any(|r| r.name == *name && r.image.is_some()) {
+                if let Err(e) = self.images.unpin(name) {
+                    warn!(function = %name, error = %e, "removing a stale image pin");
+                }
+            }
+        }
+    }
+
     fn function_from(&self, record: &Record, image: Arc<Image>) -> Function {
         Function::new(
             record.name.clone(),
             record.version,
             record.config.clone(),
             record.module_sha256.clone(),
+            record.image.clone(),
             record.deployed_at,
             image,
         )
@@ -335,14 +412,14 @@ impl Host {
         self: &Arc<Self>,
         name: String,
         config: FunctionConfig,
-        module: Vec<u8>,
+        source: Source,
     ) -> Result<(FunctionInfo, bool), ApiError> {
         validate_name(&name)?;
         validate_config(&config)?;
         let guard = self.deploy_lock(&name);
         let _guard = guard.lock().await;
         let host = Arc::clone(self);
-        let function = tokio::task::spawn_blocking(move || host.build(name, config, &module))
+        let function = tokio::task::spawn_blocking(move || host.build(name, config, source))
             .await
             .map_err(|e| ApiError::internal(format!("deploy worker: {e}")))??;
         let created = self.activate(Arc::clone(&function));
@@ -350,13 +427,83 @@ impl Host {
         Ok((function.info("ready"), created))
     }
 
-    /// The blocking part of a deploy: store, compile, snapshot, register,
-    /// restore the reserved instances.
+    /// The blocking part of a deploy. An image is pinned for the function
+    /// before its module is read (so a concurrent `wisp image gc` keeps
+    /// it); a failed deploy puts the previous pin back, and a deploy from a
+    /// module drops the pin of a previous image.
     fn build(
         &self,
         name: String,
         config: FunctionConfig,
+        source: Source,
+    ) -> Result<Arc<Function>, ApiError> {
+        let from_image = matches!(source, Source::Image(_));
+        let previous = self
+            .images
+            .pins()
+            .map_err(|e| image_error(&e))?
+            .remove(&name);
+        let result = match source {
+            Source::Module(module) => self.build_module(name.clone(), config, &module, None),
+            Source::Image(reference) => {
+                self.image_module(&name, &reference)
+                    .and_then(|(module, image)| {
+                        self.build_module(name.clone(), config, &module, Some(image))
+                    })
+            }
+        };
+        let restore = match (&result, from_image) {
+            (Err(_), true) => Some(previous),
+            (Ok(_), false) if previous.is_some() => Some(None),
+            _ => None,
+        };
+        let restored = match restore {
+            Some(Some(digest)) => self.images.pin(&name, &digest),
+            Some(None) => self.images.unpin(&name),
+            None => Ok(()),
+        };
+        if let Err(e) = restored {
+            warn!(function = %name, error = %e, "updating the image pin");
+        }
+        result
+    }
+
+    /// Resolves `reference` in the image store, pins it for `name` and
+    /// reads its module (checked).
+    fn image_module(
+        &self,
+        name: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, FunctionImage), ApiError> {
+        let digest = self
+            .images
+            .resolve(reference)
+            .map_err(|e| image_error(&e))?;
+        self.images
+            .pin(name, &digest)
+            .map_err(|e| image_error(&e))?;
+        let module = self
+            .images
+            .image(&digest)
+            .and_then(|image| image.module())
+            .map_err(|e| image_error(&e))?;
+        Ok((
+            module,
+            FunctionImage {
+                reference: reference.to_string(),
+                digest: digest.to_string(),
+            },
+        ))
+    }
+
+    /// Stores the module, compiles, snapshots, registers and restores the
+    /// reserved instances.
+    fn build_module(
+        &self,
+        name: String,
+        config: FunctionConfig,
         module: &[u8],
+        source_image: Option<FunctionImage>,
     ) -> Result<Arc<Function>, ApiError> {
         let sha = self
             .store
@@ -373,6 +520,7 @@ impl Host {
             version,
             config: config.clone(),
             module_sha256: sha,
+            image: source_image,
             snapshot_dir: self.store.snapshot_dir(&name, version),
             deployed_at: now_unix(),
         };
@@ -596,6 +744,9 @@ impl Host {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
         let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
+        if let Err(e) = self.images.unpin(name) {
+            warn!(function = name, error = %e, "removing the image pin");
+        }
         let labels = FunctionLabels {
             function: name.to_string(),
         };
