@@ -41,7 +41,11 @@ fn write_files(dir: &Path) {
     let mut written = 0;
     let mut i = 0usize;
     while written < FILES_BYTES {
-        let size = if i.is_multiple_of(50) { 1 << 20 } else { 16 << 10 };
+        let size = if i.is_multiple_of(50) {
+            1 << 20
+        } else {
+            16 << 10
+        };
         let size = size.min(FILES_BYTES - written);
         let sub = dir.join(format!("lib/pkg{}", i % 20));
         std::fs::create_dir_all(&sub).expect("files dir");

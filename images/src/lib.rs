@@ -18,6 +18,8 @@
 //! - [`artifacts`]: the compiled-artifact cache (memory and disk)
 //! - [`gc`]: garbage collection
 
+#![deny(missing_docs)]
+
 pub mod artifacts;
 pub mod blobs;
 pub mod digest;
