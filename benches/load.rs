@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{self, DeployRequest, FunctionConfig};
@@ -146,10 +145,7 @@ async fn wait_ready(daemon: &mut Daemon) {
 
 async fn deploy(socket: &Path, name: &str, config: FunctionConfig) {
     let module = std::fs::read(root().join("examples/hello.wat")).expect("examples/hello.wat");
-    let request = DeployRequest {
-        module_base64: base64::engine::general_purpose::STANDARD.encode(module),
-        config,
-    };
+    let request = DeployRequest::module(&module, config);
     let body = serde_json::to_vec(&request).expect("deploy request");
     Client::new(socket)
         .request(

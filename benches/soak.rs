@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
@@ -137,10 +136,7 @@ fn print(label: &str, r: Resources) {
 async fn deploy(socket: &Path, kind: &Kind) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let module = std::fs::read(root.join(kind.module)).expect("module");
-    let request = DeployRequest {
-        module_base64: base64::engine::general_purpose::STANDARD.encode(module),
-        config: kind.config.clone(),
-    };
+    let request = DeployRequest::module(&module, kind.config.clone());
     let body = Bytes::from(serde_json::to_vec(&request).expect("json"));
     let mut conn = Connection::open(socket).await.expect("connect");
     let r = conn

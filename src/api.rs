@@ -30,12 +30,18 @@ pub const HEADER_STDERR: &str = "x-wisp-stderr";
 /// Most stderr bytes returned in [`HEADER_STDERR`].
 pub const STDERR_TAIL: usize = 4096;
 
-/// `PUT /v1/functions/{name}`: deploy or update a function.
+/// `PUT /v1/functions/{name}`: deploy or update a function, from a module
+/// or from an image in the daemon's image store (exactly one of the two).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The module (`.wasm` binary or `.wat` text), base64.
-    pub module_base64: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_base64: Option<String>,
+    /// An image in the daemon's image store: `name:tag`, `sha256:<hex>` or
+    /// a unique digest prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Function settings; omitted fields take their defaults.
     #[serde(flatten)]
     pub config: FunctionConfig,
@@ -57,6 +63,27 @@ pub struct FunctionConfig {
     pub reserved: u32,
     /// Most instances kept ready.
     pub max_ready: u32,
+}
+
+impl DeployRequest {
+    /// A request deploying `module` with `config`.
+    pub fn module(module: &[u8], config: FunctionConfig) -> DeployRequest {
+        use base64::Engine as _;
+        DeployRequest {
+            module_base64: Some(base64::engine::general_purpose::STANDARD.encode(module)),
+            image: None,
+            config,
+        }
+    }
+
+    /// A request deploying the image `reference` with `config`.
+    pub fn image(reference: &str, config: FunctionConfig) -> DeployRequest {
+        DeployRequest {
+            module_base64: None,
+            image: Some(reference.to_string()),
+            config,
+        }
+    }
 }
 
 impl Default for FunctionConfig {
@@ -83,6 +110,9 @@ pub struct FunctionInfo {
     pub state: String,
     /// SHA-256 of the module, hex.
     pub module_sha256: String,
+    /// The image it was deployed from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<FunctionImage>,
     /// Its settings.
     pub config: FunctionConfig,
     /// When this version became ready (Unix seconds).
@@ -91,6 +121,15 @@ pub struct FunctionInfo {
     pub instances: InstanceCounts,
     /// Invocation statistics since the daemon started.
     pub stats: FunctionStats,
+}
+
+/// The image a function was deployed from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionImage {
+    /// The reference as given in the deploy request.
+    pub reference: String,
+    /// The image's manifest digest, `sha256:<hex>` (pinned while deployed).
+    pub digest: String,
 }
 
 /// How many instances a function has.

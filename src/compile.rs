@@ -1,20 +1,24 @@
-//! Ahead-of-time compilation of wasm modules for the guest, with an on-disk
-//! cache keyed by content.
+//! Ahead-of-time compilation of wasm modules for the guest, with a cache
+//! of compiled artifacts.
 //!
 //! The guest has no compiler: the host compiles with Cranelift using the
 //! shared `wisp_engine::config()`, and the agent loads the artifact as is.
-//! Cache entries are named by the SHA-256 of the module and of everything
-//! that makes an artifact incompatible (wasmtime version, configuration,
-//! target CPU features), and carry a digest of their own bytes, so a
-//! corrupted or stale entry is recompiled rather than used.
+//! Artifacts are cached by `wisp_images::ArtifactCache` (in memory, and as
+//! checked blobs of an image store on disk), keyed by the SHA-256 of the
+//! module and an [`ArtifactKey`] naming everything that makes an artifact
+//! incompatible: wasmtime's compatibility hash of this engine (its version,
+//! configuration and target flags), the host's CPU features and the wisp
+//! version. A corrupted entry is rebuilt, and another key is a miss, so a
+//! stale artifact is never loaded.
 
-use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
+use tracing::warn;
 use wasmtime::Engine;
+use wisp_images::{ArtifactCache, ArtifactKey};
 
 /// Why a module could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +45,9 @@ pub enum CompileError {
 /// Compiles modules for the guest.
 pub struct Compiler {
     engine: Engine,
-    fingerprint: String,
-    cache_dir: Option<PathBuf>,
+    key: ArtifactKey,
+    cache: Option<ArtifactCache>,
+    compilations: AtomicU64,
 }
 
 /// Feeds wasmtime's compatibility hash into SHA-256.
@@ -74,24 +79,82 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wisp"))
 }
 
+/// The host's CPU features as an artifact key names them.
+fn host_cpu() -> String {
+    let cpu = wisp_snapshot::CpuFeatures::host();
+    let features: Vec<&str> = cpu.features.iter().map(String::as_str).collect();
+    format!("{} {}", cpu.vendor, features.join(","))
+}
+
 impl Compiler {
-    /// A compiler that caches artifacts in `cache_dir` (none if `None`).
+    /// A compiler that caches artifacts in an image store at `cache_dir`
+    /// (none if `None`, or if the directory cannot be used), with no
+    /// in-memory level: for one-shot commands.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Compiler, CompileError> {
+        let cache = cache_dir.and_then(|dir| match wisp_images::Store::open(&dir) {
+            Ok(store) => Some(ArtifactCache::new(store, 0)),
+            Err(e) => {
+                warn!(error = %e, "the compile cache is unusable; compiling without it");
+                None
+            }
+        });
+        Compiler::with_cache(cache)
+    }
+
+    /// A compiler using `cache` (none if `None`).
+    pub fn with_cache(cache: Option<ArtifactCache>) -> Result<Compiler, CompileError> {
         let engine = Engine::new(&wisp_engine::config())
             .map_err(|e| CompileError::Engine(format!("{e:#}")))?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
-        let fingerprint = hex(&h.0.finalize()[..8]);
+        let key = ArtifactKey {
+            engine: hex(&h.0.finalize()[..8]),
+            cpu: host_cpu(),
+            wisp: env!("CARGO_PKG_VERSION").to_string(),
+        };
         Ok(Compiler {
             engine,
-            fingerprint,
-            cache_dir,
+            key,
+            cache,
+            compilations: AtomicU64::new(0),
         })
+    }
+
+    /// What this compiler's artifacts are compatible with.
+    pub fn artifact_key(&self) -> &ArtifactKey {
+        &self.key
+    }
+
+    /// Test hook: pretends artifacts are compatible with `key` instead, to
+    /// simulate another wasmtime version or CPU. Artifacts cached under a
+    /// key that does not describe this compiler will not load in the guest.
+    #[doc(hidden)]
+    pub fn set_artifact_key(&mut self, key: ArtifactKey) {
+        self.key = key;
+    }
+
+    /// The cache, if any.
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.cache.as_ref()
+    }
+
+    /// How many modules this compiler has compiled (cache misses included,
+    /// hits not).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Checks that `module` is valid binary wasm this engine accepts,
+    /// without compiling it.
+    pub fn validate(&self, module: &[u8]) -> Result<(), CompileError> {
+        wasmtime::Module::validate(&self.engine, module)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))
     }
 
     /// Compiles `module` (wasm or WAT) without touching the cache, after
     /// checking that the guest can satisfy its imports.
     pub fn compile(&self, module: &[u8]) -> Result<Vec<u8>, CompileError> {
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         let artifact = self
             .engine
             .precompile_module(module)
@@ -124,50 +187,20 @@ impl Compiler {
         Ok(())
     }
 
-    fn cache_path(&self, module: &[u8]) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
-        let digest = hex(&Sha256::digest(module));
-        Some(dir.join(format!("{digest}-{}.cwasm", self.fingerprint)))
-    }
-
-    /// The artifact for `module`, from the cache if a valid entry exists,
-    /// else compiled and cached. Cache failures never fail the call.
+    /// The artifact for `module`, from the cache if a valid entry exists
+    /// for this compiler's key, else compiled and cached. Cache failures
+    /// never fail the call.
     pub fn load_or_compile(&self, module: &[u8]) -> Result<Vec<u8>, CompileError> {
-        let path = self.cache_path(module);
-        if let Some(artifact) = path.as_deref().and_then(read_entry) {
-            return Ok(artifact);
+        let Some(cache) = &self.cache else {
+            return self.compile(module);
+        };
+        let digest = wisp_images::Digest::of(module);
+        let lookup = cache.get_or_build(&digest, &self.key, || self.compile(module))?;
+        if let Some(problem) = lookup.problem {
+            warn!(module = %digest, error = %problem, "compile cache");
         }
-        let artifact = self.compile(module)?;
-        if let Some(path) = path {
-            // Best effort: a read-only or full disk only costs a recompile.
-            let _ = write_entry(&path, &artifact);
-        }
-        Ok(artifact)
+        Ok(lookup.artifact.to_vec())
     }
-}
-
-/// Reads a cache entry: the artifact followed by its SHA-256.
-fn read_entry(path: &Path) -> Option<Vec<u8>> {
-    let mut bytes = fs::read(path).ok()?;
-    let split = bytes.len().checked_sub(32)?;
-    if Sha256::digest(&bytes[..split]).as_slice() != &bytes[split..] {
-        let _ = fs::remove_file(path);
-        return None;
-    }
-    bytes.truncate(split);
-    Some(bytes)
-}
-
-/// Writes a cache entry atomically (temporary file, fsync, rename).
-fn write_entry(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(artifact)?;
-    tmp.write_all(&Sha256::digest(artifact))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -204,19 +237,33 @@ mod tests {
     }
 
     #[test]
-    fn cache_hits_and_survives_corruption() {
+    fn cache_hits_misses_on_another_key_and_survives_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let c = Compiler::new(Some(dir.path().to_owned())).unwrap();
         let first = c.load_or_compile(WAT.as_bytes()).unwrap();
-        let path = c.cache_path(WAT.as_bytes()).unwrap();
-        assert!(path.exists());
-        assert_eq!(read_entry(&path).unwrap(), first);
-        // Flip a byte: the entry is rejected, removed and rebuilt.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[100] ^= 0xff;
-        fs::write(&path, &bytes).unwrap();
-        assert!(read_entry(&path).is_none());
         assert_eq!(c.load_or_compile(WAT.as_bytes()).unwrap(), first);
-        assert!(read_entry(&path).is_some());
+        assert_eq!(c.compilations(), 1);
+        // Another wasmtime or CPU: a miss, compiled again.
+        let mut other = Compiler::new(Some(dir.path().to_owned())).unwrap();
+        other.set_artifact_key(ArtifactKey {
+            cpu: "GenuineIntel sse2".into(),
+            ..c.artifact_key().clone()
+        });
+        other.load_or_compile(WAT.as_bytes()).unwrap();
+        assert_eq!(other.compilations(), 1);
+        // Flip a byte of every stored blob: rejected and rebuilt.
+        let store = wisp_images::Store::open(dir.path()).unwrap();
+        for blob in store.blobs().list().unwrap() {
+            let path = store.blobs().path(&blob.digest);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[100] ^= 0xff;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let again = Compiler::new(Some(dir.path().to_owned())).unwrap();
+        assert_eq!(again.load_or_compile(WAT.as_bytes()).unwrap(), first);
+        assert_eq!(again.compilations(), 1);
+        let hit = Compiler::new(Some(dir.path().to_owned())).unwrap();
+        assert_eq!(hit.load_or_compile(WAT.as_bytes()).unwrap(), first);
+        assert_eq!(hit.compilations(), 0);
     }
 }

@@ -35,6 +35,10 @@ enum Command {
     Inspect(cmd::client::NameArgs),
     /// Delete a function (after its in-flight invocations).
     Rm(cmd::client::NameArgs),
+    /// Build, import, export, list, remove and garbage-collect function
+    /// images (a module and its files, as OCI images) in a local store.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
     /// Measure cold, warm, fresh-boot, burst and density against a private
     /// daemon, and the same functions through the alternatives.
     Bench(cmd::bench::BenchArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::client::inspect(args),
         Command::Rm(args) => cmd::client::rm(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Image(command) => cmd::image::run(command),
     };
     match result {
         Ok(code) => code,

@@ -302,9 +302,21 @@ fn second_run_uses_the_compile_cache() {
             .unwrap()
     };
     assert!(go().status.success());
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
-    assert_eq!(entries.len(), 1, "one artifact cached");
-    let entry = entries[0].as_ref().unwrap().path();
+    // The cache is an image store: one artifact entry naming one blob.
+    let entries: Vec<_> = std::fs::read_dir(cache.join("artifacts"))
+        .unwrap()
+        .flatten()
+        .flat_map(|module| std::fs::read_dir(module.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(entries.len(), 1, "one artifact cached: {entries:?}");
+    assert_eq!(
+        std::fs::read_dir(cache.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let entry = entries[0].clone();
     let before = std::fs::metadata(&entry).unwrap().modified().unwrap();
     assert!(go().status.success());
     assert_eq!(

@@ -435,11 +435,7 @@ fn hello() -> Vec<u8> {
 
 /// A deploy request body, as the Rust client type serialises it.
 fn deploy_body(module: &[u8], config: FunctionConfig) -> Value {
-    serde_json::to_value(DeployRequest {
-        module_base64: B64.encode(module),
-        config,
-    })
-    .expect("serialise DeployRequest")
+    serde_json::to_value(DeployRequest::module(module, config)).expect("serialise DeployRequest")
 }
 
 fn config(f: impl FnOnce(&mut FunctionConfig)) -> FunctionConfig {
@@ -910,6 +906,8 @@ async fn exercise(daemon: &Daemon, spec: &Spec) {
         )
         .await;
     }
+    exercise_images(&api, daemon, &hello).await;
+
     // A refused deploy leaves nothing behind, and an update refused leaves
     // the old version serving.
     api.fail(
@@ -1137,6 +1135,114 @@ async fn exercise(daemon: &Daemon, spec: &Spec) {
         )
         .await;
     assert_eq!(again.version, 1);
+}
+
+/// Deploys by image reference: the 201, and the 400, 422 and 500 codes
+/// images add.
+async fn exercise_images(api: &Api<'_>, daemon: &Daemon, hello: &[u8]) {
+    let images = wisp_images::Store::open(&daemon.state.join("images")).expect("image store");
+    let tag = |s: &str| wisp_images::Tag::parse(s).unwrap();
+    let wasm = wat::parse_bytes(hello).unwrap().into_owned();
+    let image = images
+        .build(&wasm, None, Some(&tag("hello-img:1")))
+        .expect("build an image");
+    let deployed = api
+        .deploy("from-image", &json!({ "image": "hello-img:1" }), 201)
+        .await;
+    let source = deployed.image.expect("FunctionInfo.image");
+    assert_eq!(source.reference, "hello-img:1");
+    assert_eq!(source.digest, image.digest().to_string());
+    assert_eq!(deployed.module_sha256, image.module_digest().hex());
+    assert_eq!(images.pins().unwrap()["from-image"], *image.digest());
+    let r = api.invoke("from-image", "", 200).await;
+    assert_eq!(&r.body[..], b"hello, world!\n");
+    // By digest prefix too (an update: 200).
+    let body = json!({ "image": image.digest().short() });
+    api.deploy("from-image", &body, 200).await;
+
+    let m = B64.encode(hello);
+    for (body, code, schema_too) in [
+        (
+            json!({ "image": "hello-img:1", "module_base64": m }),
+            "invalid_json",
+            true,
+        ),
+        (json!({ "image": 1 }), "invalid_json", true),
+        (json!({ "image": "" }), "invalid_image_reference", true),
+        (
+            json!({ "image": "Not A Ref" }),
+            "invalid_image_reference",
+            false,
+        ),
+        (
+            json!({ "image": "sha256:zz" }),
+            "invalid_image_reference",
+            false,
+        ),
+    ] {
+        api.bad_deploy(
+            "x",
+            &serde_json::to_vec(&body).unwrap(),
+            400,
+            code,
+            schema_too,
+        )
+        .await;
+    }
+    let body = json!({ "image": "nope:1" });
+    spec_valid(api, &body);
+    api.fail(
+        Method::PUT,
+        "/v1/functions/x",
+        serde_json::to_vec(&body).unwrap(),
+        422,
+        "image_not_found",
+    )
+    .await;
+
+    // A flipped byte in the module blob: refused, nothing deployed, the
+    // blob quarantined, no pin left behind.
+    let other = wat::parse_bytes(&module("api_exit.wat"))
+        .unwrap()
+        .into_owned();
+    let broken = images.build(&other, None, Some(&tag("broken:1"))).unwrap();
+    let path = images.blobs().path(&broken.module_digest());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let r = api
+        .fail(
+            Method::PUT,
+            "/v1/functions/broken",
+            serde_json::to_vec(&json!({ "image": "broken:1" })).unwrap(),
+            500,
+            "image_corrupt",
+        )
+        .await;
+    let message = r.error().unwrap().error.message;
+    assert!(
+        message.contains(&broken.module_digest().to_string()),
+        "{message}"
+    );
+    api.fail(
+        Method::GET,
+        "/v1/functions/broken",
+        "",
+        404,
+        "function_not_found",
+    )
+    .await;
+    assert!(!images.pins().unwrap().contains_key("broken"));
+
+    // Deleting the function drops its pin.
+    api.call(Method::DELETE, "/v1/functions/from-image", "", 204)
+        .await;
+    assert!(images.pins().unwrap().is_empty());
+}
+
+fn spec_valid(api: &Api<'_>, body: &Value) {
+    api.spec
+        .assert_valid(&Spec::schema("DeployRequest"), body, "deploy request");
 }
 
 /// 429 memory_budget: a daemon whose instance budget holds no instance.

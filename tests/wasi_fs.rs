@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::daemon::Daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -252,4 +254,51 @@ fn files_in_the_snapshot_are_read_after_every_restore() {
     // The host directory can change or vanish: the snapshot has its copy.
     drop(data);
     assert_eq!(invoke(&mut vm, &["read_tree", "/data"]), first);
+}
+
+#[test]
+fn an_image_s_files_are_the_deployed_function_s_root() {
+    let program = common::wasi_program("read_tree");
+    let data = data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    let store = daemon.state.join("images");
+    let socket = daemon.socket.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let out = common::run(args, b"");
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+        common::stdout(&out)
+    };
+    cli(&[
+        "image",
+        "build",
+        program.to_str().unwrap(),
+        "--files",
+        data.path().to_str().unwrap(),
+        "-t",
+        "tree:1",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    cli(&[
+        "deploy",
+        "tree",
+        "--image",
+        "tree:1",
+        "--reserved",
+        "1",
+        "--socket",
+        &socket,
+    ]);
+    // Warm and cold starts both see the files, as wasmtime does with --dir.
+    let expected = std::fs::read_to_string(expected_path("read_tree")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(cli(&["invoke", "tree", "--socket", &socket]), expected);
+    }
+    // Rebuilt from the image after its snapshot is lost.
+    drop(daemon);
+    std::fs::remove_dir_all(dir.path().join("state/functions")).unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    let socket = daemon.socket.to_str().unwrap().to_string();
+    assert_eq!(cli(&["invoke", "tree", "--socket", &socket]), expected);
 }

@@ -28,7 +28,12 @@ pub struct DeployArgs {
     /// Function name (a-z, 0-9, `-`, `_`).
     name: String,
     /// The module, `.wasm` or `.wat`.
-    module: PathBuf,
+    #[arg(required_unless_present = "image", conflicts_with = "image")]
+    module: Option<PathBuf>,
+    /// Deploy an image from the daemon's image store instead (`name:tag`,
+    /// `sha256:<hex>` or a digest prefix; see `wisp image`).
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = api::DEFAULT_MEMORY_MIB)]
     memory_mib: u32,
@@ -84,8 +89,12 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 
 /// `wisp deploy`.
 pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
-    let module = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read {}", args.module.display()))?;
+    let module = match &args.module {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
     let mut env = BTreeMap::new();
     for spec in &args.env {
         let (k, v) = spec
@@ -93,16 +102,18 @@ pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
             .with_context(|| format!("--env `{spec}`: expected NAME=VALUE"))?;
         env.insert(k.to_string(), v.to_string());
     }
-    let request = DeployRequest {
-        module_base64: base64::engine::general_purpose::STANDARD.encode(module),
-        config: FunctionConfig {
-            memory_mib: args.memory_mib,
-            timeout_ms: args.timeout_ms,
-            env,
-            concurrency: args.concurrency,
-            reserved: args.reserved,
-            max_ready: args.max_ready,
-        },
+    let config = FunctionConfig {
+        memory_mib: args.memory_mib,
+        timeout_ms: args.timeout_ms,
+        env,
+        concurrency: args.concurrency,
+        reserved: args.reserved,
+        max_ready: args.max_ready,
+    };
+    let request = match (&module, &args.image) {
+        (Some(module), _) => DeployRequest::module(module, config),
+        (None, Some(image)) => DeployRequest::image(image, config),
+        (None, None) => unreachable!("clap requires one"),
     };
     let client = Client::new(args.socket.socket);
     let path = format!("/v1/functions/{}", args.name);
@@ -111,7 +122,13 @@ pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
         .block_on(client.request(Method::PUT, &path, body))?
         .ok()?;
     let info: FunctionInfo = serde_json::from_slice(&response.body)?;
-    eprintln!("wisp: {} version {} is ready", info.name, info.version);
+    match &info.image {
+        Some(image) => eprintln!(
+            "wisp: {} version {} is ready (image {} {})",
+            info.name, info.version, image.reference, image.digest
+        ),
+        None => eprintln!("wisp: {} version {} is ready", info.name, info.version),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod image;
 pub mod run;
 pub mod serve;
 pub mod snapshot;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use serde::Serialize;
@@ -81,15 +80,15 @@ impl BenchDaemon {
         reserved: u32,
         max_ready: u32,
     ) -> Result<()> {
-        let request = DeployRequest {
-            module_base64: base64::engine::general_purpose::STANDARD.encode(&function.module),
-            config: FunctionConfig {
+        let request = DeployRequest::module(
+            &function.module,
+            FunctionConfig {
                 memory_mib: function.memory_mib,
                 reserved,
                 max_ready,
                 ..FunctionConfig::default()
             },
-        };
+        );
         self.request(
             Method::PUT,
             &format!("/v1/functions/{name}"),

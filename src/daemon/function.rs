@@ -10,7 +10,9 @@ use wisp_vmm::{BufferIo, Error as VmError, Image, Invocation, Outcome, Shell, Vm
 
 use super::budget::MemoryBudget;
 use super::pool::{Instance, Pool};
-use crate::api::{FunctionConfig, FunctionInfo, FunctionStats, InstanceCounts, Latency};
+use crate::api::{
+    FunctionConfig, FunctionImage, FunctionInfo, FunctionStats, InstanceCounts, Latency,
+};
 use crate::stats::Summary;
 
 /// Most stdout + stderr bytes an invocation may produce.
@@ -28,6 +30,8 @@ pub struct Function {
     pub config: FunctionConfig,
     /// SHA-256 of the module, hex.
     pub module_sha256: String,
+    /// The image it was deployed from, if it was.
+    pub source_image: Option<FunctionImage>,
     /// When it became ready (Unix seconds).
     pub deployed_at: u64,
     /// The snapshot instances are restored from.
@@ -177,6 +181,7 @@ impl Function {
         version: u64,
         config: FunctionConfig,
         module_sha256: String,
+        source_image: Option<FunctionImage>,
         deployed_at: u64,
         image: Arc<Image>,
     ) -> Function {
@@ -195,6 +200,7 @@ impl Function {
             version,
             config,
             module_sha256,
+            source_image,
             deployed_at,
             image,
             pool,
@@ -305,6 +311,7 @@ impl Function {
             version: self.version,
             state: state.into(),
             module_sha256: self.module_sha256.clone(),
+            image: self.source_image.clone(),
             config: self.config.clone(),
             deployed_at: self.deployed_at,
             instances: InstanceCounts {

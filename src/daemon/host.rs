@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use tracing::{info, warn};
-use wisp_vmm::{Error as VmError, Image, Shell, Vm, VmConfig};
+use wisp_vmm::{Error as VmError, Files, FilesBuilder, Image, Shell, Vm, VmConfig};
 
 use super::budget::MemoryBudget;
 use super::error::ApiError;
@@ -21,9 +21,21 @@ use super::metrics::{
 use super::pool::Rejection;
 use super::registry::{Record, Registry};
 use super::store::Store;
-use crate::api::{FunctionConfig, FunctionInfo};
+use crate::api::{FunctionConfig, FunctionImage, FunctionInfo};
 use crate::compile::{CompileError, Compiler};
 use crate::seccomp::{invocation_filter, Seccomp};
+use wisp_images::{ArtifactCache, Digest, Error as ImageError, Store as ImageStore};
+
+/// Bytes of recently used compiled artifacts kept in memory.
+const ARTIFACT_MEMORY: u64 = 256 << 20;
+
+/// What a deploy runs.
+pub enum Source {
+    /// A module as uploaded (`.wasm` or `.wat`).
+    Module(Vec<u8>),
+    /// An image in the daemon's image store, by reference.
+    Image(String),
+}
 
 /// Daemon-wide knobs.
 #[derive(Clone, Debug)]
@@ -73,6 +85,7 @@ pub struct Host {
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     registry: Mutex<Registry>,
     store: Store,
+    images: ImageStore,
     compiler: Compiler,
     shells: Mutex<Vec<Shell>>,
     settings: Settings,
@@ -172,6 +185,31 @@ fn storage_error(what: &str, e: &(dyn std::error::Error + 'static)) -> ApiError 
     ApiError::internal(format!("{what}: {e}"))
 }
 
+/// Maps an image-store failure of a deploy by image.
+fn image_error(e: &ImageError) -> ApiError {
+    match e {
+        ImageError::InvalidReference { .. } | ImageError::Ambiguous { .. } => {
+            ApiError::bad_request("invalid_image_reference", e.to_string())
+        }
+        ImageError::NotFound(reference) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_found",
+            format!("no image `{reference}` in the daemon's image store (STATE/images): build or import it there first"),
+        ),
+        ImageError::Corrupt { .. } | ImageError::MissingBlob(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "image_corrupt",
+            format!("{e}; nothing was deployed"),
+        ),
+        ImageError::InvalidImage(_) | ImageError::NotWasm(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_module",
+            e.to_string(),
+        ),
+        e => storage_error("the image store", e),
+    }
+}
+
 /// Maps a boot failure: the module's fault is a 422, the host's a 500.
 fn boot_error(e: VmError) -> ApiError {
     match e {
@@ -199,13 +237,16 @@ impl Host {
     /// starts may not change their credentials any more.
     pub fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Host>> {
         let registry = Registry::open(&store.registry_path())?;
-        let compiler = Compiler::new(Some(store.cache_dir()))?;
+        let images = ImageStore::open(&store.images_dir())?;
+        let compiler =
+            Compiler::with_cache(Some(ArtifactCache::new(images.clone(), ARTIFACT_MEMORY)))?;
         let invokers = start_invokers(&settings)?;
         let host = Arc::new(Host {
             functions: RwLock::new(HashMap::new()),
             deploys: Mutex::new(HashMap::new()),
             registry: Mutex::new(registry),
             store,
+            images,
             compiler,
             shells: Mutex::new(Vec::new()),
             budget: MemoryBudget::new(settings.memory_budget),
@@ -226,6 +267,7 @@ impl Host {
         // be brought back now.
         let live_dirs: Vec<_> = records.iter().map(|r| r.snapshot_dir.clone()).collect();
         let live_modules: Vec<_> = records.iter().map(|r| r.module_sha256.clone()).collect();
+        self.reconcile_pins(&records);
         for record in records {
             let function = match Image::open(&record.snapshot_dir) {
                 Ok(image) => Ok(self.function_from(&record, Arc::new(image))),
@@ -251,35 +293,79 @@ impl Host {
         Ok(())
     }
 
+    /// Makes the image store's pins match the registry: a function deployed
+    /// from an image pins it (a crash may have come between the two
+    /// writes); a pin of no such function goes.
+    fn reconcile_pins(&self, records: &[Record]) {
+        let pins = match self.images.pins() {
+            Ok(pins) => pins,
+            Err(e) => {
+                warn!(error = %e, "reading the image pins");
+                return;
+            }
+        };
+        for record in records {
+            let Some(digest) = record
+                .image
+                .as_ref()
+                .and_then(|i| Digest::parse(&i.digest).ok())
+            else {
+                continue;
+            };
+            if pins.get(&record.name) != Some(&digest) {
+                if let Err(e) = self.images.pin(&record.name, &digest) {
+                    warn!(function = %record.name, error = %e, "pinning its image");
+                }
+            }
+        }
+        for name in pins.keys() {
+            if !records.iter().any(|r| r.name == *name && r.image.is_some()) {
+                if let Err(e) = self.images.unpin(name) {
+                    warn!(function = %name, error = %e, "removing a stale image pin");
+                }
+            }
+        }
+    }
+
     fn function_from(&self, record: &Record, image: Arc<Image>) -> Function {
         Function::new(
             record.name.clone(),
             record.version,
             record.config.clone(),
             record.module_sha256.clone(),
+            record.image.clone(),
             record.deployed_at,
             image,
         )
     }
 
-    /// Rebuilds a snapshot from the stored module (compile cache first).
+    /// Rebuilds a snapshot from the stored module (compile cache first)
+    /// and, for a function deployed from an image, the image's files.
     fn rebuild(&self, record: &Record) -> Result<Function, ApiError> {
         let module = self
             .store
             .get_module(&record.module_sha256)
             .map_err(|e| ApiError::internal(format!("reading the stored module: {e}")))?;
-        let image = self.snapshot(&record.name, record.version, &record.config, &module)?;
+        let files = match &record.image {
+            Some(image) => {
+                let digest = Digest::parse(&image.digest).map_err(|e| image_error(&e))?;
+                self.image_files(&digest)?
+            }
+            None => Files::default(),
+        };
+        let image = self.snapshot(&record.name, record.version, &record.config, &module, files)?;
         Ok(self.function_from(record, image))
     }
 
-    /// Compiles, boots to ready and snapshots a module; the version's
-    /// snapshot directory is replaced.
+    /// Compiles, boots to ready with `files` and snapshots a module; the
+    /// version's snapshot directory is replaced.
     fn snapshot(
         &self,
         name: &str,
         version: u64,
         config: &FunctionConfig,
         module: &[u8],
+        files: Files,
     ) -> Result<Arc<Image>, ApiError> {
         let artifact = self.compiler.load_or_compile(module).map_err(|e| match e {
             CompileError::Engine(_) => ApiError::internal(e.to_string()),
@@ -293,6 +379,7 @@ impl Host {
             mem_size: u64::from(config.memory_mib) << 20,
             timeout: Some(Duration::from_millis(config.timeout_ms)),
             max_output: MAX_OUTPUT,
+            files,
             ..VmConfig::default()
         };
         let mut vm = self.boot_filtered(vm_config, artifact)?;
@@ -368,14 +455,14 @@ impl Host {
         self: &Arc<Self>,
         name: String,
         config: FunctionConfig,
-        module: Vec<u8>,
+        source: Source,
     ) -> Result<(FunctionInfo, bool), ApiError> {
         validate_name(&name)?;
         validate_config(&config)?;
         let guard = self.deploy_lock(&name);
         let _guard = guard.lock().await;
         let host = Arc::clone(self);
-        let function = tokio::task::spawn_blocking(move || host.build(name, config, &module))
+        let function = tokio::task::spawn_blocking(move || host.build(name, config, source))
             .await
             .map_err(|e| ApiError::internal(format!("deploy worker: {e}")))??;
         let created = self.activate(Arc::clone(&function));
@@ -383,13 +470,104 @@ impl Host {
         Ok((function.info("ready"), created))
     }
 
-    /// The blocking part of a deploy: store, compile, snapshot, register,
-    /// restore the reserved instances.
+    /// The blocking part of a deploy. An image is pinned for the function
+    /// before its module is read (so a concurrent `wisp image gc` keeps
+    /// it); a failed deploy puts the previous pin back, and a deploy from a
+    /// module drops the pin of a previous image.
     fn build(
         &self,
         name: String,
         config: FunctionConfig,
+        source: Source,
+    ) -> Result<Arc<Function>, ApiError> {
+        let from_image = matches!(source, Source::Image(_));
+        let previous = self
+            .images
+            .pins()
+            .map_err(|e| image_error(&e))?
+            .remove(&name);
+        let result = match source {
+            Source::Module(module) => {
+                self.build_module(name.clone(), config, &module, Files::default(), None)
+            }
+            Source::Image(reference) => {
+                self.image_module(&name, &reference)
+                    .and_then(|(module, files, image)| {
+                        self.build_module(name.clone(), config, &module, files, Some(image))
+                    })
+            }
+        };
+        let restore = match (&result, from_image) {
+            (Err(_), true) => Some(previous),
+            (Ok(_), false) if previous.is_some() => Some(None),
+            _ => None,
+        };
+        let restored = match restore {
+            Some(Some(digest)) => self.images.pin(&name, &digest),
+            Some(None) => self.images.unpin(&name),
+            None => Ok(()),
+        };
+        if let Err(e) = restored {
+            warn!(function = %name, error = %e, "updating the image pin");
+        }
+        result
+    }
+
+    /// Resolves `reference` in the image store, pins it for `name` and
+    /// reads its module and files (checked).
+    fn image_module(
+        &self,
+        name: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Files, FunctionImage), ApiError> {
+        let digest = self
+            .images
+            .resolve(reference)
+            .map_err(|e| image_error(&e))?;
+        self.images
+            .pin(name, &digest)
+            .map_err(|e| image_error(&e))?;
+        let module = self
+            .images
+            .image(&digest)
+            .and_then(|image| image.module())
+            .map_err(|e| image_error(&e))?;
+        let files = self.image_files(&digest)?;
+        Ok((
+            module,
+            files,
+            FunctionImage {
+                reference: reference.to_string(),
+                digest: digest.to_string(),
+            },
+        ))
+    }
+
+    /// An image's files, for the guest: mounted read-only at `/`.
+    fn image_files(&self, digest: &Digest) -> Result<Files, ApiError> {
+        let entries = self
+            .images
+            .image(digest)
+            .and_then(|image| image.files())
+            .map_err(|e| image_error(&e))?;
+        guest_files(&entries).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_module",
+                format!("the image's files cannot be given to a guest: {e}"),
+            )
+        })
+    }
+
+    /// Stores the module, compiles, snapshots, registers and restores the
+    /// reserved instances.
+    fn build_module(
+        &self,
+        name: String,
+        config: FunctionConfig,
         module: &[u8],
+        files: Files,
+        source_image: Option<FunctionImage>,
     ) -> Result<Arc<Function>, ApiError> {
         let sha = self
             .store
@@ -400,12 +578,13 @@ impl Host {
             .map_err(|e| ApiError::internal(e.to_string()))?
             .unwrap_or(0)
             + 1;
-        let image = self.snapshot(&name, version, &config, module)?;
+        let image = self.snapshot(&name, version, &config, module, files)?;
         let record = Record {
             name: name.clone(),
             version,
             config: config.clone(),
             module_sha256: sha,
+            image: source_image,
             snapshot_dir: self.store.snapshot_dir(&name, version),
             deployed_at: now_unix(),
         };
@@ -629,6 +808,9 @@ impl Host {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
         let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
+        if let Err(e) = self.images.unpin(name) {
+            warn!(function = name, error = %e, "removing the image pin");
+        }
         let labels = FunctionLabels {
             function: name.to_string(),
         };
@@ -802,4 +984,36 @@ fn failure_error(name: &str, failure: Failure) -> ApiError {
         },
         Failure::Internal(message) => ApiError::internal(message),
     }
+}
+
+/// The guest path an image's files are mounted at.
+pub const IMAGE_FILES_DIR: &str = "/";
+
+/// Lays an image's files out for the guest, read-only at
+/// [`IMAGE_FILES_DIR`]; no files, no mount.
+pub fn guest_files(entries: &[wisp_images::FileEntry]) -> Result<Files, VmError> {
+    if entries.is_empty() {
+        return Ok(Files::default());
+    }
+    let mut builder = FilesBuilder::new();
+    builder.mount(IMAGE_FILES_DIR)?;
+    for entry in entries {
+        let path = entry.path.to_str().ok_or_else(|| {
+            VmError::Config(format!("{}: the name is not UTF-8", entry.path.display()))
+        })?;
+        match &entry.kind {
+            wisp_images::FileKind::Dir => builder.dir(path)?,
+            wisp_images::FileKind::File(data, _mode) => builder.file(path, data.clone())?,
+            wisp_images::FileKind::Symlink(target) => {
+                let target = target.to_str().ok_or_else(|| {
+                    VmError::Config(format!(
+                        "{}: the link target is not UTF-8",
+                        entry.path.display()
+                    ))
+                })?;
+                builder.symlink(path, target)?
+            }
+        };
+    }
+    Ok(builder.build())
 }

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::error::ApiError;
-use super::host::{validate_name, Host};
+use super::host::{validate_name, Host, Source};
 use crate::api::{self, DeployRequest, FunctionList};
 
 /// Largest deploy body (a base64 module and settings).
@@ -96,15 +96,36 @@ async fn deploy(
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid deploy request: {e}"))
     })?;
-    let module = base64::engine::general_purpose::STANDARD
-        .decode(request.module_base64.as_bytes())
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_module_encoding",
-                format!("module_base64 is not base64: {e}"),
-            )
-        })?;
-    let (info, created) = host.deploy(name, request.config, module).await?;
+    let source = match (request.module_base64, request.image) {
+        (Some(module), None) => Source::Module(
+            base64::engine::general_purpose::STANDARD
+                .decode(module.as_bytes())
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_module_encoding",
+                        format!("module_base64 is not base64: {e}"),
+                    )
+                })?,
+        ),
+        (None, Some(reference)) => {
+            wisp_images::Reference::parse(&reference)
+                .map_err(|e| ApiError::bad_request("invalid_image_reference", e.to_string()))?;
+            Source::Image(reference)
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "invalid deploy request: give `module_base64` or `image`",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "invalid deploy request: give `module_base64` or `image`, not both",
+            ))
+        }
+    };
+    let (info, created) = host.deploy(name, request.config, source).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -34,13 +34,16 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tracing::info;
 
-pub use host::{Host, Settings};
+pub use host::{Host, Settings, Source};
 use store::Store;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/wisp/wisp.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wisp";
+/// Default image store: the daemon's, `DEFAULT_STATE_DIR/images` (what
+/// `wisp image` uses unless told otherwise).
+pub const DEFAULT_IMAGE_DIR: &str = "/var/lib/wisp/images";
 
 /// Where and how the daemon serves.
 #[derive(Clone, Debug)]
@@ -154,4 +157,19 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     }
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_image_store_is_the_default_daemons() {
+        let state = store::Store::open(&tempfile::tempdir().unwrap().path().join("s")).unwrap();
+        assert!(state.images_dir().ends_with("images"));
+        assert_eq!(
+            Path::new(DEFAULT_IMAGE_DIR),
+            Path::new(DEFAULT_STATE_DIR).join("images")
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::api::FunctionConfig;
+use crate::api::{FunctionConfig, FunctionImage};
 
 /// One deployed function as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +20,8 @@ pub struct Record {
     pub config: FunctionConfig,
     /// SHA-256 of the module (hex); the bytes are in the module store.
     pub module_sha256: String,
+    /// The image it was deployed from (pinned in the image store).
+    pub image: Option<FunctionImage>,
     /// Directory of this version's snapshot.
     pub snapshot_dir: PathBuf,
     /// When this version became ready (Unix seconds).
@@ -65,6 +67,16 @@ impl Registry {
                 deployed_at   INTEGER NOT NULL
             )",
         )?;
+        // Added with images; older databases gain the columns.
+        let columns: Vec<String> = db
+            .prepare("SELECT name FROM pragma_table_info('functions')")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for column in ["image_ref", "image_digest"] {
+            if !columns.iter().any(|c| c == column) {
+                db.execute_batch(&format!("ALTER TABLE functions ADD COLUMN {column} TEXT"))?;
+            }
+        }
         Ok(Registry { db })
     }
 
@@ -75,17 +87,20 @@ impl Registry {
             message: e.to_string(),
         })?;
         self.db.execute(
-            "INSERT INTO functions (name, version, config, module_sha256, snapshot_dir, deployed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO functions (name, version, config, module_sha256, snapshot_dir, deployed_at,
+                 image_ref, image_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(name) DO UPDATE SET version = ?2, config = ?3, module_sha256 = ?4,
-                 snapshot_dir = ?5, deployed_at = ?6",
+                 snapshot_dir = ?5, deployed_at = ?6, image_ref = ?7, image_digest = ?8",
             params![
                 record.name,
                 record.version as i64,
                 config,
                 record.module_sha256,
                 record.snapshot_dir.to_string_lossy(),
-                record.deployed_at as i64
+                record.deployed_at as i64,
+                record.image.as_ref().map(|i| &i.reference),
+                record.image.as_ref().map(|i| &i.digest),
             ],
         )?;
         Ok(())
@@ -115,7 +130,8 @@ impl Registry {
     /// Every record, by name.
     pub fn list(&self) -> Result<Vec<Record>, RegistryError> {
         let mut stmt = self.db.prepare(
-            "SELECT name, version, config, module_sha256, snapshot_dir, deployed_at
+            "SELECT name, version, config, module_sha256, snapshot_dir, deployed_at,
+                 image_ref, image_digest
              FROM functions ORDER BY name",
         )?;
         let rows = stmt.query_map([], |row| {
@@ -126,10 +142,13 @@ impl Registry {
                 row.get::<_, String>(3)?,
                 row.get::<_, String>(4)?,
                 row.get::<_, i64>(5)?,
+                row.get::<_, Option<String>>(6)?,
+                row.get::<_, Option<String>>(7)?,
             ))
         })?;
         rows.map(|row| {
-            let (name, version, config, module_sha256, dir, deployed_at) = row?;
+            let (name, version, config, module_sha256, dir, deployed_at, image_ref, image_digest) =
+                row?;
             let config = serde_json::from_str(&config).map_err(|e| RegistryError::Corrupt {
                 name: name.clone(),
                 message: e.to_string(),
@@ -141,6 +160,9 @@ impl Registry {
                 module_sha256,
                 snapshot_dir: PathBuf::from(dir),
                 deployed_at: deployed_at as u64,
+                image: image_ref
+                    .zip(image_digest)
+                    .map(|(reference, digest)| FunctionImage { reference, digest }),
             })
         })
         .collect()
@@ -160,6 +182,10 @@ mod tests {
                 ..FunctionConfig::default()
             },
             module_sha256: "ab".repeat(32),
+            image: (version == 2).then(|| FunctionImage {
+                reference: format!("{name}:v2"),
+                digest: format!("sha256:{}", "cd".repeat(32)),
+            }),
             snapshot_dir: PathBuf::from(format!("/state/functions/{name}/v{version}")),
             deployed_at: 1_700_000_000 + version,
         }
@@ -185,12 +211,34 @@ mod tests {
     }
 
     #[test]
+    fn databases_from_before_images_gain_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wisp.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE functions (name TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                 config TEXT NOT NULL, module_sha256 TEXT NOT NULL, snapshot_dir TEXT NOT NULL,
+                 deployed_at INTEGER NOT NULL);
+                 INSERT INTO functions VALUES ('old', 1, '{}', 'h', '/d', 5);",
+            )
+            .unwrap();
+        let reg = Registry::open(&path).unwrap();
+        let old = &reg.list().unwrap()[0];
+        assert_eq!((old.name.as_str(), old.image.clone()), ("old", None));
+        reg.upsert(&record("a", 2)).unwrap();
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.list().unwrap()[0], record("a", 2));
+    }
+
+    #[test]
     fn an_unreadable_row_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(&dir.path().join("wisp.db")).unwrap();
         reg.db
             .execute(
-                "INSERT INTO functions VALUES ('x', 1, 'not json', 'h', '/d', 0)",
+                "INSERT INTO functions VALUES ('x', 1, 'not json', 'h', '/d', 0, NULL, NULL)",
                 [],
             )
             .unwrap();

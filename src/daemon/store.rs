@@ -1,12 +1,13 @@
 //! Where the daemon keeps its state: the registry database, the modules
 //! as uploaded (content-addressed), each function version's snapshot, and
-//! the compiled-module cache.
+//! the image store (images deployed by reference, their pins, and the
+//! compiled-artifact cache).
 //!
 //! ```text
 //! STATE/wisp.db                       registry (SQLite)
 //! STATE/modules/<sha256>.wasm         modules as deployed
 //! STATE/functions/<name>/v<version>/  snapshots
-//! STATE/cache/                        compiled modules
+//! STATE/images/                       image store (`wisp_images`): images, pins, compiled artifacts
 //! ```
 
 use std::collections::HashSet;
@@ -29,7 +30,7 @@ fn hex(bytes: &[u8]) -> String {
 impl Store {
     /// Creates the directories under `root` if needed.
     pub fn open(root: &Path) -> io::Result<Store> {
-        for dir in ["modules", "functions", "cache"] {
+        for dir in ["modules", "functions", "images"] {
             fs::create_dir_all(root.join(dir))?;
         }
         Ok(Store {
@@ -42,9 +43,9 @@ impl Store {
         self.root.join("wisp.db")
     }
 
-    /// The compiled-module cache.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
+    /// The image store (which also caches compiled artifacts).
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     /// Where a function's snapshots live.

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
@@ -83,10 +82,7 @@ impl Drop for Daemon {
 /// A deploy request for a fixture (or example) module.
 pub fn deploy_request(module: &Path, config: FunctionConfig) -> Bytes {
     let bytes = std::fs::read(module).unwrap();
-    let request = DeployRequest {
-        module_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-        config,
-    };
+    let request = DeployRequest::module(&bytes, config);
     Bytes::from(serde_json::to_vec(&request).unwrap())
 }
 

@@ -1,4 +1,5 @@
-/* Walks the directory named by argv[1] as an ordinary C program would,
+/* Walks the directory named by argv[1] (default `/`) as an ordinary C
+ * program would,
  * printing every entry (sorted) with its type, size and a checksum of its
  * contents, and symlink targets. With a second argument `--try-write`, also
  * tries to change the tree and prints what each attempt got.
@@ -49,7 +50,8 @@ static void walk(const char *dir, const char *rel) {
     qsort(names, n, sizeof *names, cmp);
     for (int i = 0; i < n; i++) {
         char path[1024], sub[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        size_t len = strlen(dir);
+        snprintf(path, sizeof path, "%s%s%s", dir, len && dir[len - 1] == '/' ? "" : "/", names[i]);
         snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]);
         struct stat st;
         if (lstat(path, &st) < 0) {
@@ -77,11 +79,8 @@ static void attempt(const char *what, int rc) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: read_tree DIR [--try-write]\n");
-        return 2;
-    }
-    walk(argv[1], "");
+    const char *dir = argc > 1 ? argv[1] : "/";
+    walk(dir, "");
     if (argc > 2 && !strcmp(argv[2], "--try-write")) {
         char p[512];
         snprintf(p, sizeof p, "%s/new-file", argv[1]);

@@ -1,0 +1,575 @@
+//! The image store: an OCI image layout on local disk, plus pins and the
+//! artifact cache.
+//!
+//! ```text
+//! <root>/oci-layout                    {"imageLayoutVersion": "1.0.0"}
+//! <root>/index.json                    the images; tags in org.opencontainers.image.ref.name
+//! <root>/blobs/sha256/<hex>            manifests, configs, layers, compiled artifacts
+//! <root>/pins/<function>               the manifest digest a deployed function uses
+//! <root>/artifacts/<module>/<key>.json compiled-artifact cache entries
+//! <root>/tmp/, <root>/quarantine/      partial writes; corrupt blobs moved aside
+//! <root>/lock                          held (flock) by whoever changes the store
+//! ```
+//!
+//! Readers need no lock (every file appears by an atomic rename); every
+//! change — adding blobs and the references to them, pins, garbage
+//! collection — holds the lock, so the collector never sees blobs whose
+//! reference is not written yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, ANNOTATION_REF_NAME};
+
+use crate::blobs::{sync_dir, Access, BlobStore};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image::{write_image, Image};
+use crate::layer::FileTree;
+use crate::reference::{Reference, Tag};
+
+/// An image store rooted in a directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    blobs: BlobStore,
+}
+
+/// The store's lock; released when dropped.
+pub struct StoreLock {
+    _file: File,
+}
+
+/// One image of `index.json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+    /// Its tag, if it has one.
+    pub tag: Option<Tag>,
+}
+
+/// An image as `wisp image ls` shows it.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    /// Its tag, if any.
+    pub tag: Option<Tag>,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// Manifest, config and layers, in bytes (as the manifest says).
+    pub size: u64,
+    /// Number of layers (module and file layers).
+    pub layers: usize,
+    /// Last use (the manifest blob's modification time).
+    pub last_used: Option<SystemTime>,
+    /// Functions pinning it.
+    pub pinned_by: Vec<String>,
+    /// What is wrong with it (a corrupt or missing blob), if anything.
+    pub problem: Option<String>,
+}
+
+/// What [`Store::remove`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Removed {
+    /// The tags (or untagged digests) removed from the index.
+    pub references: Vec<String>,
+    /// Blobs deleted because nothing references them any more.
+    pub blobs: usize,
+    /// Bytes those blobs held.
+    pub bytes: u64,
+}
+
+/// Whether `name` can be a pin: a wisp function name.
+fn valid_pin_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .ctx(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx(|| format!("writing {}", path.display()))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let blobs = BlobStore::open(root)?;
+        for dir in ["pins", "artifacts"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            blobs,
+        };
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !store.index_path().exists() {
+            let _lock = store.lock()?;
+            if !store.index_path().exists() {
+                store.write_index(&[])?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Its blobs.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn pins_dir(&self) -> PathBuf {
+        self.root.join("pins")
+    }
+
+    /// Takes the store's lock (waiting for it).
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        file.lock().ctx(|| format!("locking {}", path.display()))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// The images of `index.json`.
+    pub fn index(&self) -> Result<Vec<IndexEntry>> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
+            Error::InvalidImage(format!("{} is not an OCI index: {e}", path.display()))
+        })?;
+        index
+            .manifests()
+            .iter()
+            .map(|d| {
+                let tag = d
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_REF_NAME))
+                    .and_then(|r| Tag::parse(r).ok());
+                Ok(IndexEntry {
+                    digest: Digest::from_oci(d.digest())?,
+                    size: d.size(),
+                    tag,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces `index.json` (the caller holds the lock).
+    pub(crate) fn replace_index(&self, entries: &[IndexEntry]) -> Result<()> {
+        self.write_index(entries)
+    }
+
+    fn write_index(&self, entries: &[IndexEntry]) -> Result<()> {
+        let manifests: Vec<Descriptor> = entries
+            .iter()
+            .map(|e| {
+                let mut d = Descriptor::new(MediaType::ImageManifest, e.size, e.digest.to_oci());
+                if let Some(tag) = &e.tag {
+                    d.set_annotations(Some(HashMap::from([(
+                        ANNOTATION_REF_NAME.to_string(),
+                        tag.to_string(),
+                    )])));
+                }
+                d
+            })
+            .collect();
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(|e| Error::InvalidImage(format!("building index.json: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(&index).expect("serialisable");
+        write_atomic(&self.index_path(), &bytes)
+    }
+
+    /// Records image `digest` in the index, under `tag` if given (moving
+    /// the tag from another image) or untagged (if not already there).
+    /// The caller holds the lock.
+    pub(crate) fn record(&self, digest: &Digest, size: u64, tag: Option<&Tag>) -> Result<()> {
+        let mut entries = self.index()?;
+        match tag {
+            Some(tag) => {
+                entries.retain(|e| e.tag.as_ref() != Some(tag));
+                // An untagged entry of the same image is now redundant.
+                entries.retain(|e| !(e.digest == *digest && e.tag.is_none()));
+                entries.push(IndexEntry {
+                    digest: digest.clone(),
+                    size,
+                    tag: Some(tag.clone()),
+                });
+            }
+            None => {
+                if !entries.iter().any(|e| e.digest == *digest) {
+                    entries.push(IndexEntry {
+                        digest: digest.clone(),
+                        size,
+                        tag: None,
+                    });
+                }
+            }
+        }
+        entries.sort_by(|a, b| (&a.tag, &a.digest).cmp(&(&b.tag, &b.digest)));
+        self.write_index(&entries)
+    }
+
+    /// Finds the image `reference` names: a tag in the index, a digest
+    /// whose manifest is stored, or a unique digest prefix among the
+    /// indexed and pinned images.
+    pub fn resolve(&self, reference: &str) -> Result<Digest> {
+        let parsed = Reference::parse(reference)?;
+        let prefix = match &parsed {
+            Reference::Tag(tag) => {
+                if let Some(e) = self
+                    .index()?
+                    .into_iter()
+                    .find(|e| e.tag.as_ref() == Some(tag))
+                {
+                    return Ok(e.digest);
+                }
+                // Hex digits without a tag may be a short digest, as `ls`
+                // prints them.
+                if !reference.contains(':') && reference.len() >= 4 {
+                    reference.to_string()
+                } else {
+                    return Err(Error::NotFound(reference.to_string()));
+                }
+            }
+            Reference::Digest(d) => {
+                return if self.blobs.contains(d) {
+                    Ok(d.clone())
+                } else {
+                    Err(Error::NotFound(reference.to_string()))
+                }
+            }
+            Reference::Prefix(p) => p.clone(),
+        };
+        let known: BTreeSet<Digest> = self
+            .index()?
+            .into_iter()
+            .map(|e| e.digest)
+            .chain(self.pins()?.into_values())
+            .filter(|d| d.hex().starts_with(&prefix))
+            .collect();
+        match known.len() {
+            1 => Ok(known.into_iter().next().expect("one")),
+            0 => Err(Error::NotFound(reference.to_string())),
+            _ => Err(Error::Ambiguous {
+                reference: reference.to_string(),
+                candidates: known.iter().map(|d| d.short().to_string()).collect(),
+            }),
+        }
+    }
+
+    /// Opens image `digest` for use (its last use is now).
+    pub fn image(&self, digest: &Digest) -> Result<Image> {
+        Image::load(&self.blobs, digest, Access::Use)
+    }
+
+    /// Resolves `reference` and opens the image for use.
+    pub fn open_image(&self, reference: &str) -> Result<Image> {
+        self.image(&self.resolve(reference)?)
+    }
+
+    /// Builds an image from a binary wasm `module` and, optionally, the
+    /// files under `files` (one tar layer), and records it under `tag`.
+    pub fn build(&self, module: &[u8], files: Option<&Path>, tag: Option<&Tag>) -> Result<Image> {
+        let tree = match files {
+            Some(dir) => FileTree::from_dir(dir)?,
+            None => FileTree::new(),
+        };
+        self.build_tree(module, &tree, tag)
+    }
+
+    /// Builds an image from `module` and a file tree; see [`Store::build`].
+    pub fn build_tree(&self, module: &[u8], files: &FileTree, tag: Option<&Tag>) -> Result<Image> {
+        let _lock = self.lock()?;
+        let (digest, size) = write_image(&self.blobs, module, files)?;
+        self.record(&digest, size, tag)?;
+        Image::load(&self.blobs, &digest, Access::Use)
+    }
+
+    /// Removes the image `reference` names: a tag removes that tag, a
+    /// digest every tag of the image. Blobs no longer referenced by any
+    /// image, pin or cached artifact are deleted. A pinned image is
+    /// refused.
+    pub fn remove(&self, reference: &str) -> Result<Removed> {
+        let _lock = self.lock()?;
+        let digest = self.resolve(reference)?;
+        let pinned_by: Vec<String> = self
+            .pins()?
+            .into_iter()
+            .filter(|(_, d)| *d == digest)
+            .map(|(f, _)| f)
+            .collect();
+        if !pinned_by.is_empty() {
+            return Err(Error::Pinned {
+                reference: reference.to_string(),
+                functions: pinned_by,
+            });
+        }
+        let by_tag = match Reference::parse(reference)? {
+            Reference::Tag(tag) => self
+                .index()?
+                .iter()
+                .any(|e| e.tag.as_ref() == Some(&tag))
+                .then_some(tag),
+            _ => None,
+        };
+        let mut entries = self.index()?;
+        let mut removed = Removed::default();
+        entries.retain(|e| {
+            let hit = match &by_tag {
+                Some(tag) => e.tag.as_ref() == Some(tag),
+                None => e.digest == digest,
+            };
+            if hit {
+                removed.references.push(
+                    e.tag
+                        .as_ref()
+                        .map_or_else(|| e.digest.to_string(), Tag::to_string),
+                );
+            }
+            !hit
+        });
+        if removed.references.is_empty() {
+            // A stored manifest that no tag names (e.g. a tag moved away).
+            removed.references.push(digest.to_string());
+        }
+        self.write_index(&entries)?;
+        // Delete what only this image used.
+        let candidates = match Image::load(&self.blobs, &digest, Access::Look) {
+            Ok(image) => image.blob_digests(),
+            Err(_) => vec![digest.clone()],
+        };
+        let live = crate::gc::reachable(self)?.blobs;
+        for d in candidates {
+            if !live.contains(&d) {
+                let freed = self.blobs.remove(&d)?;
+                if freed > 0 {
+                    removed.blobs += 1;
+                    removed.bytes += freed;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Pins image `digest` for `function`, replacing its previous pin.
+    pub fn pin(&self, function: &str, digest: &Digest) -> Result<()> {
+        if !valid_pin_name(function) {
+            return Err(Error::InvalidPinName(function.to_string()));
+        }
+        let _lock = self.lock()?;
+        write_atomic(
+            &self.pins_dir().join(function),
+            format!("{digest}\n").as_bytes(),
+        )
+    }
+
+    /// Removes `function`'s pin, if any.
+    pub fn unpin(&self, function: &str) -> Result<()> {
+        if !valid_pin_name(function) {
+            return Err(Error::InvalidPinName(function.to_string()));
+        }
+        let _lock = self.lock()?;
+        let path = self.pins_dir().join(function);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&self.pins_dir());
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
+        }
+    }
+
+    /// Every pin: function → manifest digest. Unreadable pin files are
+    /// errors (a garbage collection must not run without knowing them).
+    pub fn pins(&self) -> Result<BTreeMap<String, Digest>> {
+        let dir = self.pins_dir();
+        let mut out = BTreeMap::new();
+        for entry in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid_pin_name(&name) {
+                continue; // a temporary file
+            }
+            let text = fs::read_to_string(entry.path())
+                .ctx(|| format!("reading {}", entry.path().display()))?;
+            out.insert(name, Digest::parse(text.trim())?);
+        }
+        Ok(out)
+    }
+
+    /// Every image, one row per tag (and one per untagged or only-pinned
+    /// image), each checked blob by blob.
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        let pins = self.pins()?;
+        let mut rows: Vec<(Option<Tag>, Digest)> = self
+            .index()?
+            .into_iter()
+            .map(|e| (e.tag, e.digest))
+            .collect();
+        for d in pins.values() {
+            if !rows.iter().any(|(_, r)| r == d) {
+                rows.push((None, d.clone()));
+            }
+        }
+        rows.dedup();
+        Ok(rows
+            .into_iter()
+            .map(|(tag, digest)| {
+                let pinned_by = pins
+                    .iter()
+                    .filter(|(_, d)| **d == digest)
+                    .map(|(f, _)| f.clone())
+                    .collect();
+                let last_used = self.blobs.last_used(&digest);
+                let (size, layers, problem) = match Image::load(&self.blobs, &digest, Access::Look)
+                {
+                    Ok(image) => (
+                        image.size(),
+                        image.manifest().layers().len(),
+                        image.verify().err().map(|e| e.to_string()),
+                    ),
+                    Err(e) => (0, 0, Some(e.to_string())),
+                };
+                ImageSummary {
+                    tag,
+                    digest,
+                    size,
+                    layers,
+                    last_used,
+                    pinned_by,
+                    problem,
+                }
+            })
+            .collect())
+    }
+
+    /// Bytes held by blobs.
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.blobs.list()?.iter().map(|b| b.size).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn tag(s: &str) -> Tag {
+        Tag::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tags_resolve_move_and_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(dir.path().join("oci-layout").is_file());
+        assert!(store.index().unwrap().is_empty());
+        let a = store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+        assert_eq!(store.resolve("app:1").unwrap(), *a.digest());
+        assert_eq!(store.resolve(&a.digest().to_string()).unwrap(), *a.digest());
+        assert_eq!(store.resolve(a.digest().short()).unwrap(), *a.digest());
+        assert!(matches!(store.resolve("app:2"), Err(Error::NotFound(_))));
+        assert!(matches!(store.resolve("app"), Err(Error::NotFound(_))));
+        // The same image under a second tag; then the tag moves.
+        store.build(MODULE, None, Some(&tag("app"))).unwrap();
+        assert_eq!(store.index().unwrap().len(), 2);
+        let files = tempfile::tempdir().unwrap();
+        fs::write(files.path().join("f"), b"f").unwrap();
+        let b = store
+            .build(MODULE, Some(files.path()), Some(&tag("app:1")))
+            .unwrap();
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(store.resolve("app:1").unwrap(), *b.digest());
+        assert_eq!(store.resolve("app:latest").unwrap(), *a.digest());
+        // Removing a tag keeps the module the other image shares.
+        let removed = store.remove("app:1").unwrap();
+        assert_eq!(removed.references, ["app:1"]);
+        assert_eq!(removed.blobs, 3, "manifest, config, file layer");
+        store.open_image("app").unwrap().module().unwrap();
+        let removed = store.remove(&a.digest().to_string()).unwrap();
+        assert_eq!(removed.references, ["app:latest"]);
+        assert!(store.blobs().list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pins_protect_images_from_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+        store.pin("fn-a", a.digest()).unwrap();
+        assert_eq!(store.pins().unwrap()["fn-a"], *a.digest());
+        let err = store.remove("app:1").unwrap_err();
+        assert!(err.to_string().contains("fn-a"), "{err}");
+        assert!(matches!(
+            store.pin("../x", a.digest()),
+            Err(Error::InvalidPinName(_))
+        ));
+        let rows = store.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].pinned_by, ["fn-a"]);
+        assert!(rows[0].problem.is_none());
+        store.unpin("fn-a").unwrap();
+        store.unpin("fn-a").unwrap();
+        store.remove("app:1").unwrap();
+    }
+
+    #[test]
+    fn list_reports_a_corrupt_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+        let module = store.blobs().path(&a.module_digest());
+        fs::write(&module, b"\0asm\x01\0\0\x01").unwrap();
+        let rows = store.list().unwrap();
+        let problem = rows[0].problem.as_deref().unwrap();
+        assert!(
+            problem.contains("corrupt") && problem.contains(a.module_digest().hex()),
+            "{problem}"
+        );
+        assert!(matches!(
+            store.open_image("app:1").unwrap().module(),
+            Err(Error::MissingBlob(_))
+        ));
+    }
+}

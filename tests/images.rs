@@ -1,0 +1,994 @@
+//! Images end to end: `wisp image` against real stores, OCI layouts built
+//! by hand (a CNCF wasm artifact, a plain OCI image), corruption, the
+//! compiled-artifact key, garbage collection, and deploying by image
+//! reference through a real daemon.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, SystemTime};
+
+use common::daemon::Daemon;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use wisp::compile::Compiler;
+use wisp_images::{ArtifactKey, Digest, FileKind, Store, Tag};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn wisp(args: &[&str]) -> Output {
+    common::run(args, b"")
+}
+
+/// Runs `wisp` and expects success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = wisp(args);
+    assert!(
+        out.status.success(),
+        "wisp {args:?} failed ({:?}):\n{}{}",
+        out.status,
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    common::stdout(&out)
+}
+
+/// Runs `wisp` and expects the one-line failure of bad input (exit 1)
+/// mentioning `needle`.
+fn fails(args: &[&str], needle: &str) -> String {
+    let out = wisp(args);
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "wisp {args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "wisp {args:?}: `{needle}` not in: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .trim_end()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "one error line: {stderr}"
+    );
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn hello_wat() -> PathBuf {
+    common::example("hello.wat")
+}
+
+fn hello_wasm() -> Vec<u8> {
+    wat::parse_file(hello_wat()).expect("examples/hello.wat")
+}
+
+fn tag(t: &str) -> Tag {
+    Tag::parse(t).unwrap()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// A directory of files for an image.
+fn files_dir(root: &Path, big: usize) -> PathBuf {
+    let dir = root.join("files");
+    fs::create_dir_all(dir.join("conf")).unwrap();
+    fs::write(dir.join("conf/app.toml"), b"greeting = \"hi\"\n").unwrap();
+    fs::write(dir.join("index.html"), b"<h1>hi</h1>").unwrap();
+    if big > 0 {
+        let data: Vec<u8> = (0..big).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(dir.join("big.bin"), data).unwrap();
+    }
+    dir
+}
+
+/// An OCI image layout written by hand: blobs and an index.
+struct Layout {
+    root: PathBuf,
+    manifests: Vec<serde_json::Value>,
+}
+
+impl Layout {
+    fn new(root: &Path) -> Layout {
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        fs::write(
+            root.join("oci-layout"),
+            br#"{"imageLayoutVersion": "1.0.0"}"#,
+        )
+        .unwrap();
+        Layout {
+            root: root.to_path_buf(),
+            manifests: Vec::new(),
+        }
+    }
+
+    /// Stores a blob; returns its descriptor.
+    fn blob(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        let digest = sha(bytes);
+        fs::write(
+            self.root
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+            bytes,
+        )
+        .unwrap();
+        json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() })
+    }
+
+    /// Stores a manifest and lists it in the index under `ref_name`;
+    /// returns its digest.
+    fn manifest(&mut self, manifest: serde_json::Value, ref_name: Option<&str>) -> String {
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let mut d = self.blob("application/vnd.oci.image.manifest.v1+json", &bytes);
+        if let Some(r) = ref_name {
+            d["annotations"] = json!({ "org.opencontainers.image.ref.name": r });
+        }
+        self.manifests.push(d.clone());
+        let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.manifests });
+        fs::write(
+            self.root.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        d["digest"].as_str().unwrap().to_string()
+    }
+
+    /// The tar form of the layout, at `path`.
+    fn tar(&self, path: &Path) {
+        let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+        b.append_dir_all(".", &self.root).unwrap();
+        b.finish().unwrap();
+    }
+}
+
+/// A gzipped tar layer of `entries` (path, content).
+fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A plain OCI image: a gzipped tar layer holding `entries`, a config
+/// with `entrypoint`.
+fn plain_image(layout: &mut Layout, entries: &[(&str, &[u8])], entrypoint: Option<&str>) -> String {
+    let layer = layout.blob(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &tar_gz(entries),
+    );
+    let mut config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Env": ["PATH=/"] },
+        "rootfs": { "type": "layers", "diff_ids": [] }
+    });
+    if let Some(e) = entrypoint {
+        config["config"]["Entrypoint"] = json!([e]);
+    }
+    let config = layout.blob(
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    layout.manifest(
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [layer]
+        }),
+        Some("plain:1"),
+    )
+}
+
+fn age(store: &Store, d: &Digest, secs: u64) {
+    fs::File::open(store.blobs().path(d))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn build_export_import_round_trip_keeps_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let files = files_dir(dir.path(), 4096);
+    let digest = ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(&files),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&a),
+    ]);
+    let digest = digest.trim();
+    // The same inputs build the same image.
+    let again = ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(&files),
+        "-t",
+        "hello:2",
+        "--store",
+        s(&a),
+    ]);
+    assert_eq!(again.trim(), digest);
+
+    let layout_dir = dir.path().join("layout");
+    let layout_tar = dir.path().join("layout.tar");
+    ok(&[
+        "image",
+        "export",
+        "hello:1",
+        "-o",
+        s(&layout_dir),
+        "--store",
+        s(&a),
+    ]);
+    ok(&[
+        "image",
+        "export",
+        "hello:1",
+        "-o",
+        s(&layout_tar),
+        "--store",
+        s(&a),
+    ]);
+    assert!(layout_dir.join("oci-layout").is_file() && layout_dir.join("index.json").is_file());
+    assert!(layout_dir
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .is_file());
+
+    let imported_dir = ok(&["image", "import", s(&layout_dir), "--store", s(&b)]);
+    let imported_tar = ok(&[
+        "image",
+        "import",
+        s(&layout_tar),
+        "-t",
+        "copy:1",
+        "--store",
+        s(&c),
+    ]);
+    assert_eq!(imported_dir.trim(), digest);
+    assert_eq!(imported_tar.trim(), digest);
+
+    let original = Store::open(&a).unwrap().open_image("hello:1").unwrap();
+    for (store, reference) in [(&b, "hello:1"), (&c, "copy:1")] {
+        let copy = Store::open(store).unwrap().open_image(reference).unwrap();
+        assert_eq!(copy.digest(), original.digest());
+        assert_eq!(
+            copy.blob_digests(),
+            original.blob_digests(),
+            "manifest, config and layers"
+        );
+        assert_eq!(copy.manifest(), original.manifest());
+        assert_eq!(copy.module().unwrap(), hello_wasm());
+        let files = copy.files().unwrap();
+        assert_eq!(files, original.files().unwrap());
+        let paths: Vec<_> = files.iter().map(|f| f.path.display().to_string()).collect();
+        assert_eq!(paths, ["big.bin", "conf", "conf/app.toml", "index.html"]);
+    }
+    // Exported again from the copy, the layout is byte for byte the same
+    // but for the tag.
+    let again_dir = dir.path().join("again");
+    ok(&[
+        "image",
+        "export",
+        "hello:1",
+        "-o",
+        s(&again_dir),
+        "--store",
+        s(&b),
+    ]);
+    for d in original.blob_digests() {
+        let name = format!("blobs/sha256/{}", d.hex());
+        assert_eq!(
+            fs::read(layout_dir.join(&name)).unwrap(),
+            fs::read(again_dir.join(&name)).unwrap()
+        );
+    }
+
+    let ls = ok(&["image", "ls", "--store", s(&a)]);
+    assert!(ls.contains("hello:1") && ls.contains("hello:2"), "{ls}");
+    assert!(ls.contains(&digest[7..19]), "{ls}");
+
+    // Bad input: one clear line, exit 1, nothing half-written.
+    fails(
+        &[
+            "image",
+            "export",
+            "hello:1",
+            "-o",
+            s(&layout_dir),
+            "--store",
+            s(&a),
+        ],
+        "already exists",
+    );
+    fails(
+        &[
+            "image",
+            "export",
+            "nope:1",
+            "-o",
+            s(&dir.path().join("x")),
+            "--store",
+            s(&a),
+        ],
+        "no image `nope:1`",
+    );
+    assert!(!dir.path().join("x").exists());
+    fails(
+        &["image", "import", s(&files), "--store", s(&b)],
+        "not an OCI image layout",
+    );
+    fails(
+        &[
+            "image",
+            "build",
+            s(&files.join("index.html")),
+            "-t",
+            "x:1",
+            "--store",
+            s(&b),
+        ],
+        "invalid module",
+    );
+    fails(
+        &[
+            "image",
+            "build",
+            s(&hello_wat()),
+            "-t",
+            "Bad:Tag:",
+            "--store",
+            s(&b),
+        ],
+        "invalid image reference",
+    );
+    fails(&["image", "rm", "nope:1", "--store", s(&b)], "no image");
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn imports_a_cncf_wasm_artifact_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let module = hello_wasm();
+    let layer = layout.blob("application/wasm", &module);
+    let config = layout.blob(
+        "application/vnd.wasm.config.v0+json",
+        &serde_json::to_vec(&json!({
+            "created": "2024-01-01T00:00:00Z",
+            "author": "someone",
+            "architecture": "wasm",
+            "os": "wasip1",
+            "layerDigests": [layer["digest"]]
+        }))
+        .unwrap(),
+    );
+    let files = layout.blob(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &tar_gz(&[("www/index.html", b"<p>hi</p>")]),
+    );
+    let manifest = layout.manifest(
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.wasm.config.v0+json",
+            "config": config,
+            "layers": [layer, files],
+            "annotations": { "org.opencontainers.image.title": "hello" }
+        }),
+        Some("example.org/cncf/hello:v1"),
+    );
+    let store_dir = dir.path().join("store");
+    let out = ok(&["image", "import", s(&layout.root), "--store", s(&store_dir)]);
+    assert_eq!(out.trim(), manifest, "the manifest digest is kept");
+    let store = Store::open(&store_dir).unwrap();
+    let image = store.open_image("example.org/cncf/hello:v1").unwrap();
+    assert_eq!(image.digest().to_string(), manifest);
+    assert_eq!(image.module().unwrap(), module);
+    assert_eq!(image.module_digest().to_string(), sha(&module));
+    let files = image.files().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[1].kind, FileKind::File(b"<p>hi</p>".to_vec(), 0o644));
+    // Its export is the same artifact.
+    let out_tar = dir.path().join("out.tar");
+    ok(&[
+        "image",
+        "export",
+        &manifest,
+        "-o",
+        s(&out_tar),
+        "--store",
+        s(&store_dir),
+    ]);
+    let back = dir.path().join("back");
+    assert_eq!(
+        ok(&["image", "import", s(&out_tar), "--store", s(&back)]).trim(),
+        manifest
+    );
+
+    // A wasm layer that is not wasm, or two of them, is refused whole.
+    let mut bad = Layout::new(&dir.path().join("bad"));
+    let not_wasm = bad.blob("application/wasm", b"not wasm at all");
+    let config = bad.blob("application/vnd.wasm.config.v0+json", b"{}");
+    bad.manifest(
+        json!({ "schemaVersion": 2, "config": config, "layers": [not_wasm] }),
+        Some("bad:1"),
+    );
+    let empty = dir.path().join("empty");
+    fails(
+        &["image", "import", s(&bad.root), "--store", s(&empty)],
+        "not a WebAssembly module",
+    );
+    let mut two = Layout::new(&dir.path().join("two"));
+    let l = two.blob("application/wasm", &module);
+    let config = two.blob("application/vnd.wasm.config.v0+json", b"{}");
+    two.manifest(
+        json!({ "schemaVersion": 2, "config": config, "layers": [l, l] }),
+        Some("two:1"),
+    );
+    fails(
+        &["image", "import", s(&two.root), "--store", s(&empty)],
+        "exactly one is needed",
+    );
+    let store = Store::open(&empty).unwrap();
+    assert!(
+        store.blobs().list().unwrap().is_empty(),
+        "nothing half-written"
+    );
+    assert!(store.index().unwrap().is_empty());
+}
+
+#[test]
+fn imports_a_plain_oci_image_holding_a_wasm_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = hello_wasm();
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    plain_image(
+        &mut layout,
+        &[
+            ("app.wasm", &module),
+            ("etc/app/config.toml", b"x = 1"),
+            ("static/index.html", b"<p>"),
+        ],
+        None,
+    );
+    let tar_path = dir.path().join("plain.tar");
+    layout.tar(&tar_path);
+    let store_dir = dir.path().join("store");
+    let out = wisp(&[
+        "image",
+        "import",
+        s(&tar_path),
+        "-t",
+        "plain:converted",
+        "--store",
+        s(&store_dir),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("converted from the plain OCI image"));
+    let store = Store::open(&store_dir).unwrap();
+    let image = store.open_image("plain:converted").unwrap();
+    assert_eq!(image.module().unwrap(), module);
+    let paths: Vec<_> = image
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "etc",
+            "etc/app",
+            "etc/app/config.toml",
+            "static",
+            "static/index.html"
+        ],
+        "the module is not among the files"
+    );
+
+    // Several .wasm files: the config's Entrypoint decides ...
+    let mut hinted = Layout::new(&dir.path().join("hinted"));
+    plain_image(
+        &mut hinted,
+        &[
+            ("bin/main.wasm", &module),
+            ("lib/helper.wasm", b"\0asm\x01\0\0\0"),
+        ],
+        Some("/bin/main.wasm"),
+    );
+    ok(&["image", "import", s(&hinted.root), "--store", s(&store_dir)]);
+    let image = store.open_image("plain:1").unwrap();
+    assert_eq!(image.module().unwrap(), module);
+    assert_eq!(image.files().unwrap().len(), 2, "lib, lib/helper.wasm");
+
+    // ... without one it is an error naming them, and nothing is stored.
+    let mut ambiguous = Layout::new(&dir.path().join("ambiguous"));
+    plain_image(
+        &mut ambiguous,
+        &[("a.wasm", &module), ("b.wasm", &module)],
+        None,
+    );
+    let fresh = dir.path().join("fresh");
+    fails(
+        &["image", "import", s(&ambiguous.root), "--store", s(&fresh)],
+        "several .wasm files (a.wasm, b.wasm)",
+    );
+    let mut none = Layout::new(&dir.path().join("none"));
+    plain_image(&mut none, &[("readme.txt", b"hi")], None);
+    fails(
+        &["image", "import", s(&none.root), "--store", s(&fresh)],
+        "no .wasm file",
+    );
+    // A layer escaping the image root is refused.
+    let mut evil = Layout::new(&dir.path().join("evil"));
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.as_old_mut().name[..9].copy_from_slice(b"../x.wasm");
+    h.set_cksum();
+    raw.append(&h, &b"x"[..]).unwrap();
+    let layer = evil.blob(
+        "application/vnd.oci.image.layer.v1.tar",
+        &raw.into_inner().unwrap(),
+    );
+    let config = evil.blob(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    evil.manifest(
+        json!({ "schemaVersion": 2, "config": config, "layers": [layer] }),
+        None,
+    );
+    fails(
+        &["image", "import", s(&evil.root), "--store", s(&fresh)],
+        "`..` component",
+    );
+    let fresh = Store::open(&fresh).unwrap();
+    assert!(fresh.blobs().list().unwrap().is_empty() && fresh.index().unwrap().is_empty());
+}
+
+#[test]
+fn a_flipped_byte_in_a_stored_blob_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let files = files_dir(dir.path(), 0);
+    ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(&files),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ]);
+    let store = Store::open(&store_dir).unwrap();
+    let image = store.open_image("hello:1").unwrap();
+    let layer = wisp_images::Digest::from_oci(image.file_layers()[0].digest()).unwrap();
+    let path = store.blobs().path(&layer);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[600] ^= 0x04;
+    fs::write(&path, bytes).unwrap();
+
+    // `ls` checks every blob: the image is reported broken (exit 1).
+    let out = wisp(&["image", "ls", "--store", s(&store_dir)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("BROKEN") && text.contains(layer.hex()),
+        "{text}"
+    );
+    assert!(common::stderr(&out).contains("re-import"));
+    // The blob was quarantined, never used: files() and export fail.
+    assert!(matches!(
+        image.files(),
+        Err(wisp_images::Error::MissingBlob(_))
+    ));
+    assert!(
+        fs::read_dir(store.blobs().quarantine_dir())
+            .unwrap()
+            .count()
+            == 1
+    );
+    fails(
+        &[
+            "image",
+            "export",
+            "hello:1",
+            "-o",
+            s(&dir.path().join("out.tar")),
+            "--store",
+            s(&store_dir),
+        ],
+        "re-import",
+    );
+    assert!(!dir.path().join("out.tar").exists());
+    // Rebuilding heals it.
+    ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(&files),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ]);
+    ok(&["image", "ls", "--store", s(&store_dir)]);
+    image.files().unwrap();
+}
+
+#[test]
+fn an_artifact_key_change_forces_recompilation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let module = hello_wasm();
+    let first = Compiler::new(Some(cache.clone())).unwrap();
+    let artifact = first.load_or_compile(&module).unwrap();
+    assert_eq!(first.compilations(), 1);
+    let key = first.artifact_key().clone();
+    assert_eq!(key.wisp, env!("CARGO_PKG_VERSION"));
+    assert!(key.cpu.contains("sse2"), "{key:?}");
+
+    let with_key = |key: ArtifactKey| {
+        let mut c = Compiler::new(Some(cache.clone())).unwrap();
+        c.set_artifact_key(key);
+        let a = c.load_or_compile(&module).unwrap();
+        (c.compilations(), a)
+    };
+    // The same build and CPU: from disk, no compilation.
+    assert_eq!(with_key(key.clone()), (0, artifact.clone()));
+    // Another wasmtime (its compatibility hash), another CPU feature set,
+    // another wisp version: each a miss, compiled again.
+    for other in [
+        ArtifactKey {
+            engine: "0123456789abcdef".into(),
+            ..key.clone()
+        },
+        ArtifactKey {
+            cpu: format!("{} +avx512f", key.cpu),
+            ..key.clone()
+        },
+        ArtifactKey {
+            wisp: "9.9.9".into(),
+            ..key.clone()
+        },
+    ] {
+        assert_eq!(with_key(other.clone()).0, 1, "{other:?}");
+        assert_eq!(with_key(other).0, 0, "then cached under its own key");
+    }
+    // The real key's artifact is still there, and it runs.
+    assert_eq!(with_key(key).0, 0);
+    // ... and is what `wisp run` loads.
+    let out = common::wisp()
+        .env("WISP_CACHE_DIR", &cache)
+        .args(["run", s(&hello_wat())])
+        .output()
+        .unwrap();
+    assert_eq!(
+        common::stdout(&out),
+        "hello, world!\n",
+        "{}",
+        common::stderr(&out)
+    );
+}
+
+#[test]
+fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = Store::open(&store_dir).unwrap();
+    let module = hello_wasm();
+    let mut images = Vec::new();
+    for (i, name) in ["old:1", "mid:1", "new:1", "deployed:1"].iter().enumerate() {
+        let d = dir.path().join(format!("files{i}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("data"), vec![i as u8; 100_000]).unwrap();
+        images.push(store.build(&module, Some(&d), Some(&tag(name))).unwrap());
+    }
+    store.pin("deployed", images[3].digest()).unwrap();
+    for (image, secs) in images.iter().zip([4000, 3000, 1000, 9000]) {
+        age(&store, image.digest(), secs);
+    }
+    let (orphan, _) = store.blobs().put(&[7u8; 5000]).unwrap();
+
+    // Without a budget only what nothing references goes.
+    let out = ok(&["image", "gc", "--store", s(&store_dir)]);
+    assert!(out.contains(&format!("removed {orphan}")), "{out}");
+    assert!(out.contains("freed 4.9 KiB (1 blobs)"), "{out}");
+    // A pinned image cannot be removed.
+    fails(
+        &["image", "rm", "deployed:1", "--store", s(&store_dir)],
+        "pinned by deployed function(s) deployed",
+    );
+
+    // Under a budget for about two images: the two least recently used
+    // unpinned ones go, oldest first; the pinned (and oldest) one stays.
+    let out = ok(&[
+        "image",
+        "gc",
+        "--max-size",
+        "230K",
+        "--store",
+        s(&store_dir),
+    ]);
+    let evicted: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("evicted image "))
+        .collect();
+    assert_eq!(evicted, ["old:1", "mid:1"], "{out}");
+    assert!(store.resolve("new:1").is_ok());
+    for d in images[3].blob_digests() {
+        store.blobs().verify(&d).unwrap();
+    }
+    let ls = ok(&["image", "ls", "--store", s(&store_dir)]);
+    assert!(
+        ls.contains("deployed:1") && ls.contains(" deployed "),
+        "{ls}"
+    );
+    assert!(!ls.contains("old:1") && !ls.contains("mid:1"), "{ls}");
+
+    // A budget only pinned content exceeds: everything else goes, with a
+    // warning; the pinned image is whole.
+    let out = wisp(&["image", "gc", "--max-size", "1K", "--store", s(&store_dir)]);
+    assert!(out.status.success());
+    assert!(
+        common::stderr(&out).contains("more than --max-size"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(store.resolve("new:1").is_err());
+    assert_eq!(
+        store.open_image("deployed:1").unwrap().module().unwrap(),
+        module
+    );
+    assert_eq!(
+        store
+            .open_image("deployed:1")
+            .unwrap()
+            .files()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Unpinned, it can go.
+    store.unpin("deployed").unwrap();
+    ok(&["image", "rm", "deployed:1", "--store", s(&store_dir)]);
+    assert!(store.blobs().list().unwrap().is_empty());
+}
+
+#[test]
+fn deploy_by_image_reference_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    let store_dir = daemon.state.join("images");
+    let socket = daemon.socket.clone();
+    let files = files_dir(dir.path(), 1000);
+    let digest = ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(&files),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ]);
+    let digest = digest.trim().to_string();
+
+    let out = wisp(&[
+        "deploy",
+        "greet",
+        "--image",
+        "hello:1",
+        "--socket",
+        s(&socket),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains(&digest),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = wisp(&["invoke", "greet", "--socket", s(&socket)]);
+    assert_eq!(
+        common::stdout(&out),
+        "hello, world!\n",
+        "{}",
+        common::stderr(&out)
+    );
+    let inspect = ok(&["inspect", "greet", "--socket", s(&socket)]);
+    let info: wisp::api::FunctionInfo = serde_json::from_str(&inspect).unwrap();
+    let image = info.image.expect("image");
+    assert_eq!(
+        (image.reference.as_str(), image.digest.as_str()),
+        ("hello:1", digest.as_str())
+    );
+
+    // Pinned: listed as such, not removable, kept by gc under any budget.
+    let ls = ok(&["image", "ls", "--store", s(&store_dir)]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("hello:1") && l.contains("greet")),
+        "{ls}"
+    );
+    fails(
+        &["image", "rm", "hello:1", "--store", s(&store_dir)],
+        "greet",
+    );
+    ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
+    Store::open(&store_dir)
+        .unwrap()
+        .open_image("hello:1")
+        .unwrap()
+        .verify()
+        .unwrap();
+
+    // Unknown and malformed references, and a module and an image at once.
+    fails(
+        &[
+            "deploy",
+            "other",
+            "--image",
+            "nope:1",
+            "--socket",
+            s(&socket),
+        ],
+        "image_not_found",
+    );
+    fails(
+        &[
+            "deploy",
+            "other",
+            "--image",
+            "Not A Ref",
+            "--socket",
+            s(&socket),
+        ],
+        "invalid image reference",
+    );
+    let out = wisp(&[
+        "deploy",
+        "other",
+        s(&hello_wat()),
+        "--image",
+        "hello:1",
+        "--socket",
+        s(&socket),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses both");
+
+    // After kill -9 the function comes back with its image and pin.
+    daemon.kill();
+    let daemon = Daemon::start_in(dir.path());
+    let inspect = ok(&["inspect", "greet", "--socket", s(&socket)]);
+    let info: wisp::api::FunctionInfo = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(info.image.unwrap().digest, digest);
+    let out = wisp(&["invoke", "greet", "--socket", s(&socket)]);
+    assert_eq!(common::stdout(&out), "hello, world!\n");
+
+    // A corrupt module blob: the deploy is refused, the old version keeps
+    // serving and keeps its pin.
+    let store = Store::open(&store_dir).unwrap();
+    let v2 = dir.path().join("v2.wat");
+    fs::write(
+        &v2,
+        fs::read_to_string(hello_wat())
+            .unwrap()
+            .replace("\"hello, \"", "\"howdy, \""),
+    )
+    .unwrap();
+    ok(&[
+        "image",
+        "build",
+        s(&v2),
+        "-t",
+        "hello:2",
+        "--store",
+        s(&store_dir),
+    ]);
+    let broken = store.open_image("hello:2").unwrap();
+    let path = store.blobs().path(&broken.module_digest());
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    fails(
+        &[
+            "deploy",
+            "greet",
+            "--image",
+            "hello:2",
+            "--socket",
+            s(&socket),
+        ],
+        "image_corrupt",
+    );
+    assert_eq!(
+        common::stdout(&wisp(&["invoke", "greet", "--socket", s(&socket)])),
+        "hello, world!\n"
+    );
+    assert_eq!(store.pins().unwrap()["greet"].to_string(), digest);
+    // Re-built, it deploys; the pin moves.
+    ok(&[
+        "image",
+        "build",
+        s(&v2),
+        "-t",
+        "hello:2",
+        "--store",
+        s(&store_dir),
+    ]);
+    ok(&[
+        "deploy",
+        "greet",
+        "--image",
+        "hello:2",
+        "--socket",
+        s(&socket),
+    ]);
+    assert_eq!(
+        common::stdout(&wisp(&["invoke", "greet", "--socket", s(&socket)])),
+        "howdy, world!\n"
+    );
+    assert_eq!(store.pins().unwrap()["greet"], *broken.digest());
+    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+
+    // A deploy from a module drops the pin; so does a delete.
+    ok(&["deploy", "greet", s(&hello_wat()), "--socket", s(&socket)]);
+    assert!(store.pins().unwrap().is_empty());
+    ok(&[
+        "deploy",
+        "greet",
+        "--image",
+        "hello:2",
+        "--socket",
+        s(&socket),
+    ]);
+    ok(&["rm", "greet", "--socket", s(&socket)]);
+    assert!(store.pins().unwrap().is_empty());
+    ok(&["image", "rm", "hello:2", "--store", s(&store_dir)]);
+    drop(daemon);
+}
