@@ -349,10 +349,12 @@ fn wisp_run_filters_its_vcpu_thread() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The module spins for a second: look at the threads meanwhile.
+    // The module spins for a second: look at the threads meanwhile (the
+    // thread may be seen between its start and its filter, before any guest
+    // code runs; keep looking).
     let t0 = std::time::Instant::now();
     let mut seen = None;
-    while seen.is_none() && t0.elapsed() < std::time::Duration::from_secs(20) {
+    while seen != Some(2) && t0.elapsed() < std::time::Duration::from_secs(20) {
         seen = thread_modes(child.id())
             .into_iter()
             .find(|t| t.0 == "wisp-vcpu")
