@@ -27,7 +27,7 @@ use clap::ValueEnum;
 
 use self::daemon::{BenchDaemon, Function};
 use self::process::{find_program, ProcessRun};
-use self::report::{Report, Skipped, COLD, NATIVE, WARM, WASMTIME};
+use self::report::{Report, Skipped, COLD, ECHO, NATIVE, WARM, WASMTIME};
 use self::series::Start;
 
 /// The trivial function: wisp's example.
@@ -230,8 +230,21 @@ fn alternatives(plan: &Plan, f: &Function, skipped: &mut Skipped) -> Result<Vec<
             Err(why) => skipped.push((format!("{} / {}", alternative.label(), f.label), why)),
         }
     }
+    // The usual reference for a process spawn, a dynamically linked
+    // /bin/echo, beside hello's static native twin.
+    let has_twin = runs
+        .iter()
+        .any(|r| r.scenario == NATIVE && r.program != Path::new(ECHO_PROGRAM));
+    if f.label == "hello" && has_twin {
+        let mut echo = ProcessRun::new(ECHO, ECHO_PROGRAM, &["hello, world!"]);
+        echo.expected = f.expected.to_vec();
+        runs.push(echo);
+    }
     Ok(runs)
 }
+
+/// `/bin/echo`, the fallback native hello and a reference of its own.
+const ECHO_PROGRAM: &str = "/bin/echo";
 
 /// A native process running the same logic (`/bin/echo` for hello when
 /// no native build is given).
@@ -239,7 +252,7 @@ fn native(plan: &Plan, f: &Function) -> Result<ProcessRun, String> {
     let built = plan.functions_dir.as_deref().map(|d| d.join(&f.label));
     match built.filter(|p| p.is_file()) {
         Some(native) => Ok(ProcessRun::new(NATIVE, native, &[])),
-        None if f.label == "hello" => Ok(ProcessRun::new(NATIVE, "/bin/echo", &["hello, world!"])),
+        None if f.label == "hello" => Ok(ProcessRun::new(NATIVE, ECHO_PROGRAM, &["hello, world!"])),
         None => Err("no native build in --functions-dir".into()),
     }
 }

@@ -37,6 +37,8 @@ pub const COLD: &str = "wisp cold";
 pub const WARM: &str = "wisp warm";
 /// The native process alternative.
 pub const NATIVE: &str = "native fork/exec";
+/// A dynamically linked `/bin/echo` per invocation (hello only).
+pub const ECHO: &str = "fork/exec /bin/echo";
 /// The `wasmtime run` alternative.
 pub const WASMTIME: &str = "wasmtime run";
 
@@ -163,6 +165,7 @@ impl Report {
         let cold = self.p50(COLD, f);
         let warm = self.p50(WARM, f);
         let native = self.p50(NATIVE, f);
+        let echo = self.p50(ECHO, f);
         let wasmtime = self.p50(WASMTIME, f);
         let speedup =
             |a: Option<Duration>, b: Option<Duration>| Some(a?.as_secs_f64() / b?.as_secs_f64());
@@ -183,9 +186,17 @@ impl Report {
             (
                 cold.zip(native).map(|(c, n)| c <= n),
                 format!(
-                    "cold no slower than a native process spawn: {} vs {}",
+                    "cold no slower than a native process spawn (static binary): {} vs {}",
                     fmt(cold),
                     fmt(native)
+                ),
+            ),
+            (
+                cold.zip(echo).map(|(c, n)| c <= n),
+                format!(
+                    "cold no slower than fork/exec of /bin/echo: {} vs {}",
+                    fmt(cold),
+                    fmt(echo)
                 ),
             ),
             (
@@ -195,8 +206,15 @@ impl Report {
             (
                 speedup(native, warm).map(|x| x >= 9.0),
                 format!(
-                    "warm >= 9x faster than a process spawn: {}",
+                    "warm >= 9x faster than a process spawn (static binary): {}",
                     speedup(native, warm).map_or("-".into(), |x| format!("{x:.1}x"))
+                ),
+            ),
+            (
+                speedup(echo, warm).map(|x| x >= 9.0),
+                format!(
+                    "warm >= 9x faster than fork/exec of /bin/echo: {}",
+                    speedup(echo, warm).map_or("-".into(), |x| format!("{x:.1}x"))
                 ),
             ),
         ];
