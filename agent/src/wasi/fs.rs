@@ -5,6 +5,8 @@
 use wasmtime::{Caller, Linker, Result};
 use wisp_abi::wasi::MODULE;
 
+use wisp_vfs::Vfs;
+
 use super::{with, Ctx, Errno, Mem};
 
 type C<'a> = Caller<'a, Ctx>;
@@ -260,36 +262,25 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
             })
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "path_create_directory",
-        |mut c: C<'_>, fd: i32, path: i32, len: i32| {
-            with(&mut c, |m, cx| {
-                let dir = fs_fd(cx, fd, Errno::Notdir)?;
-                cx.fs_now().create_dir(dir, m.slice(path, len as u32)?)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_remove_directory",
-        |mut c: C<'_>, fd: i32, path: i32, len: i32| {
-            with(&mut c, |m, cx| {
-                let dir = fs_fd(cx, fd, Errno::Notdir)?;
-                cx.fs_now().remove_dir(dir, m.slice(path, len as u32)?)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_unlink_file",
-        |mut c: C<'_>, fd: i32, path: i32, len: i32| {
-            with(&mut c, |m, cx| {
-                let dir = fs_fd(cx, fd, Errno::Notdir)?;
-                cx.fs_now().unlink(dir, m.slice(path, len as u32)?)
-            })
-        },
-    )?;
+    // The calls that take a directory and one path and return nothing.
+    type PathOp = fn(&mut Vfs, u32, &[u8]) -> Result<(), Errno>;
+    let path_ops: [(&str, PathOp); 3] = [
+        ("path_create_directory", Vfs::create_dir),
+        ("path_remove_directory", Vfs::remove_dir),
+        ("path_unlink_file", Vfs::unlink),
+    ];
+    for (name, op) in path_ops {
+        linker.func_wrap(
+            MODULE,
+            name,
+            move |mut c: C<'_>, fd: i32, path: i32, len: i32| {
+                with(&mut c, |m, cx| {
+                    let dir = fs_fd(cx, fd, Errno::Notdir)?;
+                    op(cx.fs_now(), dir, m.slice(path, len as u32)?)
+                })
+            },
+        )?;
+    }
     linker.func_wrap(
         MODULE,
         "path_filestat_get",
