@@ -1,7 +1,7 @@
-//! The guest filesystem as real C programs see it: `tests/wasi/*.c`,
-//! compiled for wasm32-wasi with Debian's clang and wasi-libc, run in wisp
-//! and compared with what `wasmtime run` does on the same program and
-//! directory. The expected outputs (`tests/wasi/*.expected`) were produced
+//! The guest filesystem as real programs see it: C (`tests/wasi/*.c`,
+//! Debian's clang and wasi-libc) and Rust `std::fs` (`tests/wasi/*.rs`,
+//! Debian's rustc for wasm32-wasi), run in wisp and compared with what
+//! `wasmtime run` does on the same program and directory. The expected outputs (`tests/wasi/*.expected`) were produced
 //! by `wasmtime run`; where the wasmtime CLI is installed the tests also
 //! run it live and check that it still agrees (`WISP_UPDATE_EXPECTED=1`
 //! rewrites the files from it).
@@ -111,6 +111,16 @@ fn file_and_directory_operations_match_wasmtime() {
     let scratch = tempfile::tempdir().unwrap();
     let live = wasmtime(&program, (scratch.path(), "/tmp"), &["/tmp"]);
     assert_same_as_wasmtime("fs_ops", &out, live);
+}
+
+#[test]
+fn rust_std_fs_matches_wasmtime() {
+    common::require_kvm();
+    let program = common::wasi_rust_program("fs_std");
+    let out = wisp(&program, &[], &["/tmp"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let live = wasmtime(&program, (scratch.path(), "/tmp"), &["/tmp"]);
+    assert_same_as_wasmtime("fs_std", &out, live);
 }
 
 #[test]

@@ -128,3 +128,48 @@ pub fn wasi_program(name: &str) -> PathBuf {
     built.push(name.to_string());
     out
 }
+
+/// The Rust test program `tests/wasi/<name>.rs` compiled for wasm32-wasi
+/// with Debian's rustc (`/usr/bin/rustc` with `libstd-rust-dev-wasm32`:
+/// rustup cannot add targets here), once per test binary; fails loudly if
+/// that compiler is missing.
+pub fn wasi_rust_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let rustc = std::env::var("WISP_WASI_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/wasi")
+        .join(format!("{name}.rs"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("wasi-programs")
+        .join(format!("{name}.wasm"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == name) {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
+    let status = Command::new(&rustc)
+        .args([
+            "--edition",
+            "2021",
+            "--target",
+            "wasm32-wasi",
+            "-O",
+            "-C",
+            "strip=debuginfo",
+        ])
+        .args(["-D", "warnings", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "\n\n*** cannot compile {} for wasm32-wasi with {rustc} ({other:?}). ***\n\
+             *** These tests run real Rust programs: install Debian's rustc and \
+             libstd-rust-dev-wasm32 (.ci/run does), or set WISP_WASI_RUSTC. ***\n\n",
+            source.display()
+        ),
+    }
+    built.push(name.to_string());
+    out
+}
