@@ -30,22 +30,38 @@ fn main() -> io::Result<()> {
 
     show("write", fs::write(p("a.txt"), b"hello world"));
     show("read_to_string", fs::read_to_string(p("a.txt")));
-    show("metadata len", fs::metadata(p("a.txt")).map(|m| (m.len(), m.is_file())));
+    show(
+        "metadata len",
+        fs::metadata(p("a.txt")).map(|m| (m.len(), m.is_file())),
+    );
     let mut f = OpenOptions::new().read(true).write(true).open(p("a.txt"))?;
     show("seek end-5", f.seek(SeekFrom::End(-5)));
     let mut tail = String::new();
-    show("read rest", f.read_to_string(&mut tail).map(|_| tail.clone()));
+    show(
+        "read rest",
+        f.read_to_string(&mut tail).map(|_| tail.clone()),
+    );
     show("seek start", f.seek(SeekFrom::Start(6)));
     show("overwrite", f.write_all(b"WORLD"));
     show("set_len 8", f.set_len(8));
     drop(f);
     show("after edits", fs::read_to_string(p("a.txt")));
-    let mut log = OpenOptions::new().append(true).create(true).open(p("log"))?;
+    let mut log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(p("log"))?;
     for line in ["one\n", "two\n"] {
         log.write_all(line.as_bytes())?;
     }
     show("appended", fs::read_to_string(p("log")));
-    show("create_new existing", OpenOptions::new().write(true).create_new(true).open(p("log")).map(|_| ()));
+    show(
+        "create_new existing",
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p("log"))
+            .map(|_| ()),
+    );
     show("open missing", File::open(p("missing")).map(|_| ()));
 
     show("create_dir_all", fs::create_dir_all(p("x/y/z")));
@@ -61,6 +77,9 @@ fn main() -> io::Result<()> {
     show("remove_dir_all", fs::remove_dir_all(p("x")));
     show("read_dir base", names(base));
     show("canonicalize-free exists", Ok(p("log").exists()));
-    show("escape via ..", fs::read(base.join("../etc/passwd")).map(|_| ()));
+    show(
+        "escape via ..",
+        fs::read(base.join("../etc/passwd")).map(|_| ()),
+    );
     Ok(())
 }
