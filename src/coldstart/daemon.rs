@@ -334,8 +334,9 @@ pub struct Density {
     pub ready: u64,
     /// Time to deploy with that many reserved instances, in ms.
     pub deploy_ms: u64,
-    /// Host memory used per instance (fall of `MemAvailable`, which counts
-    /// KVM's kernel memory too), in KiB.
+    /// Host memory used per idle instance (restored, not yet invoked: the
+    /// fall of `MemAvailable`, which counts KVM's kernel memory too), in KiB.
+    /// An instance that ran holds more: the pages it wrote, until reset.
     pub host_kib_per_instance: u64,
     /// Growth of the daemon's resident memory per instance, in KiB.
     pub rss_kib_per_instance: u64,

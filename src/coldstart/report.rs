@@ -140,7 +140,7 @@ impl Report {
         if let Some(d) = &self.density {
             let _ = writeln!(
                 out,
-                "\ndensity: {} of {} instances ready ({} MiB guests) after a {} ms deploy; {} KiB host memory and {} KiB daemon RSS per instance; {}/20 invocations answered",
+                "\ndensity: {} of {} instances ready ({} MiB guests) after a {} ms deploy; idle, each takes {} KiB of host memory ({} KiB of it in the daemon's RSS); {}/20 invocations answered",
                 d.ready, d.requested, d.guest_mib, d.deploy_ms, d.host_kib_per_instance, d.rss_kib_per_instance, d.invocations_ok
             );
         }
