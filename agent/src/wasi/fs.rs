@@ -45,7 +45,7 @@ pub(super) fn read(
     for (ptr, len) in iovecs {
         let dst = mem.slice_mut(ptr, len)?;
         let n = match offset {
-            Some(at) => ctx.fs.pread(fd, dst, at + total as u64)?,
+            Some(at) => ctx.fs.pread(fd, dst, at.saturating_add(total as u64))?,
             None => ctx.fs.read(fd, dst)?,
         };
         total += n;
@@ -76,7 +76,7 @@ pub(super) fn write(
     for (ptr, len) in iovecs {
         let src = mem.slice(ptr, len)?;
         total += match offset {
-            Some(at) => fs.pwrite(fd, src, at + total as u64)?,
+            Some(at) => fs.pwrite(fd, src, at.saturating_add(total as u64))?,
             None => fs.write(fd, src)?,
         };
     }
