@@ -10,6 +10,7 @@ pub mod client;
 pub mod coldstart;
 pub mod compile;
 pub mod daemon;
+pub mod hostfs;
 pub mod seccomp;
 pub mod stats;
 pub mod stdio;

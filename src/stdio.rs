@@ -4,13 +4,30 @@ use std::io::{self, Read, Write};
 
 use wisp_vmm::GuestIo;
 
+use crate::hostfs::FsThread;
+
 /// Passes stdin through and streams output as it arrives. Stdin is read
 /// only when the module asks for it (never ahead, though that would save a
 /// VM exit): the process's stdin may be shared with a shell loop or the next
 /// command of a pipeline, which must find what the module did not read.
-pub struct ProcessStdio;
+/// Calls on host directories (`--dir`) go to their thread.
+#[derive(Default)]
+pub struct ProcessStdio {
+    /// Where host directory calls are served, if any are mapped.
+    pub dirs: Option<FsThread>,
+}
 
 impl GuestIo for ProcessStdio {
+    fn fs_call(&mut self, call: &[u8], reply: &mut [u8]) -> usize {
+        match &self.dirs {
+            Some(dirs) => dirs.call(call, reply),
+            None => {
+                wisp_abi::hostfs::encode_reply_header(reply, wisp_vfs::Errno::Badf as u16, 0);
+                wisp_abi::hostfs::REPLY_HEADER
+            }
+        }
+    }
+
     fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::stdin().lock().read(buf)
     }

@@ -124,6 +124,80 @@ fn rust_std_fs_matches_wasmtime() {
 }
 
 #[test]
+fn host_directories_match_wasmtime_and_change_the_host() {
+    common::require_kvm();
+    for (name, program) in [
+        ("fs_ops", common::wasi_program("fs_ops")),
+        ("fs_std", common::wasi_rust_program("fs_std")),
+    ] {
+        let host = tempfile::tempdir().unwrap();
+        let dir = format!("{}::/work", host.path().display());
+        let out = wisp(&program, &["--dir", &dir], &["/work"]);
+        // The recorded output is wasmtime's with --dir on a directory too.
+        assert_same_as_wasmtime(name, &out, None);
+        // What the module did is on the host.
+        assert!(host.path().join("a.txt").is_file(), "{name}");
+        if name == "fs_ops" {
+            assert_eq!(
+                std::fs::read_link(host.path().join("up")).unwrap(),
+                Path::new("../../etc/passwd")
+            );
+            assert_eq!(
+                std::fs::read_dir(host.path().join("many")).unwrap().count(),
+                40
+            );
+            let g = std::fs::metadata(host.path().join("g")).unwrap();
+            assert_eq!(std::os::unix::fs::MetadataExt::nlink(&g), 2);
+        } else {
+            assert_eq!(
+                std::fs::read_to_string(host.path().join("log")).unwrap(),
+                "one\ntwo\n"
+            );
+        }
+    }
+}
+
+#[test]
+fn host_directories_are_the_only_host_files_reachable() {
+    let program = common::wasi_program("read_tree");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"not for the guest").unwrap();
+    let shared = outside.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("visible"), b"ok").unwrap();
+    std::os::unix::fs::symlink("../secret", shared.join("leak")).unwrap();
+    let dir = format!("{}::/shared", shared.display());
+    let out = wisp(&program, &["--dir", &dir], &["/shared"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("visible 2 bytes"), "{text}");
+    // The symlink is listed, but reading through it is refused.
+    assert!(text.contains("leak -> ../secret (reads 0 bytes"), "{text}");
+}
+
+#[test]
+fn bad_dir_arguments_are_clear_errors() {
+    let program = common::wasi_program("read_tree");
+    for (flag, message) in [
+        ("/nonexistent/dir::/data", "/nonexistent/dir"),
+        ("relative-dir", "give HOST::GUEST"),
+        ("/tmp::data", "must be absolute"),
+    ] {
+        let out = wisp(&program, &["--dir", flag], &["/data"]);
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.contains(message),
+            "{flag}: {err}"
+        );
+    }
+}
+
+#[test]
 fn read_only_files_match_wasmtime_and_refuse_changes() {
     common::require_kvm();
     let program = common::wasi_program("read_tree");

@@ -6,13 +6,17 @@
 //! Layout (little-endian, every record 8-byte aligned):
 //!
 //! ```text
-//! header   magic u64 = FILES_MAGIC | version u32 = 1 | mounts u32
-//! mount    path_len u32 | entries u32 | path bytes        (pad to 8)
+//! header   magic u64 = FILES_MAGIC | version u32 = 2 | mounts u32
+//! mount    path_len u32 | entries u32 | flags u32 | 0 u32
+//!          | path bytes                                    (pad to 8)
 //! entry    kind u8 | 0 u8×3 | path_len u32 | data_len u64
 //!          | path bytes | data bytes                         (pad to 8)
 //! ```
 //!
-//! A mount's path is the guest directory name (e.g. `/data`); an entry's path
+//! A mount's path is the guest directory name (e.g. `/data`). A mount with
+//! [`MOUNT_HOST`] in its flags has no entries: it is a host directory
+//! (`wisp run --dir`), served by the host over [`crate::hostfs`], whose
+//! handle is its index among such mounts. An entry's path
 //! is relative to its mount, `/`-separated, without `.`/`..` or empty
 //! components; a parent directory comes before what it contains. A file's
 //! data is its contents; a symlink's data is its target.
@@ -23,7 +27,9 @@
 /// `b"WISPFILE"` as a little-endian integer.
 pub const FILES_MAGIC: u64 = u64::from_le_bytes(*b"WISPFILE");
 /// Version of the layout.
-pub const FILES_VERSION: u32 = 1;
+pub const FILES_VERSION: u32 = 2;
+/// Mount flag: a host directory, not files in guest memory.
+pub const MOUNT_HOST: u32 = 1;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +84,12 @@ pub fn write_header(out: &mut impl FnMut(&[u8]), mounts: u32) {
     out(&mounts.to_le_bytes());
 }
 
-/// Writes a mount record; its `entries` entries must follow.
-pub fn write_mount(out: &mut impl FnMut(&[u8]), path: &[u8], entries: u32) {
+/// Writes a mount record with `flags`; its `entries` entries must follow.
+pub fn write_mount(out: &mut impl FnMut(&[u8]), path: &[u8], entries: u32, flags: u32) {
     out(&(path.len() as u32).to_le_bytes());
     out(&entries.to_le_bytes());
+    out(&flags.to_le_bytes());
+    out(&0u32.to_le_bytes());
     out(path);
     out(&ZEROS[..pad(path.len())]);
 }
@@ -157,6 +165,8 @@ pub fn mounts(bytes: &[u8]) -> Result<Mounts<'_>, FilesError> {
 pub struct Mount<'a> {
     /// Its guest path, e.g. `/data`.
     pub path: &'a [u8],
+    /// [`MOUNT_HOST`] or 0.
+    pub flags: u32,
     /// What it contains.
     pub entries: Entries<'a>,
 }
@@ -182,18 +192,24 @@ impl<'a> Iterator for Mounts<'a> {
         let mount = (|| {
             let path_len = self.reader.u32()? as usize;
             let count = self.reader.u32()?;
+            let flags = self.reader.u32()?;
+            self.reader.u32()?;
             let path = self.reader.take(path_len)?;
             self.reader.take(pad(path_len))?;
-            Ok((path, count))
+            Ok((path, count, flags))
         })();
         match mount {
-            Ok((path, count)) => {
+            Ok((path, count, flags)) => {
                 let entries = Entries {
                     reader: self.reader.clone(),
                     left: count,
                 };
                 self.pending = Some(entries.clone());
-                Some(Ok(Mount { path, entries }))
+                Some(Ok(Mount {
+                    path,
+                    flags,
+                    entries,
+                }))
             }
             Err(e) => {
                 self.left = 0;
@@ -257,11 +273,11 @@ mod tests {
         let mut out = Vec::new();
         let mut sink = |b: &[u8]| out.extend_from_slice(b);
         write_header(&mut sink, 2);
-        write_mount(&mut sink, b"/data", 3);
+        write_mount(&mut sink, b"/data", 3, 0);
         write_entry(&mut sink, EntryKind::Dir, b"sub", b"");
         write_entry(&mut sink, EntryKind::File, b"sub/a.txt", b"hello");
         write_entry(&mut sink, EntryKind::Symlink, b"link", b"sub/a.txt");
-        write_mount(&mut sink, b"/etc/app", 1);
+        write_mount(&mut sink, b"/etc/app", 1, 0);
         write_entry(&mut sink, EntryKind::File, b"config", b"x=1\n");
         out
     }
@@ -285,7 +301,7 @@ mod tests {
         assert_eq!(entries[2].kind, EntryKind::Symlink);
         // The second mount is found whether or not the first was read.
         let etc = mounts.next().unwrap().unwrap();
-        assert_eq!(etc.path, b"/etc/app");
+        assert_eq!((etc.path, etc.flags), (&b"/etc/app"[..], 0));
         assert_eq!(etc.entries.count(), 1);
         assert!(mounts.next().is_none());
 
@@ -310,7 +326,7 @@ mod tests {
             assert!(result.is_err(), "cut at {cut}");
         }
         let mut kind = bytes.clone();
-        kind[16 + 8 + 8] = 9; // first entry's kind
+        kind[16 + 16 + 8] = 9; // first entry's kind
         let first = mounts(&kind).unwrap().next().unwrap().unwrap();
         assert_eq!(
             first.entries.clone().next().unwrap().err(),

@@ -13,6 +13,7 @@
 
 pub mod boot;
 pub mod files;
+pub mod hostfs;
 pub mod layout;
 pub mod msg;
 pub mod ports;

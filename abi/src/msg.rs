@@ -40,12 +40,18 @@ pub enum Kind {
     /// clock); payload is the `u64` nanoseconds to wait. The host sleeps
     /// (bounded by the invocation's timeout) instead of the guest spinning.
     Sleep = 0x09,
+    /// Guest→host: an operation on a host directory
+    /// ([`crate::hostfs::Call`]); answered by one [`Kind::FsReply`] in the
+    /// same exit.
+    FsCall = 0x0A,
     /// Host→guest: an invocation; payload encoded by [`encode_request`].
     Request = 0x101,
     /// Host→guest: stdin bytes.
     Stdin = 0x102,
     /// Host→guest: stdin is at end of file. No payload.
     StdinEof = 0x103,
+    /// Host→guest: the answer to a [`Kind::FsCall`] (see [`crate::hostfs`]).
+    FsReply = 0x104,
 }
 
 impl Kind {
@@ -61,9 +67,11 @@ impl Kind {
             0x07 => Kind::Error,
             0x08 => Kind::OutOfMemory,
             0x09 => Kind::Sleep,
+            0x0A => Kind::FsCall,
             0x101 => Kind::Request,
             0x102 => Kind::Stdin,
             0x103 => Kind::StdinEof,
+            0x104 => Kind::FsReply,
             _ => return None,
         })
     }

@@ -103,6 +103,8 @@ pub enum Incoming<'a> {
     Stdin(&'a [u8]),
     /// Stdin is exhausted.
     StdinEof,
+    /// The host's answer to a filesystem call.
+    FsReply(&'a [u8]),
 }
 
 /// The channel to the host.
@@ -221,6 +223,7 @@ impl Channel {
             Ok((Kind::Request, payload)) => f(Incoming::Request(payload)),
             Ok((Kind::Stdin, payload)) => f(Incoming::Stdin(payload)),
             Ok((Kind::StdinEof, _)) => f(Incoming::StdinEof),
+            Ok((Kind::FsReply, payload)) => f(Incoming::FsReply(payload)),
             _ => crate::rt::fatal("host sent a malformed message"),
         };
         self.rx.push_avail(index);

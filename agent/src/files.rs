@@ -1,6 +1,7 @@
 //! The guest's filesystem at boot: the writable scratch `/tmp`, then the
 //! read-only directories of the files image the host placed in guest
-//! memory, their contents borrowed in place. Built before the snapshot
+//! memory, their contents borrowed in place, and the host directories it
+//! announces (served over `wisp_abi::hostfs`). Built before the snapshot
 //! point, so every restore starts from it, with `/tmp` empty.
 
 use alloc::format;
@@ -8,7 +9,7 @@ use alloc::string::String;
 
 use wisp_abi::boot::BootInfo;
 use wisp_abi::files::{self, EntryKind};
-use wisp_vfs::{DirEntryKind, Vfs};
+use wisp_vfs::{DirEntryKind, Foreign, Vfs};
 
 /// The scratch directory every invocation gets.
 const SCRATCH: &[u8] = b"/tmp";
@@ -31,8 +32,23 @@ pub fn mount(boot: &BootInfo, heap: u64) -> Result<Vfs, String> {
     let image: &'static [u8] = unsafe {
         core::slice::from_raw_parts(boot.files_addr as *const u8, boot.files_len as usize)
     };
+    let mut host_dirs = 0u32;
     for mount in files::mounts(image).map_err(|e| format!("{e}"))? {
         let mount = mount.map_err(|e| format!("{e}"))?;
+        if mount.flags & files::MOUNT_HOST != 0 {
+            // Served by the host, which numbers its directories in order.
+            fs.add_foreign(Foreign {
+                host: host_dirs,
+                filetype: wisp_vfs::filetype::DIRECTORY,
+                flags: 0,
+                rights: wisp_vfs::rights::DIRECTORY,
+                inheriting: wisp_vfs::rights::INHERITABLE,
+                preopen: Some(mount.path.to_vec()),
+            })
+            .map_err(|e| format!("mounting a host directory: {e:?}"))?;
+            host_dirs += 1;
+            continue;
+        }
         let fd = fs
             .mount(mount.path, false)
             .map_err(|e| format!("mounting a directory: {e:?}"))?;

@@ -50,6 +50,7 @@ impl Stdio {
             }
             Incoming::StdinEof => self.stdin_eof = true,
             Incoming::Request(_) => crate::rt::fatal("second request during an invocation"),
+            Incoming::FsReply(_) => crate::rt::fatal("a filesystem reply nobody asked for"),
         }
     }
 

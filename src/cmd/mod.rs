@@ -44,6 +44,11 @@ impl VmArgs {
 
     /// The `--files` directories, read and encoded for the guest.
     pub fn files(&self) -> Result<Files> {
+        Ok(self.files_builder()?.build())
+    }
+
+    /// The `--files` directories, read, for more mounts to be added.
+    pub fn files_builder(&self) -> Result<FilesBuilder> {
         let mut builder = FilesBuilder::new();
         for spec in &self.files {
             let (host, guest) = match spec.split_once("::") {
@@ -55,7 +60,7 @@ impl VmArgs {
                 .host_dir(Path::new(host), guest)
                 .with_context(|| format!("--files {spec}"))?;
         }
-        Ok(builder.build())
+        Ok(builder)
     }
 
     /// Reads `module` and compiles it for the guest (or takes it from the

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use wisp::hostfs::{FsThread, HostDirs};
 use wisp::seccomp::{run_filter, Seccomp};
 use wisp::stdio::ProcessStdio;
 use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, Vm, VmConfig};
@@ -40,6 +41,11 @@ pub struct RunArgs {
     seccomp: Seccomp,
     #[command(flatten)]
     vm: VmArgs,
+    /// Map host directory HOST read-write at GUEST (an absolute guest
+    /// path; default: HOST itself if absolute), as `wasmtime run --dir`:
+    /// every path is resolved on the host beneath HOST. Repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
     /// Restore this snapshot (made by `wisp snapshot create`) instead of
     /// booting; every positional argument is then an argument of the module.
     #[arg(long, value_name = "DIR")]
@@ -81,12 +87,43 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
+    let mut files = args.vm.files_builder()?;
+    for (_, guest) in host_dirs(args)? {
+        files
+            .host_mount(&guest)
+            .with_context(|| format!("--dir {guest}"))?;
+    }
     Ok(VmConfig {
         mem_size,
         timeout: args.timeout,
         max_output: args.max_output,
-        files: args.vm.files()?,
+        files: files.build(),
         ..VmConfig::default()
+    })
+}
+
+/// The `--dir` mappings as (host, guest) paths.
+fn host_dirs(args: &RunArgs) -> Result<Vec<(PathBuf, String)>> {
+    args.dirs
+        .iter()
+        .map(|spec| match spec.split_once("::") {
+            Some((host, guest)) => Ok((PathBuf::from(host), guest.to_string())),
+            None if spec.starts_with('/') => Ok((PathBuf::from(spec), spec.clone())),
+            None => bail!("--dir {spec}: give HOST::GUEST for a relative host path"),
+        })
+        .collect()
+}
+
+/// The streams of a run, with a thread serving its `--dir` directories.
+fn process_stdio(args: &RunArgs) -> Result<ProcessStdio> {
+    let dirs = host_dirs(args)?;
+    if dirs.is_empty() {
+        return Ok(ProcessStdio::default());
+    }
+    let hosts: Vec<PathBuf> = dirs.into_iter().map(|(host, _)| host).collect();
+    let served = HostDirs::open(&hosts).context("--dir")?;
+    Ok(ProcessStdio {
+        dirs: Some(FsThread::start(served)?),
     })
 }
 
@@ -95,9 +132,10 @@ fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
 fn invoke_once(
     mut vm: Vm,
     invocation: &Invocation,
+    mut stdio: ProcessStdio,
 ) -> (Result<Outcome, VmError>, Duration, Duration) {
     let t_run = Instant::now();
-    let outcome = vm.invoke(invocation, &mut ProcessStdio);
+    let outcome = vm.invoke(invocation, &mut stdio);
     let run = t_run.elapsed();
     let t_teardown = Instant::now();
     drop(vm);
@@ -142,9 +180,10 @@ fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmErro
         env,
     };
     let config = config(args, args.vm.memory())?;
+    let stdio = process_stdio(args)?;
     let (boot, (outcome, run, teardown)) = on_vcpu_thread(args.seccomp, move || {
         let vm = Vm::boot(config, &artifact)?;
-        Ok((vm.boot_timings(), invoke_once(vm, &invocation)))
+        Ok((vm.boot_timings(), invoke_once(vm, &invocation, stdio)))
     })?;
     if args.timings {
         eprintln!(
@@ -173,6 +212,9 @@ fn run_snapshot(
     if !args.vm.files.is_empty() {
         bail!("--files cannot be used with --snapshot: the snapshot holds its files");
     }
+    if !args.dirs.is_empty() {
+        bail!("--dir cannot be used with --snapshot: a snapshot's directories are fixed when it is made");
+    }
     let t0 = Instant::now();
     let image = Arc::new(Image::open(&dir)?);
     let t_open = t0.elapsed();
@@ -186,7 +228,10 @@ fn run_snapshot(
         let vm = Vm::restore(&image, config)?;
         let restore = t_restore.elapsed();
         let parts = vm.restore_timings();
-        Ok(((restore, parts), invoke_once(vm, &invocation)))
+        Ok((
+            (restore, parts),
+            invoke_once(vm, &invocation, ProcessStdio::default()),
+        ))
     })?;
     if args.timings {
         eprintln!(

@@ -28,7 +28,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use table::{DirEntryKind, FdStat, FileStat, Vfs};
+pub use table::{DirEntryKind, FdStat, FileStat, Foreign, Vfs};
 
 /// WASI errno values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub enum Errno {
     Fbig = 22,
     /// Invalid argument.
     Inval = 28,
+    /// I/O error (and any errno the host sent that is not listed here).
+    Io = 29,
     /// Is a directory.
     Isdir = 31,
     /// Too many levels of symbolic links.
@@ -76,6 +78,40 @@ pub enum Errno {
     Xdev = 75,
     /// Capabilities insufficient.
     Notcapable = 76,
+}
+
+impl Errno {
+    /// The errno with WASI number `raw` (from the host); unlisted ones are
+    /// `EIO`.
+    pub fn from_raw(raw: u16) -> Errno {
+        use Errno::*;
+        const ALL: [Errno; 23] = [
+            Acces,
+            Badf,
+            Exist,
+            Fault,
+            Fbig,
+            Inval,
+            Io,
+            Isdir,
+            Loop,
+            Mfile,
+            Nametoolong,
+            Noent,
+            Nospc,
+            Notdir,
+            Notempty,
+            Notsup,
+            Overflow,
+            Perm,
+            Rofs,
+            Spipe,
+            Xdev,
+            Notcapable,
+            Inval,
+        ];
+        ALL.into_iter().find(|e| *e as u16 == raw).unwrap_or(Io)
+    }
 }
 
 /// `filetype` values.

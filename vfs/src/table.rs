@@ -93,11 +93,30 @@ pub enum DirEntryKind {
     Symlink(&'static [u8]),
 }
 
+/// A descriptor served by the host (a directory mapped with `--dir`, or
+/// what was opened in one): the agent forwards its operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
+    /// The host's handle.
+    pub host: u32,
+    /// `filetype`.
+    pub filetype: u8,
+    /// `fdflags`.
+    pub flags: u16,
+    /// Rights of the descriptor.
+    pub rights: u64,
+    /// Rights of what it opens.
+    pub inheriting: u64,
+    /// The guest path, for a preopened directory.
+    pub preopen: Option<Vec<u8>>,
+}
+
 /// The filesystem and its descriptors.
 pub struct Vfs {
     tree: Tree,
     mounts: Vec<Mount>,
     fds: BTreeMap<u32, Handle>,
+    foreign: BTreeMap<u32, Foreign>,
     now: u64,
 }
 
@@ -114,6 +133,7 @@ impl Vfs {
             tree: Tree::new(budget),
             mounts: Vec::new(),
             fds: BTreeMap::new(),
+            foreign: BTreeMap::new(),
             now: 0,
         }
     }
@@ -182,16 +202,33 @@ impl Vfs {
         Ok(())
     }
 
-    fn insert(&mut self, handle: Handle) -> Result<u32, Errno> {
-        if self.fds.len() >= MAX_FDS {
+    /// The lowest free descriptor.
+    fn free_fd(&self) -> Result<u32, Errno> {
+        if self.fds.len() + self.foreign.len() >= MAX_FDS {
             return Err(Errno::Mfile);
         }
-        let fd = (FIRST_FD..)
-            .find(|fd| !self.fds.contains_key(fd))
-            .expect("fewer than MAX_FDS are open");
+        Ok((FIRST_FD..)
+            .find(|fd| !self.is_open(*fd))
+            .expect("fewer than MAX_FDS are open"))
+    }
+
+    fn insert(&mut self, handle: Handle) -> Result<u32, Errno> {
+        let fd = self.free_fd()?;
         self.tree.get_mut(handle.ino).open += 1;
         self.fds.insert(fd, handle);
         Ok(fd)
+    }
+
+    /// Gives a descriptor to something the host serves.
+    pub fn add_foreign(&mut self, foreign: Foreign) -> Result<u32, Errno> {
+        let fd = self.free_fd()?;
+        self.foreign.insert(fd, foreign);
+        Ok(fd)
+    }
+
+    /// What the host serves behind `fd`, if it does.
+    pub fn foreign(&self, fd: u32) -> Option<&Foreign> {
+        self.foreign.get(&fd)
     }
 
     fn handle(&self, fd: u32) -> Result<&Handle, Errno> {
@@ -256,38 +293,59 @@ impl Vfs {
 
     /// `fd_prestat_get` / `fd_prestat_dir_name`: the preopen's name.
     pub fn prestat(&self, fd: u32) -> Result<&[u8], Errno> {
+        if let Some(f) = self.foreign.get(&fd) {
+            return f.preopen.as_deref().ok_or(Errno::Badf);
+        }
         let mount = self.handle(fd)?.preopen.ok_or(Errno::Badf)?;
         Ok(&self.mounts[mount].name)
     }
 
     /// Whether `fd` is open here.
     pub fn is_open(&self, fd: u32) -> bool {
-        self.fds.contains_key(&fd)
+        self.fds.contains_key(&fd) || self.foreign.contains_key(&fd)
     }
 
-    /// `fd_close`.
-    pub fn close(&mut self, fd: u32) -> Result<(), Errno> {
+    /// `fd_close`; for a foreign descriptor, returns the host handle to
+    /// close.
+    pub fn close(&mut self, fd: u32) -> Result<Option<u32>, Errno> {
+        if let Some(f) = self.foreign.remove(&fd) {
+            return Ok(Some(f.host));
+        }
         let h = self.fds.remove(&fd).ok_or(Errno::Badf)?;
         self.tree.get_mut(h.ino).open -= 1;
         self.tree.release(h.ino);
-        Ok(())
+        Ok(None)
     }
 
-    /// `fd_renumber`: `from` takes the place of `to`, which is closed.
-    pub fn renumber(&mut self, from: u32, to: u32) -> Result<(), Errno> {
-        self.handle(from)?;
-        self.handle(to)?;
-        if from == to {
-            return Ok(());
+    /// `fd_renumber`: `from` takes the place of `to`, which is closed (its
+    /// host handle, if foreign, is returned to be closed too).
+    pub fn renumber(&mut self, from: u32, to: u32) -> Result<Option<u32>, Errno> {
+        if !self.is_open(from) || !self.is_open(to) {
+            return Err(Errno::Badf);
         }
-        self.close(to)?;
-        let h = self.fds.remove(&from).expect("checked above");
-        self.fds.insert(to, h);
-        Ok(())
+        if from == to {
+            return Ok(None);
+        }
+        let displaced = self.close(to)?;
+        if let Some(f) = self.foreign.remove(&from) {
+            self.foreign.insert(to, f);
+        } else {
+            let h = self.fds.remove(&from).expect("checked above");
+            self.fds.insert(to, h);
+        }
+        Ok(displaced)
     }
 
     /// `fd_fdstat_get`.
     pub fn fdstat(&self, fd: u32) -> Result<FdStat, Errno> {
+        if let Some(f) = self.foreign.get(&fd) {
+            return Ok(FdStat {
+                filetype: f.filetype,
+                flags: f.flags,
+                rights: f.rights,
+                inheriting: f.inheriting,
+            });
+        }
         let h = self.handle(fd)?;
         Ok(FdStat {
             filetype: self.tree.get(h.ino).filetype(),
@@ -304,6 +362,10 @@ impl Vfs {
         if flags & !known != 0 {
             return Err(Errno::Inval);
         }
+        if let Some(f) = self.foreign.get_mut(&fd) {
+            f.flags = flags;
+            return Ok(());
+        }
         let h = self.fds.get_mut(&fd).ok_or(Errno::Badf)?;
         h.flags = flags;
         Ok(())
@@ -311,6 +373,14 @@ impl Vfs {
 
     /// `fd_fdstat_set_rights`: rights can only be dropped.
     pub fn set_rights(&mut self, fd: u32, base: u64, inheriting: u64) -> Result<(), Errno> {
+        if let Some(f) = self.foreign.get_mut(&fd) {
+            if base & !f.rights != 0 || inheriting & !f.inheriting != 0 {
+                return Err(Errno::Notcapable);
+            }
+            f.rights = base;
+            f.inheriting = inheriting;
+            return Ok(());
+        }
         let h = self.fds.get_mut(&fd).ok_or(Errno::Badf)?;
         if base & !h.rights != 0 || inheriting & !h.inheriting != 0 {
             return Err(Errno::Notcapable);

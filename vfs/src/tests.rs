@@ -266,6 +266,21 @@ fn renumber_and_descriptor_limits() {
     assert_eq!(v.renumber(a, b), Err(Errno::Badf));
     // The lowest free descriptor is reused.
     assert_eq!(open(&mut v, 3, "c", oflags::CREAT, RW), Ok(a));
+    let host = crate::Foreign {
+        host: 7,
+        filetype: crate::filetype::DIRECTORY,
+        flags: 0,
+        rights: rights::DIRECTORY,
+        inheriting: rights::INHERITABLE,
+        preopen: Some(b"/work".to_vec()),
+    };
+    let f = v.add_foreign(host.clone()).unwrap();
+    assert_eq!(v.prestat(f), Ok(&b"/work"[..]));
+    assert_eq!(v.foreign(f), Some(&host));
+    assert_eq!(v.fdstat(f).unwrap().filetype, crate::filetype::DIRECTORY);
+    // Renumbering over it hands back the host handle to close.
+    assert_eq!(v.renumber(b, f), Ok(Some(7)));
+    assert!(v.foreign(f).is_none() && !v.is_open(b));
     let mut opened = 0;
     while open(&mut v, 3, "a", 0, RO).is_ok() {
         opened += 1;

@@ -18,6 +18,8 @@ pub const SCRATCH_DIR: &str = "/tmp";
 #[derive(Clone, Debug, Default)]
 struct Mount {
     guest_path: String,
+    /// A host directory served over `wisp_abi::hostfs`, not files.
+    host: bool,
     entries: Vec<(String, EntryKind, Vec<u8>)>,
 }
 
@@ -101,15 +103,29 @@ impl FilesBuilder {
         }
         self.mounts.push(Mount {
             guest_path: guest_path.to_string(),
+            host: false,
             entries: Vec::new(),
         });
         Ok(self)
     }
 
+    /// Announces a host directory at `guest_path`, served by the host's
+    /// `GuestIo::fs_call` as handle number *n* for the *n*th such mount.
+    pub fn host_mount(&mut self, guest_path: &str) -> Result<&mut Self> {
+        self.mount(guest_path)?;
+        self.mounts.last_mut().expect("just added").host = true;
+        Ok(self)
+    }
+
     fn current(&mut self) -> Result<&mut Mount> {
-        self.mounts
-            .last_mut()
-            .ok_or_else(|| Error::Config("a file added before any mount".into()))
+        match self.mounts.last_mut() {
+            Some(m) if !m.host => Ok(m),
+            Some(m) => Err(Error::Config(format!(
+                "{} is a host directory: files cannot be added to it",
+                m.guest_path
+            ))),
+            None => Err(Error::Config("a file added before any mount".into())),
+        }
     }
 
     /// Adds a directory to the current mount (parents first).
@@ -215,7 +231,13 @@ impl FilesBuilder {
                     entries.push((path.clone(), *kind, data));
                 }
             }
-            files::write_mount(&mut sink, mount.guest_path.as_bytes(), entries.len() as u32);
+            let flags = if mount.host { files::MOUNT_HOST } else { 0 };
+            files::write_mount(
+                &mut sink,
+                mount.guest_path.as_bytes(),
+                entries.len() as u32,
+                flags,
+            );
             for (path, kind, data) in entries {
                 files::write_entry(&mut sink, kind, path.as_bytes(), data);
             }

@@ -18,7 +18,20 @@ pub trait GuestIo {
 
     /// Takes a chunk the module wrote to stderr.
     fn write_stderr(&mut self, data: &[u8]) -> io::Result<()>;
+
+    /// Performs an operation on a host directory (`wisp_abi::hostfs`):
+    /// `call` is the guest's request, exactly as it sent it (untrusted);
+    /// the reply goes into `reply`, and its length is returned. Without
+    /// host directories every call fails with `EBADF`.
+    fn fs_call(&mut self, call: &[u8], reply: &mut [u8]) -> usize {
+        let _ = call;
+        wisp_abi::hostfs::encode_reply_header(reply, EBADF, 0);
+        wisp_abi::hostfs::REPLY_HEADER
+    }
 }
+
+/// WASI's `EBADF`.
+const EBADF: u16 = 8;
 
 /// In-memory streams: stdin from a buffer (owned, or borrowed so a caller
 /// can replay it), output collected.

@@ -9,6 +9,7 @@
 //! (`EFAULT`).
 
 mod fs;
+mod remote;
 
 use alloc::vec::Vec;
 
@@ -290,6 +291,15 @@ fn fd_fdstat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<
 }
 
 fn fd_filestat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<(), Errno> {
+    if let Some(host) = ctx.fs.foreign(fd as u32).map(|f| f.host) {
+        let (_, stat) = remote::on_path(ctx, wisp_abi::hostfs::Op::Filestat, host, &[])?;
+        let out = mem.slice_mut(out, 64)?;
+        if stat.len() != out.len() {
+            return Err(Errno::Io);
+        }
+        out.copy_from_slice(&stat);
+        return Ok(());
+    }
     let stat = if fd >= 3 {
         ctx.fs.filestat(fd as u32)?
     } else {
@@ -526,7 +536,10 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     linker.func_wrap(MODULE, "fd_close", |mut c: C<'_>, fd: i32| {
         with(&mut c, |_, cx| {
             if fd >= 3 {
-                return cx.fs.close(fd as u32);
+                if let Some(host) = cx.fs.close(fd as u32)? {
+                    return remote::simple(cx, wisp_abi::hostfs::Op::Close, host);
+                }
+                return Ok(());
             }
             let fd = cx.stdio_fd(fd).ok_or(Errno::Badf)?;
             cx.closed[fd] = true;

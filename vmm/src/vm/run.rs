@@ -155,6 +155,7 @@ impl Vm {
     ) -> Result<Option<Stop>> {
         let mut stop = None;
         let mut wants_stdin = false;
+        let mut fs_calls: Vec<Vec<u8>> = Vec::new();
         let mut sleep = Duration::ZERO;
         let max_output = self.config.max_output;
         let output_bytes = &mut self.output_bytes;
@@ -168,6 +169,7 @@ impl Vm {
                     deliver_output(io, kind, payload, output_bytes, max_output)?
                 }
                 Kind::StdinRequest => wants_stdin = true,
+                Kind::FsCall if phase == Phase::Invoke => fs_calls.push(payload.to_vec()),
                 Kind::Sleep => {
                     let ns: [u8; 8] = payload
                         .try_into()
@@ -193,6 +195,19 @@ impl Vm {
         })?;
         if stop.is_some() {
             return Ok(stop);
+        }
+        for call in fs_calls {
+            let answered = self.channel.push_rx(&self.mem, |buf| {
+                if buf.len() < wisp_abi::hostfs::REPLY_HEADER {
+                    return Err(Error::Protocol("rx buffer too small for a reply".into()));
+                }
+                Ok((Kind::FsReply, io.fs_call(&call, buf)))
+            })?;
+            if !answered {
+                return Err(Error::Protocol(
+                    "no rx buffer posted for a filesystem reply".into(),
+                ));
+            }
         }
         if !sleep.is_zero() {
             std::thread::sleep(deadline.map_or(sleep, |d| sleep.min(d.remaining())));

@@ -1,0 +1,579 @@
+//! Host directories for `wisp run --dir HOST[::GUEST]`, read-write: the
+//! guest forwards each operation on them (`wisp_abi::hostfs`), and this
+//! serves it with `cap-std`, which resolves every path beneath the
+//! directory handle it is relative to (no escape through `..`, absolute
+//! paths or symlinks), as wasmtime does.
+//!
+//! The calls are served on a thread of their own ([`FsThread`]): the vCPU
+//! thread's seccomp filter allows no file system calls, so it only passes
+//! the guest's bytes along and copies the answer back.
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cap_fs_ext::{
+    DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OsMetadataExt,
+};
+use cap_std::fs::{Dir, File, FileExt, Metadata, OpenOptions};
+use wisp_abi::hostfs::{encode_reply_header, Call, Op, REPLY_HEADER};
+
+/// Most handles open at once.
+const MAX_HANDLES: usize = 1024;
+
+/// WASI errno values used here.
+mod errno {
+    pub const ACCES: u16 = 2;
+    pub const BADF: u16 = 8;
+    pub const BUSY: u16 = 10;
+    pub const EXIST: u16 = 20;
+    pub const FBIG: u16 = 22;
+    pub const INVAL: u16 = 28;
+    pub const IO: u16 = 29;
+    pub const ISDIR: u16 = 31;
+    pub const LOOP: u16 = 32;
+    pub const MFILE: u16 = 33;
+    pub const MLINK: u16 = 34;
+    pub const NAMETOOLONG: u16 = 37;
+    pub const NOENT: u16 = 44;
+    pub const NOSPC: u16 = 51;
+    pub const NOTDIR: u16 = 54;
+    pub const NOTEMPTY: u16 = 55;
+    pub const NOTSUP: u16 = 58;
+    pub const OVERFLOW: u16 = 61;
+    pub const PERM: u16 = 63;
+    pub const ROFS: u16 = 69;
+    pub const SPIPE: u16 = 70;
+    pub const XDEV: u16 = 75;
+}
+
+/// WASI's errno for a host error. cap-std refuses an escape with
+/// `PermissionDenied` and no OS error: `EPERM`, as wasmtime answers.
+fn wasi_errno(e: &io::Error) -> u16 {
+    let Some(code) = e.raw_os_error() else {
+        return match e.kind() {
+            io::ErrorKind::PermissionDenied => errno::PERM,
+            io::ErrorKind::NotFound => errno::NOENT,
+            io::ErrorKind::AlreadyExists => errno::EXIST,
+            io::ErrorKind::InvalidInput => errno::INVAL,
+            _ => errno::IO,
+        };
+    };
+    match code {
+        libc::EPERM => errno::PERM,
+        libc::ENOENT => errno::NOENT,
+        libc::EBADF => errno::BADF,
+        libc::EACCES => errno::ACCES,
+        libc::EBUSY => errno::BUSY,
+        libc::EEXIST => errno::EXIST,
+        libc::EXDEV => errno::XDEV,
+        libc::ENOTDIR => errno::NOTDIR,
+        libc::EISDIR => errno::ISDIR,
+        libc::EINVAL => errno::INVAL,
+        libc::EMFILE | libc::ENFILE => errno::MFILE,
+        libc::EFBIG => errno::FBIG,
+        libc::ENOSPC | libc::EDQUOT => errno::NOSPC,
+        libc::ESPIPE => errno::SPIPE,
+        libc::EROFS => errno::ROFS,
+        libc::EMLINK => errno::MLINK,
+        libc::ENAMETOOLONG => errno::NAMETOOLONG,
+        libc::ENOTEMPTY => errno::NOTEMPTY,
+        libc::ELOOP => errno::LOOP,
+        libc::EOPNOTSUPP => errno::NOTSUP,
+        libc::EOVERFLOW => errno::OVERFLOW,
+        _ => errno::IO,
+    }
+}
+
+/// An open host directory or file.
+enum Handle {
+    Dir(Dir),
+    File(File),
+}
+
+/// The host directories of one run and what the guest opened in them.
+pub struct HostDirs {
+    handles: Vec<Option<Handle>>,
+}
+
+type Reply = Result<(u64, usize), u16>;
+
+impl HostDirs {
+    /// Opens `dirs`; the guest knows them as handles 0, 1, … in order.
+    pub fn open(dirs: &[PathBuf]) -> anyhow::Result<HostDirs> {
+        let mut handles = Vec::new();
+        for dir in dirs {
+            let opened = Dir::open_ambient_dir(dir, cap_std::ambient_authority())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            handles.push(Some(Handle::Dir(opened)));
+        }
+        Ok(HostDirs { handles })
+    }
+
+    /// Serves one call exactly as the guest sent it; writes the reply into
+    /// `reply` and returns its length.
+    pub fn serve(&mut self, call: &[u8], reply: &mut [u8]) -> usize {
+        if reply.len() < REPLY_HEADER {
+            return 0;
+        }
+        let (head, data) = reply.split_at_mut(REPLY_HEADER);
+        let result = match Call::decode(call) {
+            Some(call) => self.dispatch(&call, data),
+            None => Err(errno::INVAL),
+        };
+        match result {
+            Ok((value, n)) => {
+                encode_reply_header(head, 0, value);
+                REPLY_HEADER + n
+            }
+            Err(e) => {
+                encode_reply_header(head, e, 0);
+                REPLY_HEADER
+            }
+        }
+    }
+
+    fn get(&self, h: u32) -> Result<&Handle, u16> {
+        self.handles
+            .get(h as usize)
+            .and_then(Option::as_ref)
+            .ok_or(errno::BADF)
+    }
+
+    fn dir(&self, h: u32) -> Result<&Dir, u16> {
+        match self.get(h)? {
+            Handle::Dir(d) => Ok(d),
+            Handle::File(_) => Err(errno::NOTDIR),
+        }
+    }
+
+    fn file(&self, h: u32) -> Result<&File, u16> {
+        match self.get(h)? {
+            Handle::File(f) => Ok(f),
+            Handle::Dir(_) => Err(errno::ISDIR),
+        }
+    }
+
+    fn insert(&mut self, handle: Handle) -> Result<u32, u16> {
+        if let Some(i) = self.handles.iter().position(Option::is_none) {
+            self.handles[i] = Some(handle);
+            return Ok(i as u32);
+        }
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(errno::MFILE);
+        }
+        self.handles.push(Some(handle));
+        Ok(self.handles.len() as u32 - 1)
+    }
+
+    fn dispatch(&mut self, c: &Call<'_>, out: &mut [u8]) -> Reply {
+        let io = |e: io::Error| wasi_errno(&e);
+        let done = Ok((0, 0));
+        match c.op {
+            Op::Open => self.open_at(c),
+            Op::Close => match self.handles.get_mut(c.h as usize).and_then(Option::take) {
+                Some(_) => done,
+                None => Err(errno::BADF),
+            },
+            Op::Read => {
+                let file = self.file(c.h)?;
+                let n = (c.a as usize).min(out.len());
+                let read = if c.b == u64::MAX {
+                    (&*file).read(&mut out[..n])
+                } else {
+                    file.read_at(&mut out[..n], c.b)
+                };
+                Ok((0, read.map_err(io)?))
+            }
+            Op::Write => {
+                let file = self.file(c.h)?;
+                let written = if c.b == u64::MAX {
+                    (&*file).write(c.s1)
+                } else {
+                    file.write_at(c.s1, c.b)
+                };
+                Ok((written.map_err(io)? as u64, 0))
+            }
+            Op::Seek => {
+                let mut file = self.file(c.h).map_err(|_| errno::BADF)?;
+                let delta = c.a as i64;
+                let to = match c.flags {
+                    0 => SeekFrom::Start(u64::try_from(delta).map_err(|_| errno::INVAL)?),
+                    1 => SeekFrom::Current(delta),
+                    2 => SeekFrom::End(delta),
+                    _ => return Err(errno::INVAL),
+                };
+                Ok((file.seek(to).map_err(io)?, 0))
+            }
+            Op::Filestat => {
+                let meta = match self.get(c.h)? {
+                    Handle::File(f) => f.metadata(),
+                    Handle::Dir(d) => d.dir_metadata(),
+                };
+                put(out, &filestat(&meta.map_err(io)?))
+            }
+            Op::PathFilestat => {
+                let (dir, path) = (self.dir(c.h)?, path(c.s1)?);
+                let meta = if c.flags & 1 != 0 {
+                    dir.metadata(path)
+                } else {
+                    dir.symlink_metadata(path)
+                };
+                put(out, &filestat(&meta.map_err(io)?))
+            }
+            Op::SetSize => {
+                self.file(c.h)?.set_len(c.a).map_err(io)?;
+                done
+            }
+            Op::SetTimes => {
+                let (atime, mtime) = times(c.a, c.b, c.c)?;
+                match self.get(c.h)? {
+                    Handle::File(f) => fs_set_times::SetTimes::set_times(f, atime, mtime),
+                    Handle::Dir(d) => fs_set_times::SetTimes::set_times(d, atime, mtime),
+                }
+                .map_err(io)?;
+                done
+            }
+            Op::PathSetTimes => {
+                let (dir, path) = (self.dir(c.h)?, path(c.s1)?);
+                let (atime, mtime) = times(c.a, c.b, c.c)?;
+                let (atime, mtime) = (atime.map(cap_time), mtime.map(cap_time));
+                if c.flags & 1 != 0 {
+                    DirExt::set_times(dir, path, atime, mtime)
+                } else {
+                    dir.set_symlink_times(path, atime, mtime)
+                }
+                .map_err(io)?;
+                done
+            }
+            Op::Readdir => {
+                let room = (c.b as usize).min(out.len());
+                let n = readdir(self.dir(c.h)?, c.a, &mut out[..room])?;
+                Ok((0, n))
+            }
+            Op::Mkdir => self.dir(c.h)?.create_dir(path(c.s1)?).map_err(io).and(done),
+            Op::Rmdir => self.dir(c.h)?.remove_dir(path(c.s1)?).map_err(io).and(done),
+            Op::Unlink => self
+                .dir(c.h)?
+                .remove_file(path(c.s1)?)
+                .map_err(io)
+                .and(done),
+            Op::Rename => {
+                let (from, to) = (self.dir(c.h)?, self.dir(c.h2)?);
+                from.rename(path(c.s1)?, to, path(c.s2)?).map_err(io)?;
+                done
+            }
+            Op::Symlink => {
+                let target = path(c.s1)?;
+                if target.is_absolute() {
+                    // It could only ever lead out of the directory.
+                    return Err(errno::PERM);
+                }
+                self.dir(c.h)?.symlink(target, path(c.s2)?).map_err(io)?;
+                done
+            }
+            Op::Readlink => {
+                let target = self.dir(c.h)?.read_link(path(c.s1)?).map_err(io)?;
+                let bytes = target.as_os_str().as_bytes();
+                let n = bytes.len().min(c.a as usize).min(out.len());
+                out[..n].copy_from_slice(&bytes[..n]);
+                Ok((0, n))
+            }
+            Op::Link => {
+                let (from, to) = (self.dir(c.h)?, self.dir(c.h2)?);
+                from.hard_link(path(c.s1)?, to, path(c.s2)?).map_err(io)?;
+                done
+            }
+            Op::Sync => {
+                if let Handle::File(f) = self.get(c.h)? {
+                    f.sync_all().map_err(io)?;
+                }
+                done
+            }
+        }
+    }
+
+    /// `path_open` beneath directory `c.h`.
+    fn open_at(&mut self, c: &Call<'_>) -> Reply {
+        use wisp_vfs::{fdflags, oflags, rights};
+        let dir = self.dir(c.h)?;
+        let path = path(c.s1)?;
+        let (oflags, flags) = ((c.a & 0xffff) as u16, ((c.a >> 16) & 0xffff) as u16);
+        let write = c.b & rights::WRITING != 0 || oflags & oflags::TRUNC != 0;
+        let mut options = OpenOptions::new();
+        options
+            .read(!write || c.b & (rights::FD_READ | rights::FD_READDIR) != 0)
+            .write(write)
+            .append(flags & fdflags::APPEND != 0)
+            .truncate(oflags & oflags::TRUNC != 0)
+            .maybe_dir(!write)
+            .follow(if c.flags & 1 != 0 {
+                FollowSymlinks::Yes
+            } else {
+                FollowSymlinks::No
+            });
+        if oflags & oflags::CREAT != 0 {
+            if oflags & oflags::EXCL != 0 {
+                options.create_new(true);
+            } else {
+                options.create(true);
+            }
+        }
+        let file = dir.open_with(path, &options).map_err(|e| wasi_errno(&e))?;
+        let meta = file.metadata().map_err(|e| wasi_errno(&e))?;
+        let is_dir = meta.is_dir();
+        if oflags & oflags::DIRECTORY != 0 && !is_dir {
+            return Err(errno::NOTDIR);
+        }
+        let (handle, filetype) = if is_dir {
+            (
+                Handle::Dir(Dir::from_std_file(file.into_std())),
+                wisp_vfs::filetype::DIRECTORY,
+            )
+        } else {
+            (Handle::File(file), filetype(&meta))
+        };
+        let h = self.insert(handle)?;
+        Ok((u64::from(h) | u64::from(filetype) << 32, 0))
+    }
+}
+
+/// A guest path as a host path; NUL bytes are refused.
+fn path(bytes: &[u8]) -> Result<&Path, u16> {
+    if bytes.contains(&0) {
+        return Err(errno::INVAL);
+    }
+    if bytes.is_empty() {
+        return Err(errno::NOENT);
+    }
+    Ok(Path::new(OsStr::from_bytes(bytes)))
+}
+
+/// Copies `bytes` to the reply's data.
+fn put(out: &mut [u8], bytes: &[u8]) -> Reply {
+    let out = out.get_mut(..bytes.len()).ok_or(errno::OVERFLOW)?;
+    out.copy_from_slice(bytes);
+    Ok((0, bytes.len()))
+}
+
+fn filetype(meta: &Metadata) -> u8 {
+    let t = meta.file_type();
+    if t.is_dir() {
+        wisp_vfs::filetype::DIRECTORY
+    } else if t.is_file() {
+        wisp_vfs::filetype::REGULAR_FILE
+    } else if t.is_symlink() {
+        wisp_vfs::filetype::SYMBOLIC_LINK
+    } else {
+        wisp_vfs::filetype::UNKNOWN
+    }
+}
+
+fn nanos(secs: i64, nsec: i64) -> u64 {
+    (secs.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nsec.max(0) as u64)
+}
+
+fn filestat(meta: &Metadata) -> [u8; 64] {
+    wisp_vfs::FileStat {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        filetype: filetype(meta),
+        nlink: meta.nlink(),
+        size: meta.len(),
+        atim: nanos(meta.atime(), meta.atime_nsec()),
+        mtim: nanos(meta.mtime(), meta.mtime_nsec()),
+        ctim: nanos(meta.ctime(), meta.ctime_nsec()),
+    }
+    .to_bytes()
+}
+
+/// The `fstflags` of a set-times call as the times to set.
+fn times(
+    atim: u64,
+    mtim: u64,
+    flags: u64,
+) -> Result<
+    (
+        Option<fs_set_times::SystemTimeSpec>,
+        Option<fs_set_times::SystemTimeSpec>,
+    ),
+    u16,
+> {
+    use wisp_vfs::fstflags::*;
+    let flags = flags as u16;
+    let pick = |given: u16, now: u16, at: u64| match (flags & given != 0, flags & now != 0) {
+        (true, true) => Err(errno::INVAL),
+        (true, false) => Ok(Some(fs_set_times::SystemTimeSpec::Absolute(
+            UNIX_EPOCH + Duration::from_nanos(at),
+        ))),
+        (false, true) => Ok(Some(fs_set_times::SystemTimeSpec::SymbolicNow)),
+        (false, false) => Ok(None),
+    };
+    Ok((pick(ATIM, ATIM_NOW, atim)?, pick(MTIM, MTIM_NOW, mtim)?))
+}
+
+fn cap_time(t: fs_set_times::SystemTimeSpec) -> cap_fs_ext::SystemTimeSpec {
+    match t {
+        fs_set_times::SystemTimeSpec::SymbolicNow => cap_fs_ext::SystemTimeSpec::SymbolicNow,
+        fs_set_times::SystemTimeSpec::Absolute(t) => {
+            cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(t))
+        }
+    }
+}
+
+/// `fd_readdir` records from `cookie` into `out`: `.` and `..`, then the
+/// entries sorted by name (so cookies stay valid between calls).
+fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, u16> {
+    let io = |e: io::Error| wasi_errno(&e);
+    let mut entries: Vec<(Vec<u8>, u64, u8)> = Vec::new();
+    for entry in dir.entries().map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().as_bytes().to_vec();
+        let meta = entry.metadata().map_err(io)?;
+        entries.push((name, meta.ino(), filetype(&meta)));
+    }
+    entries.sort();
+    let dots = [
+        (b".".to_vec(), 0, wisp_vfs::filetype::DIRECTORY),
+        (b"..".to_vec(), 0, wisp_vfs::filetype::DIRECTORY),
+    ];
+    let mut used = 0;
+    let start = usize::try_from(cookie).unwrap_or(usize::MAX);
+    for (index, (name, ino, kind)) in dots.into_iter().chain(entries).enumerate().skip(start) {
+        let mut record = [0u8; 24];
+        record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+        record[8..16].copy_from_slice(&ino.to_le_bytes());
+        record[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        record[20] = kind;
+        for part in [&record[..], &name] {
+            let n = part.len().min(out.len() - used);
+            out[used..used + n].copy_from_slice(&part[..n]);
+            used += n;
+        }
+        if used == out.len() {
+            break;
+        }
+    }
+    Ok(used)
+}
+
+/// A request to the file-system thread: the guest's call, the most bytes
+/// its reply may take, and where to send the reply.
+type Request = (Vec<u8>, usize, mpsc::Sender<Vec<u8>>);
+
+/// The thread that serves host directories, and how to reach it.
+pub struct FsThread {
+    requests: mpsc::Sender<Request>,
+}
+
+impl FsThread {
+    /// Starts serving `dirs` on a thread of its own (named `wisp-fs`).
+    pub fn start(mut dirs: HostDirs) -> anyhow::Result<FsThread> {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("wisp-fs".into())
+            .spawn(move || {
+                for (call, room, reply_to) in incoming {
+                    let mut reply = vec![0u8; room];
+                    let n = dirs.serve(&call, &mut reply);
+                    reply.truncate(n);
+                    let _ = reply_to.send(reply);
+                }
+            })?;
+        Ok(FsThread { requests })
+    }
+
+    /// Serves one call on the thread; the reply goes into `reply`.
+    pub fn call(&self, call: &[u8], reply: &mut [u8]) -> usize {
+        let (tx, rx) = mpsc::channel();
+        let answer = self
+            .requests
+            .send((call.to_vec(), reply.len(), tx))
+            .ok()
+            .and_then(|()| rx.recv().ok());
+        match answer {
+            Some(bytes) => {
+                let n = bytes.len().min(reply.len());
+                reply[..n].copy_from_slice(&bytes[..n]);
+                n
+            }
+            None => {
+                encode_reply_header(reply, errno::IO, 0);
+                REPLY_HEADER
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(dirs: &mut HostDirs, c: &Call<'_>) -> (u16, u64, Vec<u8>) {
+        let mut buf = vec![0u8; c.len()];
+        c.encode(&mut buf).unwrap();
+        let mut reply = vec![0u8; 4096];
+        let n = dirs.serve(&buf, &mut reply);
+        let (e, v, d) = wisp_abi::hostfs::decode_reply(&reply[..n]).unwrap();
+        (e, v, d.to_vec())
+    }
+
+    #[test]
+    fn paths_stay_beneath_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("inside")).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"no").unwrap();
+        std::os::unix::fs::symlink("../secret", tmp.path().join("inside/up")).unwrap();
+        let mut dirs = HostDirs::open(&[tmp.path().join("inside")]).unwrap();
+        for p in [&b"../secret"[..], b"/etc/passwd", b"up"] {
+            let mut c = Call::new(Op::Open, 0);
+            (c.flags, c.s1, c.b) = (1, p, wisp_vfs::rights::FD_READ);
+            assert_eq!(
+                call(&mut dirs, &c).0,
+                errno::PERM,
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        let mut c = Call::new(Op::Symlink, 0);
+        (c.s1, c.s2) = (b"/etc/passwd", b"abs");
+        assert_eq!(call(&mut dirs, &c).0, errno::PERM);
+        // Garbage and unknown handles are errors, not panics.
+        let mut reply = [0u8; 64];
+        let n = dirs.serve(b"\x01garbage", &mut reply);
+        assert_eq!(
+            wisp_abi::hostfs::decode_reply(&reply[..n]).unwrap().0,
+            errno::INVAL
+        );
+        assert_eq!(call(&mut dirs, &Call::new(Op::Close, 99)).0, errno::BADF);
+        assert_eq!(call(&mut dirs, &Call::new(Op::Read, 0)).0, errno::ISDIR);
+    }
+
+    #[test]
+    fn files_are_created_written_and_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = HostDirs::open(&[tmp.path().to_path_buf()]).unwrap();
+        let mut open = Call::new(Op::Open, 0);
+        open.a = u64::from(wisp_vfs::oflags::CREAT);
+        open.b = wisp_vfs::rights::FD_READ | wisp_vfs::rights::FD_WRITE;
+        open.s1 = b"f.txt";
+        let (e, v, _) = call(&mut dirs, &open);
+        assert_eq!(e, 0);
+        let h = v as u32;
+        assert_eq!((v >> 32) as u8, wisp_vfs::filetype::REGULAR_FILE);
+        let mut w = Call::new(Op::Write, h);
+        (w.b, w.s1) = (u64::MAX, b"hello");
+        assert_eq!(call(&mut dirs, &w).1, 5);
+        let mut r = Call::new(Op::Read, h);
+        (r.a, r.b) = (100, 0);
+        assert_eq!(call(&mut dirs, &r).2, b"hello");
+        assert_eq!(std::fs::read(tmp.path().join("f.txt")).unwrap(), b"hello");
+        assert_eq!(call(&mut dirs, &Call::new(Op::Close, h)).0, 0);
+        assert_eq!(call(&mut dirs, &Call::new(Op::Close, h)).0, errno::BADF);
+    }
+}
