@@ -555,6 +555,64 @@ mod tests {
     }
 
     #[test]
+    fn random_calls_never_panic_or_leave_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inside = tmp.path().join("inside");
+        std::fs::create_dir(&inside).unwrap();
+        let mut dirs = HostDirs::open(std::slice::from_ref(&inside)).unwrap();
+        // xorshift: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let names: [&[u8]; 6] = [b"a", b"d/x", b"..", b"../escape", b"/abs", b"d"];
+        let mut reply = vec![0u8; 70_000];
+        for _ in 0..20_000 {
+            let r = next();
+            let mut c = Call::new(Op::Open, (r % 4) as u32);
+            c.op = [
+                Op::Open,
+                Op::Write,
+                Op::Read,
+                Op::Mkdir,
+                Op::Rename,
+                Op::Symlink,
+                Op::Link,
+                Op::Unlink,
+                Op::Rmdir,
+                Op::Readdir,
+                Op::Close,
+                Op::Seek,
+                Op::SetSize,
+            ][(r >> 8) as usize % 13];
+            (c.h2, c.flags) = ((r >> 16) as u32 % 4, (r >> 20) as u32 % 3);
+            c.a = next() % 5000;
+            c.b = if r >> 30 & 1 == 1 {
+                u64::MAX
+            } else {
+                next() % 3
+            };
+            (c.s1, c.s2) = (names[(r >> 24) as usize % 6], names[(r >> 28) as usize % 6]);
+            let mut buf = vec![0u8; c.len()];
+            c.encode(&mut buf).unwrap();
+            // Sometimes cut the call short, as a hostile guest might.
+            let len = if r % 7 == 0 {
+                (r as usize >> 3) % buf.len()
+            } else {
+                buf.len()
+            };
+            let n = dirs.serve(&buf[..len], &mut reply);
+            assert!(n >= REPLY_HEADER && n <= reply.len());
+        }
+        // Whatever happened inside, nothing appeared next to it.
+        let outside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(outside.len(), 1, "only `inside` is in the parent");
+    }
+
+    #[test]
     fn files_are_created_written_and_read() {
         let tmp = tempfile::tempdir().unwrap();
         let mut dirs = HostDirs::open(&[tmp.path().to_path_buf()]).unwrap();
