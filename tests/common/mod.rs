@@ -88,14 +88,22 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The C test program `tests/wasi/<name>.c` compiled for wasm32-wasi with
-/// Debian's clang-14 and wasi-libc (once per test binary); fails loudly if
-/// that toolchain is missing.
-pub fn wasi_program(name: &str) -> PathBuf {
+/// `tests/wasi/<name>.<ext>` built into a wasm32-wasi program by
+/// `compile(source, output)`, once per test binary; fails loudly, with
+/// `hint`, if that cannot be done.
+fn wasi_build(
+    name: &str,
+    ext: &str,
+    hint: &str,
+    compile: impl FnOnce(
+        &std::path::Path,
+        &std::path::Path,
+    ) -> std::io::Result<std::process::ExitStatus>,
+) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/wasi")
-        .join(format!("{name}.c"));
+        .join(format!("{name}.{ext}"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("wasi-programs")
         .join(format!("{name}.wasm"));
@@ -104,24 +112,10 @@ pub fn wasi_program(name: &str) -> PathBuf {
         return out;
     }
     std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
-    let status = Command::new("clang-14")
-        .args([
-            "--target=wasm32-wasi",
-            "--sysroot=/usr",
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&source)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
+    match compile(&source, &out) {
+        Ok(status) if status.success() => {}
         other => panic!(
-            "\n\n*** cannot compile {} for wasm32-wasi ({other:?}). ***\n\
-             *** These tests run real C programs: install Debian's clang-14 lld-14 wasi-libc \
-             libclang-rt-14-dev-wasm32 (.ci/run does). ***\n\n",
+            "\n\n*** cannot compile {} for wasm32-wasi ({other:?}). ***\n*** {hint} ***\n\n",
             source.display()
         ),
     }
@@ -129,47 +123,48 @@ pub fn wasi_program(name: &str) -> PathBuf {
     out
 }
 
-/// The Rust test program `tests/wasi/<name>.rs` compiled for wasm32-wasi
-/// with Debian's rustc (`/usr/bin/rustc` with `libstd-rust-dev-wasm32`:
-/// rustup cannot add targets here), once per test binary; fails loudly if
-/// that compiler is missing.
+/// The C test program `tests/wasi/<name>.c`, built with Debian's clang-14
+/// and wasi-libc.
+pub fn wasi_program(name: &str) -> PathBuf {
+    wasi_build(
+        name,
+        "c",
+        "These tests run real C programs: install Debian's clang-14 lld-14 wasi-libc \
+         libclang-rt-14-dev-wasm32 (.ci/run does).",
+        |source, out| {
+            Command::new("clang-14")
+                .args([
+                    "--target=wasm32-wasi",
+                    "--sysroot=/usr",
+                    "-O2",
+                    "-Wall",
+                    "-Werror",
+                    "-o",
+                ])
+                .arg(out)
+                .arg(source)
+                .status()
+        },
+    )
+}
+
+/// The Rust test program `tests/wasi/<name>.rs`, built with Debian's rustc
+/// (`/usr/bin/rustc` with `libstd-rust-dev-wasm32`: rustup cannot add
+/// targets here), or `$WISP_WASI_RUSTC`.
 pub fn wasi_rust_program(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let rustc = std::env::var("WISP_WASI_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/wasi")
-        .join(format!("{name}.rs"));
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("wasi-programs")
-        .join(format!("{name}.wasm"));
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|b| b == name) {
-        return out;
-    }
-    std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
-    let status = Command::new(&rustc)
-        .args([
-            "--edition",
-            "2021",
-            "--target",
-            "wasm32-wasi",
-            "-O",
-            "-C",
-            "strip=debuginfo",
-        ])
-        .args(["-D", "warnings", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => panic!(
-            "\n\n*** cannot compile {} for wasm32-wasi with {rustc} ({other:?}). ***\n\
-             *** These tests run real Rust programs: install Debian's rustc and \
-             libstd-rust-dev-wasm32 (.ci/run does), or set WISP_WASI_RUSTC. ***\n\n",
-            source.display()
-        ),
-    }
-    built.push(name.to_string());
-    out
+    wasi_build(
+        name,
+        "rs",
+        "These tests run real Rust programs: install Debian's rustc and \
+         libstd-rust-dev-wasm32 (.ci/run does), or set WISP_WASI_RUSTC.",
+        |source, out| {
+            Command::new(&rustc)
+                .args(["--edition", "2021", "--target", "wasm32-wasi", "-O"])
+                .args(["-C", "strip=debuginfo", "-D", "warnings", "-o"])
+                .arg(out)
+                .arg(source)
+                .status()
+        },
+    )
 }
