@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wisp::bench::{ratio, require_kvm, row, runs_arg, time};
+use wisp::bench::{proc_kib, ratio, require_kvm, row, runs_arg, time};
 use wisp::compile::Compiler;
 use wisp::stats::Summary;
 use wisp_vmm::{BufferIo, Image, Invocation, Outcome, Prefault, Shell, Vm, VmConfig};
@@ -114,10 +114,7 @@ fn reset(image: &Arc<Image>, prefault: Prefault, runs: usize) -> (Vec<Duration>,
 /// Fields of /proc/self/smaps_rollup and /proc/meminfo, in KiB.
 fn kib(file: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string(file).expect(file);
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{field} missing from {file}"))
+    proc_kib(&text, field).unwrap_or_else(|| panic!("{field} missing from {file}"))
 }
 
 /// Host memory now: this process's private memory and the machine's

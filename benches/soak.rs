@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
-use wisp::bench::{count_arg, require_kvm};
+use wisp::bench::{count_arg, proc_kib, require_kvm};
 use wisp::client::Connection;
 use wisp::daemon::process::DaemonProcess;
 
@@ -88,13 +88,6 @@ struct Resources {
 
 fn resources(pid: u32) -> Resources {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
     let links: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.flatten()
@@ -116,7 +109,7 @@ fn resources(pid: u32) -> Resources {
         })
         .unwrap_or(0);
     Resources {
-        rss_kib: field("VmRSS:"),
+        rss_kib: proc_kib(&status, "VmRSS").unwrap_or(0),
         fds: links.len(),
         vms: links
             .iter()

@@ -28,6 +28,15 @@ pub fn count_arg(flag: &str, default: usize) -> usize {
     }
 }
 
+/// A `Name:  value kB` field of a `/proc` file's text (`/proc/meminfo`,
+/// `/proc/<pid>/status`, `smaps_rollup`), in KiB.
+pub fn proc_kib(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// Exits with a loud message unless `/dev/kvm` can be opened: every
 /// benchmark here boots real micro-VMs.
 pub fn require_kvm() {

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use hyper::Method;
 use serde::Serialize;
 
-use super::machine::meminfo_field;
 use super::series::{measure, progress, Sample, Series, Start};
 use crate::api::{self, DeployRequest, FunctionConfig, FunctionInfo};
+use crate::bench::proc_kib;
 use crate::client::{Connection, Response};
 use crate::daemon::process::DaemonProcess;
 
@@ -150,11 +150,7 @@ impl BenchDaemon {
     pub fn rss_kib(&self) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        proc_kib(&status, "VmRSS").unwrap_or(0)
     }
 }
 
@@ -352,10 +348,8 @@ pub struct Density {
 pub fn density(daemon: &mut BenchDaemon, function: &Function, count: u32) -> Result<Density> {
     let name = "bench-density";
     let available = || {
-        meminfo_field(
-            &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
-            "MemAvailable",
-        )
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        proc_kib(&meminfo, "MemAvailable").unwrap_or(0)
     };
     let (host0, rss0) = (available(), daemon.rss_kib());
     let t = Instant::now();

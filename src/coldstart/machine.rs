@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::bench::proc_kib;
+
 /// What the results were measured on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -83,20 +85,9 @@ fn cpu_model(cpuinfo: &str) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// `MemTotal` from `/proc/meminfo` text, in KiB.
-pub fn mem_total_kib(meminfo: &str) -> u64 {
-    meminfo_field(meminfo, "MemTotal")
-}
-
-/// A `/proc/meminfo` field in KiB (0 if absent).
-pub fn meminfo_field(meminfo: &str, name: &str) -> u64 {
-    meminfo
-        .lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or(0)
+/// `MemTotal` from `/proc/meminfo` text, in KiB (0 if absent).
+fn mem_total_kib(meminfo: &str) -> u64 {
+    proc_kib(meminfo, "MemTotal").unwrap_or(0)
 }
 
 /// PVM or hardware KVM, from which kernel modules are loaded.
@@ -121,8 +112,9 @@ mod tests {
         assert_eq!(cpu_model("processor : 0\n"), "unknown");
         let meminfo = "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   2000 kB\n";
         assert_eq!(mem_total_kib(meminfo), 24_576_000);
-        assert_eq!(meminfo_field(meminfo, "MemAvailable"), 2000);
-        assert_eq!(meminfo_field(meminfo, "Mem"), 0);
+        assert_eq!(proc_kib(meminfo, "MemAvailable"), Some(2000));
+        assert_eq!(proc_kib(meminfo, "Mem"), None);
+        assert_eq!(mem_total_kib(""), 0);
     }
 
     #[test]
