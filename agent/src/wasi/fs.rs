@@ -154,7 +154,7 @@ fn remote_read(
 /// Writes the iovecs to a host file, a message at a time; returns the
 /// bytes written.
 fn remote_write(
-    mem: &mut Mem<'_>,
+    mem: &Mem<'_>,
     ctx: &mut Ctx,
     host: u32,
     iovecs: &[(i32, u32)],
@@ -165,7 +165,7 @@ fn remote_write(
         remote::write(ctx, host, &[], offset)?;
     }
     for &(ptr, len) in iovecs {
-        let src = mem.slice(ptr, len)?.to_vec();
+        let src = mem.slice(ptr, len)?;
         for chunk in src.chunks(remote::CHUNK) {
             let at = offset.map(|o| o.saturating_add(total as u64));
             let n = remote::write(ctx, host, chunk, at)?;
