@@ -20,71 +20,46 @@ use cap_fs_ext::{
 };
 use cap_std::fs::{Dir, File, FileExt, Metadata, OpenOptions};
 use wisp_abi::hostfs::{encode_reply_header, Call, Op, REPLY_HEADER};
+use wisp_vfs::Errno;
 
 /// Most handles open at once.
 const MAX_HANDLES: usize = 1024;
 
-/// WASI errno values used here.
-mod errno {
-    pub const ACCES: u16 = 2;
-    pub const BADF: u16 = 8;
-    pub const BUSY: u16 = 10;
-    pub const EXIST: u16 = 20;
-    pub const FBIG: u16 = 22;
-    pub const INVAL: u16 = 28;
-    pub const IO: u16 = 29;
-    pub const ISDIR: u16 = 31;
-    pub const LOOP: u16 = 32;
-    pub const MFILE: u16 = 33;
-    pub const MLINK: u16 = 34;
-    pub const NAMETOOLONG: u16 = 37;
-    pub const NOENT: u16 = 44;
-    pub const NOSPC: u16 = 51;
-    pub const NOTDIR: u16 = 54;
-    pub const NOTEMPTY: u16 = 55;
-    pub const NOTSUP: u16 = 58;
-    pub const OVERFLOW: u16 = 61;
-    pub const PERM: u16 = 63;
-    pub const ROFS: u16 = 69;
-    pub const SPIPE: u16 = 70;
-    pub const XDEV: u16 = 75;
-}
-
 /// WASI's errno for a host error. cap-std refuses an escape with
 /// `PermissionDenied` and no OS error: `EPERM`, as wasmtime answers.
-fn wasi_errno(e: &io::Error) -> u16 {
+fn wasi_errno(e: &io::Error) -> Errno {
     let Some(code) = e.raw_os_error() else {
         return match e.kind() {
-            io::ErrorKind::PermissionDenied => errno::PERM,
-            io::ErrorKind::NotFound => errno::NOENT,
-            io::ErrorKind::AlreadyExists => errno::EXIST,
-            io::ErrorKind::InvalidInput => errno::INVAL,
-            _ => errno::IO,
+            io::ErrorKind::PermissionDenied => Errno::Perm,
+            io::ErrorKind::NotFound => Errno::Noent,
+            io::ErrorKind::AlreadyExists => Errno::Exist,
+            io::ErrorKind::InvalidInput => Errno::Inval,
+            _ => Errno::Io,
         };
     };
     match code {
-        libc::EPERM => errno::PERM,
-        libc::ENOENT => errno::NOENT,
-        libc::EBADF => errno::BADF,
-        libc::EACCES => errno::ACCES,
-        libc::EBUSY => errno::BUSY,
-        libc::EEXIST => errno::EXIST,
-        libc::EXDEV => errno::XDEV,
-        libc::ENOTDIR => errno::NOTDIR,
-        libc::EISDIR => errno::ISDIR,
-        libc::EINVAL => errno::INVAL,
-        libc::EMFILE | libc::ENFILE => errno::MFILE,
-        libc::EFBIG => errno::FBIG,
-        libc::ENOSPC | libc::EDQUOT => errno::NOSPC,
-        libc::ESPIPE => errno::SPIPE,
-        libc::EROFS => errno::ROFS,
-        libc::EMLINK => errno::MLINK,
-        libc::ENAMETOOLONG => errno::NAMETOOLONG,
-        libc::ENOTEMPTY => errno::NOTEMPTY,
-        libc::ELOOP => errno::LOOP,
-        libc::EOPNOTSUPP => errno::NOTSUP,
-        libc::EOVERFLOW => errno::OVERFLOW,
-        _ => errno::IO,
+        libc::EPERM => Errno::Perm,
+        libc::ENOENT => Errno::Noent,
+        libc::EBADF => Errno::Badf,
+        libc::EACCES => Errno::Acces,
+        libc::EBUSY => Errno::Busy,
+        libc::EEXIST => Errno::Exist,
+        libc::EXDEV => Errno::Xdev,
+        libc::ENOTDIR => Errno::Notdir,
+        libc::EISDIR => Errno::Isdir,
+        libc::EINVAL => Errno::Inval,
+        libc::EMFILE | libc::ENFILE => Errno::Mfile,
+        libc::EFBIG => Errno::Fbig,
+        libc::ENOSPC | libc::EDQUOT => Errno::Nospc,
+        libc::ESPIPE => Errno::Spipe,
+        libc::EROFS => Errno::Rofs,
+        libc::EMLINK => Errno::Mlink,
+        libc::ENAMETOOLONG => Errno::Nametoolong,
+        libc::ENOTEMPTY => Errno::Notempty,
+        libc::ELOOP => Errno::Loop,
+        libc::EOPNOTSUPP => Errno::Notsup,
+        libc::EOVERFLOW => Errno::Overflow,
+        _ => Errno::Io,
     }
 }
 
@@ -99,7 +74,7 @@ pub struct HostDirs {
     handles: Vec<Option<Handle>>,
 }
 
-type Reply = Result<(u64, usize), u16>;
+type Reply = Result<(u64, usize), Errno>;
 
 impl HostDirs {
     /// Opens `dirs`; the guest knows them as handles 0, 1, … in order.
@@ -122,7 +97,7 @@ impl HostDirs {
         let (head, data) = reply.split_at_mut(REPLY_HEADER);
         let result = match Call::decode(call) {
             Some(call) => self.dispatch(&call, data),
-            None => Err(errno::INVAL),
+            None => Err(Errno::Inval),
         };
         match result {
             Ok((value, n)) => {
@@ -130,40 +105,40 @@ impl HostDirs {
                 REPLY_HEADER + n
             }
             Err(e) => {
-                encode_reply_header(head, e, 0);
+                encode_reply_header(head, e as u16, 0);
                 REPLY_HEADER
             }
         }
     }
 
-    fn get(&self, h: u32) -> Result<&Handle, u16> {
+    fn get(&self, h: u32) -> Result<&Handle, Errno> {
         self.handles
             .get(h as usize)
             .and_then(Option::as_ref)
-            .ok_or(errno::BADF)
+            .ok_or(Errno::Badf)
     }
 
-    fn dir(&self, h: u32) -> Result<&Dir, u16> {
+    fn dir(&self, h: u32) -> Result<&Dir, Errno> {
         match self.get(h)? {
             Handle::Dir(d) => Ok(d),
-            Handle::File(_) => Err(errno::NOTDIR),
+            Handle::File(_) => Err(Errno::Notdir),
         }
     }
 
-    fn file(&self, h: u32) -> Result<&File, u16> {
+    fn file(&self, h: u32) -> Result<&File, Errno> {
         match self.get(h)? {
             Handle::File(f) => Ok(f),
-            Handle::Dir(_) => Err(errno::ISDIR),
+            Handle::Dir(_) => Err(Errno::Isdir),
         }
     }
 
-    fn insert(&mut self, handle: Handle) -> Result<u32, u16> {
+    fn insert(&mut self, handle: Handle) -> Result<u32, Errno> {
         if let Some(i) = self.handles.iter().position(Option::is_none) {
             self.handles[i] = Some(handle);
             return Ok(i as u32);
         }
         if self.handles.len() >= MAX_HANDLES {
-            return Err(errno::MFILE);
+            return Err(Errno::Mfile);
         }
         self.handles.push(Some(handle));
         Ok(self.handles.len() as u32 - 1)
@@ -176,7 +151,7 @@ impl HostDirs {
             Op::Open => self.open_at(c),
             Op::Close => match self.handles.get_mut(c.h as usize).and_then(Option::take) {
                 Some(_) => done,
-                None => Err(errno::BADF),
+                None => Err(Errno::Badf),
             },
             Op::Read => {
                 let file = self.file(c.h)?;
@@ -198,13 +173,13 @@ impl HostDirs {
                 Ok((written.map_err(io)? as u64, 0))
             }
             Op::Seek => {
-                let mut file = self.file(c.h).map_err(|_| errno::BADF)?;
+                let mut file = self.file(c.h).map_err(|_| Errno::Badf)?;
                 let delta = c.a as i64;
                 let to = match c.flags {
-                    0 => SeekFrom::Start(u64::try_from(delta).map_err(|_| errno::INVAL)?),
+                    0 => SeekFrom::Start(u64::try_from(delta).map_err(|_| Errno::Inval)?),
                     1 => SeekFrom::Current(delta),
                     2 => SeekFrom::End(delta),
-                    _ => return Err(errno::INVAL),
+                    _ => return Err(Errno::Inval),
                 };
                 Ok((file.seek(to).map_err(io)?, 0))
             }
@@ -270,7 +245,7 @@ impl HostDirs {
                 let target = path(c.s1)?;
                 if target.is_absolute() {
                     // It could only ever lead out of the directory.
-                    return Err(errno::PERM);
+                    return Err(Errno::Perm);
                 }
                 self.dir(c.h)?.symlink(target, path(c.s2)?).map_err(io)?;
                 done
@@ -326,7 +301,7 @@ impl HostDirs {
         let meta = file.metadata().map_err(|e| wasi_errno(&e))?;
         let is_dir = meta.is_dir();
         if oflags & oflags::DIRECTORY != 0 && !is_dir {
-            return Err(errno::NOTDIR);
+            return Err(Errno::Notdir);
         }
         let (handle, filetype) = if is_dir {
             (
@@ -342,19 +317,19 @@ impl HostDirs {
 }
 
 /// A guest path as a host path; NUL bytes are refused.
-fn path(bytes: &[u8]) -> Result<&Path, u16> {
+fn path(bytes: &[u8]) -> Result<&Path, Errno> {
     if bytes.contains(&0) {
-        return Err(errno::INVAL);
+        return Err(Errno::Inval);
     }
     if bytes.is_empty() {
-        return Err(errno::NOENT);
+        return Err(Errno::Noent);
     }
     Ok(Path::new(OsStr::from_bytes(bytes)))
 }
 
 /// Copies `bytes` to the reply's data.
 fn put(out: &mut [u8], bytes: &[u8]) -> Reply {
-    let out = out.get_mut(..bytes.len()).ok_or(errno::OVERFLOW)?;
+    let out = out.get_mut(..bytes.len()).ok_or(Errno::Overflow)?;
     out.copy_from_slice(bytes);
     Ok((0, bytes.len()))
 }
@@ -402,12 +377,12 @@ fn times(
         Option<fs_set_times::SystemTimeSpec>,
         Option<fs_set_times::SystemTimeSpec>,
     ),
-    u16,
+    Errno,
 > {
     use wisp_vfs::fstflags::*;
     let flags = flags as u16;
     let pick = |given: u16, now: u16, at: u64| match (flags & given != 0, flags & now != 0) {
-        (true, true) => Err(errno::INVAL),
+        (true, true) => Err(Errno::Inval),
         (true, false) => Ok(Some(fs_set_times::SystemTimeSpec::Absolute(
             UNIX_EPOCH + Duration::from_nanos(at),
         ))),
@@ -428,7 +403,7 @@ fn cap_time(t: fs_set_times::SystemTimeSpec) -> cap_fs_ext::SystemTimeSpec {
 
 /// `fd_readdir` records from `cookie` into `out`: `.` and `..`, then the
 /// entries sorted by name (so cookies stay valid between calls).
-fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, u16> {
+fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, Errno> {
     let io = |e: io::Error| wasi_errno(&e);
     let mut entries: Vec<(Vec<u8>, u64, u8)> = Vec::new();
     for entry in dir.entries().map_err(io)? {
@@ -438,28 +413,12 @@ fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, u16> {
         entries.push((name, meta.ino(), filetype(&meta)));
     }
     entries.sort();
-    let dots = [
-        (b".".to_vec(), 0, wisp_vfs::filetype::DIRECTORY),
-        (b"..".to_vec(), 0, wisp_vfs::filetype::DIRECTORY),
-    ];
-    let mut used = 0;
-    let start = usize::try_from(cookie).unwrap_or(usize::MAX);
-    for (index, (name, ino, kind)) in dots.into_iter().chain(entries).enumerate().skip(start) {
-        let mut record = [0u8; 24];
-        record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
-        record[8..16].copy_from_slice(&ino.to_le_bytes());
-        record[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
-        record[20] = kind;
-        for part in [&record[..], &name] {
-            let n = part.len().min(out.len() - used);
-            out[used..used + n].copy_from_slice(&part[..n]);
-            used += n;
-        }
-        if used == out.len() {
-            break;
-        }
-    }
-    Ok(used)
+    let dir_type = wisp_vfs::filetype::DIRECTORY;
+    let dots = [(&b"."[..], 0, dir_type), (&b".."[..], 0, dir_type)];
+    let all = dots
+        .into_iter()
+        .chain(entries.iter().map(|(n, ino, t)| (n.as_slice(), *ino, *t)));
+    Ok(wisp_vfs::write_dirents(all, cookie, out))
 }
 
 /// A request to the file-system thread: the guest's call, the most bytes
@@ -503,7 +462,7 @@ impl FsThread {
                 n
             }
             None => {
-                encode_reply_header(reply, errno::IO, 0);
+                encode_reply_header(reply, Errno::Io as u16, 0);
                 REPLY_HEADER
             }
         }
@@ -535,23 +494,29 @@ mod tests {
             (c.flags, c.s1, c.b) = (1, p, wisp_vfs::rights::FD_READ);
             assert_eq!(
                 call(&mut dirs, &c).0,
-                errno::PERM,
+                Errno::Perm as u16,
                 "{}",
                 String::from_utf8_lossy(p)
             );
         }
         let mut c = Call::new(Op::Symlink, 0);
         (c.s1, c.s2) = (b"/etc/passwd", b"abs");
-        assert_eq!(call(&mut dirs, &c).0, errno::PERM);
+        assert_eq!(call(&mut dirs, &c).0, Errno::Perm as u16);
         // Garbage and unknown handles are errors, not panics.
         let mut reply = [0u8; 64];
         let n = dirs.serve(b"\x01garbage", &mut reply);
         assert_eq!(
             wisp_abi::hostfs::decode_reply(&reply[..n]).unwrap().0,
-            errno::INVAL
+            Errno::Inval as u16
         );
-        assert_eq!(call(&mut dirs, &Call::new(Op::Close, 99)).0, errno::BADF);
-        assert_eq!(call(&mut dirs, &Call::new(Op::Read, 0)).0, errno::ISDIR);
+        assert_eq!(
+            call(&mut dirs, &Call::new(Op::Close, 99)).0,
+            Errno::Badf as u16
+        );
+        assert_eq!(
+            call(&mut dirs, &Call::new(Op::Read, 0)).0,
+            Errno::Isdir as u16
+        );
     }
 
     #[test]
@@ -632,6 +597,9 @@ mod tests {
         assert_eq!(call(&mut dirs, &r).2, b"hello");
         assert_eq!(std::fs::read(tmp.path().join("f.txt")).unwrap(), b"hello");
         assert_eq!(call(&mut dirs, &Call::new(Op::Close, h)).0, 0);
-        assert_eq!(call(&mut dirs, &Call::new(Op::Close, h)).0, errno::BADF);
+        assert_eq!(
+            call(&mut dirs, &Call::new(Op::Close, h)).0,
+            Errno::Badf as u16
+        );
     }
 }

@@ -21,10 +21,7 @@ impl GuestIo for ProcessStdio {
     fn fs_call(&mut self, call: &[u8], reply: &mut [u8]) -> usize {
         match &self.dirs {
             Some(dirs) => dirs.call(call, reply),
-            None => {
-                wisp_abi::hostfs::encode_reply_header(reply, wisp_vfs::Errno::Badf as u16, 0);
-                wisp_abi::hostfs::REPLY_HEADER
-            }
+            None => wisp_vmm::refuse_fs_call(reply),
         }
     }
 

@@ -28,7 +28,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use table::{DirEntryKind, FdStat, FileStat, Foreign, Vfs};
+pub use table::{write_dirents, DirEntryKind, FdStat, FileStat, Foreign, Vfs};
 
 /// WASI errno values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum Errno {
     Acces = 2,
     /// Bad file descriptor.
     Badf = 8,
+    /// Device or resource busy.
+    Busy = 10,
     /// File exists.
     Exist = 20,
     /// Bad address.
@@ -54,6 +56,8 @@ pub enum Errno {
     Loop = 32,
     /// Too many open files.
     Mfile = 33,
+    /// Too many links.
+    Mlink = 34,
     /// Filename too long.
     Nametoolong = 37,
     /// No such file or directory.
@@ -85,9 +89,10 @@ impl Errno {
     /// `EIO`.
     pub fn from_raw(raw: u16) -> Errno {
         use Errno::*;
-        const ALL: [Errno; 23] = [
+        const ALL: [Errno; 24] = [
             Acces,
             Badf,
+            Busy,
             Exist,
             Fault,
             Fbig,
@@ -96,6 +101,7 @@ impl Errno {
             Isdir,
             Loop,
             Mfile,
+            Mlink,
             Nametoolong,
             Noent,
             Nospc,
@@ -108,7 +114,6 @@ impl Errno {
             Spipe,
             Xdev,
             Notcapable,
-            Inval,
         ];
         ALL.into_iter().find(|e| *e as u16 == raw).unwrap_or(Io)
     }

@@ -83,6 +83,35 @@ impl FileStat {
     }
 }
 
+/// Writes `fd_readdir` records for `entries` (name, inode, filetype) into
+/// `out`, skipping the first `cookie`; a record's cookie is its index + 1.
+/// The last record may be cut short, as WASI specifies. Returns the bytes
+/// used: fewer than `out.len()` means the listing ended.
+pub fn write_dirents<'a>(
+    entries: impl Iterator<Item = (&'a [u8], u64, u8)>,
+    cookie: u64,
+    out: &mut [u8],
+) -> usize {
+    let mut used = 0;
+    let skip = usize::try_from(cookie).unwrap_or(usize::MAX);
+    for (index, (name, ino, filetype)) in entries.enumerate().skip(skip) {
+        let mut record = [0u8; 24];
+        record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+        record[8..16].copy_from_slice(&ino.to_le_bytes());
+        record[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        record[20] = filetype;
+        for part in [&record[..], name] {
+            let n = part.len().min(out.len() - used);
+            out[used..used + n].copy_from_slice(&part[..n]);
+            used += n;
+        }
+        if used == out.len() {
+            break;
+        }
+    }
+    used
+}
+
 /// What a new directory entry is (for images being mounted).
 pub enum DirEntryKind {
     /// A directory.
@@ -589,27 +618,9 @@ impl Vfs {
         let dots = [(&b"."[..], h.ino), (&b".."[..], *parent)];
         let all = dots
             .into_iter()
-            .chain(entries.iter().map(|(n, &i)| (n.as_slice(), i)));
-        let mut used = 0;
-        for (index, (name, ino)) in all
-            .enumerate()
-            .skip(usize::try_from(cookie).unwrap_or(usize::MAX))
-        {
-            let mut record = [0u8; 24];
-            record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
-            record[8..16].copy_from_slice(&(ino as u64 + 1).to_le_bytes());
-            record[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
-            record[20] = self.tree.get(ino).filetype();
-            for part in [&record[..], name] {
-                let n = part.len().min(out.len() - used);
-                out[used..used + n].copy_from_slice(&part[..n]);
-                used += n;
-            }
-            if used == out.len() {
-                break;
-            }
-        }
-        Ok(used)
+            .chain(entries.iter().map(|(n, &i)| (n.as_slice(), i)))
+            .map(|(name, ino)| (name, ino as u64 + 1, self.tree.get(ino).filetype()));
+        Ok(write_dirents(all, cookie, out))
     }
 
     // --- paths -------------------------------------------------------------

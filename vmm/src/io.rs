@@ -25,9 +25,15 @@ pub trait GuestIo {
     /// host directories every call fails with `EBADF`.
     fn fs_call(&mut self, call: &[u8], reply: &mut [u8]) -> usize {
         let _ = call;
-        wisp_abi::hostfs::encode_reply_header(reply, EBADF, 0);
-        wisp_abi::hostfs::REPLY_HEADER
+        refuse_fs_call(reply)
     }
+}
+
+/// The reply to a filesystem call where no host directory is mapped:
+/// `EBADF`, as for any handle that does not exist. Returns its length.
+pub fn refuse_fs_call(reply: &mut [u8]) -> usize {
+    wisp_abi::hostfs::encode_reply_header(reply, EBADF, 0);
+    wisp_abi::hostfs::REPLY_HEADER
 }
 
 /// WASI's `EBADF`.

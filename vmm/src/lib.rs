@@ -34,7 +34,7 @@ mod vm;
 
 pub use error::{Error, Result};
 pub use files::{Files, FilesBuilder, SCRATCH_DIR};
-pub use io::{BufferIo, GuestIo};
+pub use io::{refuse_fs_call, BufferIo, GuestIo};
 pub use kvm::open_kvm;
 pub use loader::AGENT_ELF;
 pub use shell::Shell;
