@@ -1,7 +1,9 @@
 //! Soak test of the daemon: a long run of invocations mixing warm, cold,
-//! trapping and timing-out functions, then a check that the daemon's host
-//! resources — resident memory, open files, KVM VMs, threads — went back
-//! to where they were.
+//! trapping and timing-out functions and one whose interleaved output
+//! drives the allocator of the (seccomp-filtered) invocation threads, then
+//! a check that the mix was what it claims (counted from `x-wisp-start`)
+//! and that the daemon's host resources — resident memory, open files, KVM
+//! VMs, threads — went back to where they were.
 //!
 //! `cargo bench --bench soak [-- --invocations N]` (default 1,000,000; CI
 //! runs a shorter one). Exits non-zero on any unexpected response or leak.
@@ -29,13 +31,38 @@ const SETTLE: Duration = Duration::from_secs(12);
 const RECOVERY: Duration = Duration::from_secs(45);
 
 /// One kind of invocation in the mix: per 100 invocations, `share` go to
-/// `function`, expecting `status` (and `body` when 200).
+/// `function`, expecting `status` (and a body that `body_ok` accepts when
+/// 200), started as `start` says.
 struct Kind {
     function: &'static str,
     module: &'static str,
     config: FunctionConfig,
     share: u64,
     status: u16,
+    body_ok: fn(&[u8]) -> bool,
+    start: Start,
+}
+
+/// How a kind's successful invocations must start (`x-wisp-start`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Every one cold (no pool).
+    Cold,
+    /// Nearly every one warm: a few may find the pool empty for a moment.
+    MostlyWarm,
+    /// Not checked (errors have no such header).
+    Any,
+}
+
+/// Most cold starts a `MostlyWarm` kind may have, as a share of its calls.
+const MAX_COLD_IN_WARM: f64 = 0.05;
+
+fn hello(body: &[u8]) -> bool {
+    body == b"hello, world!\n"
+}
+
+fn interleaved(body: &[u8]) -> bool {
+    body.len() == 1_000_000 && body.iter().all(|&b| b == b'o')
 }
 
 fn kinds() -> Vec<Kind> {
@@ -44,8 +71,10 @@ fn kinds() -> Vec<Kind> {
             function: "warm",
             module: "examples/hello.wat",
             config: FunctionConfig::default(),
-            share: 90,
+            share: 89,
             status: 200,
+            body_ok: hello,
+            start: Start::MostlyWarm,
         },
         Kind {
             function: "cold",
@@ -56,6 +85,8 @@ fn kinds() -> Vec<Kind> {
             },
             share: 7,
             status: 200,
+            body_ok: hello,
+            start: Start::Cold,
         },
         Kind {
             function: "trap",
@@ -63,6 +94,8 @@ fn kinds() -> Vec<Kind> {
             config: FunctionConfig::default(),
             share: 2,
             status: 502,
+            body_ok: |_| true,
+            start: Start::Any,
         },
         Kind {
             function: "timeout",
@@ -73,6 +106,19 @@ fn kinds() -> Vec<Kind> {
             },
             share: 1,
             status: 504,
+            body_ok: |_| true,
+            start: Start::Any,
+        },
+        Kind {
+            function: "interleave",
+            module: "tests/fixtures/interleave.wat",
+            config: FunctionConfig::default(),
+            share: 1,
+            status: 200,
+            body_ok: interleaved,
+            // At 1% its predicted demand rounds to a small pool: many of
+            // its calls find it busy and start cold.
+            start: Start::Any,
         },
     ]
 }
@@ -143,20 +189,88 @@ async fn deploy(socket: &Path, kind: &Kind) {
     assert_eq!(r.status, 201, "deploying {}: {r:?}", kind.function);
 }
 
-/// Runs `total` invocations from [`CLIENTS`] clients; returns unexpected
-/// responses.
-async fn run(socket: &Path, kinds: Arc<Vec<Kind>>, total: u64) -> u64 {
+/// What one kind's invocations did.
+#[derive(Default)]
+struct Count {
+    calls: AtomicU64,
+    cold: AtomicU64,
+    warm: AtomicU64,
+}
+
+/// What a run did: unexpected responses, and per kind (in [`kinds`]
+/// order) how many calls it got and how they started.
+struct Tally {
+    unexpected: AtomicU64,
+    kinds: Vec<Count>,
+}
+
+impl Tally {
+    fn new(kinds: usize) -> Tally {
+        Tally {
+            unexpected: AtomicU64::new(0),
+            kinds: (0..kinds).map(|_| Count::default()).collect(),
+        }
+    }
+
+    /// The ways the run's mix differs from what `kinds` asks for.
+    fn mix_errors(&self, kinds: &[Kind], total: u64) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (kind, count) in kinds.iter().zip(&self.kinds) {
+            let calls = count.calls.load(Ordering::Relaxed);
+            let (cold, warm) = (
+                count.cold.load(Ordering::Relaxed),
+                count.warm.load(Ordering::Relaxed),
+            );
+            // Slots are spread exactly: each kind gets its share of every
+            // 100 invocations, give or take the last partial hundred.
+            let expected = total * kind.share / 100;
+            if calls.abs_diff(expected) > kind.share {
+                errors.push(format!(
+                    "{}: {calls} calls, expected {expected}",
+                    kind.function
+                ));
+            }
+            let bad_start = match kind.start {
+                Start::Cold => warm > 0,
+                Start::MostlyWarm => cold as f64 > MAX_COLD_IN_WARM * calls as f64,
+                Start::Any => false,
+            };
+            if bad_start {
+                errors.push(format!(
+                    "{}: {cold} cold and {warm} warm starts",
+                    kind.function
+                ));
+            }
+        }
+        errors
+    }
+
+    fn print(&self, kinds: &[Kind], total: u64) {
+        for (kind, count) in kinds.iter().zip(&self.kinds) {
+            let calls = count.calls.load(Ordering::Relaxed);
+            println!(
+                "  {:<11} {:>9} calls ({:>5.1}%), {:>9} cold, {:>9} warm, expecting HTTP {}",
+                kind.function,
+                calls,
+                100.0 * calls as f64 / total.max(1) as f64,
+                count.cold.load(Ordering::Relaxed),
+                count.warm.load(Ordering::Relaxed),
+                kind.status
+            );
+        }
+    }
+}
+
+/// Runs `total` invocations from [`CLIENTS`] clients and counts what
+/// happened.
+async fn run(socket: &Path, kinds: Arc<Vec<Kind>>, total: u64) -> Tally {
     let next = Arc::new(AtomicU64::new(0));
-    let unexpected = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::new(kinds.len()));
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let (socket, kinds) = (socket.to_path_buf(), Arc::clone(&kinds));
-        let (next, unexpected, done) = (
-            Arc::clone(&next),
-            Arc::clone(&unexpected),
-            Arc::clone(&done),
-        );
+        let (next, tally, done) = (Arc::clone(&next), Arc::clone(&tally), Arc::clone(&done));
         clients.push(tokio::spawn(async move {
             let mut conn = Connection::open(&socket).await.expect("connect");
             loop {
@@ -167,25 +281,31 @@ async fn run(socket: &Path, kinds: Arc<Vec<Kind>>, total: u64) -> u64 {
                 // Spread each kind evenly over every 100 invocations.
                 let slot = (i * 37) % 100;
                 let mut acc = 0;
-                let kind = kinds
+                let k = kinds
                     .iter()
-                    .find(|k| {
+                    .position(|k| {
                         acc += k.share;
                         slot < acc
                     })
                     .expect("shares sum to 100");
+                let (kind, count) = (&kinds[k], &tally.kinds[k]);
+                count.calls.fetch_add(1, Ordering::Relaxed);
                 let path = format!("/v1/functions/{}/invoke", kind.function);
                 let ok = match conn.send(Method::POST, &path, Bytes::new()).await {
                     Ok(r) => {
-                        r.status == kind.status
-                            && (r.status != 200 || &r.body[..] == b"hello, world!\n")
+                        match r.header(wisp::api::HEADER_START) {
+                            Some("cold") => count.cold.fetch_add(1, Ordering::Relaxed),
+                            Some("warm") => count.warm.fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                        r.status == kind.status && (r.status != 200 || (kind.body_ok)(&r.body))
                     }
                     Err(_) => {
                         conn = Connection::open(&socket).await.expect("reconnect");
                         false
                     }
                 };
-                if !ok && unexpected.fetch_add(1, Ordering::Relaxed) < 5 {
+                if !ok && tally.unexpected.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!(
                         "*** unexpected response from {} (invocation {i})",
                         kind.function
@@ -212,7 +332,7 @@ async fn run(socket: &Path, kinds: Arc<Vec<Kind>>, total: u64) -> u64 {
     for c in clients {
         c.await.expect("client");
     }
-    unexpected.load(Ordering::Relaxed)
+    Arc::into_inner(tally).expect("every client is done")
 }
 
 fn main() -> ExitCode {
@@ -236,7 +356,14 @@ fn main() -> ExitCode {
         .expect("runtime");
     let kinds = Arc::new(kinds());
     let socket = daemon.socket().to_path_buf();
-    println!("wisp soak: {total} invocations from {CLIENTS} clients: 90% warm, 7% cold, 2% trap, 1% timeout (50 ms)");
+    let mix: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{}% {}", k.share, k.function))
+        .collect();
+    println!(
+        "wisp soak: {total} invocations from {CLIENTS} clients: {}",
+        mix.join(", ")
+    );
     runtime.block_on(async {
         for kind in kinds.iter() {
             deploy(&socket, kind).await;
@@ -247,8 +374,9 @@ fn main() -> ExitCode {
     std::thread::sleep(SETTLE);
     let before = resources(daemon.pid());
     let t0 = Instant::now();
-    let unexpected = runtime.block_on(run(&socket, Arc::clone(&kinds), total));
+    let tally = runtime.block_on(run(&socket, Arc::clone(&kinds), total));
     let elapsed = t0.elapsed();
+    let unexpected = tally.unexpected.load(Ordering::Relaxed);
     let during = resources(daemon.pid());
     // Idle instances, shells and blocking threads go away on timers; wait
     // (bounded) until everything is back, measuring every second.
@@ -264,6 +392,11 @@ fn main() -> ExitCode {
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
     );
+    tally.print(&kinds, total);
+    let mix_errors = tally.mix_errors(&kinds, total);
+    for e in &mix_errors {
+        eprintln!("*** the mix is off: {e} ***");
+    }
     print("before", before);
     print("at end", during);
     println!(
@@ -276,7 +409,7 @@ fn main() -> ExitCode {
     for what in &leaked {
         eprintln!("*** LEAK: {what} did not return to its baseline within {RECOVERY:?} ***");
     }
-    if daemon_alive(&daemon) && unexpected == 0 && leaked.is_empty() {
+    if daemon_alive(&daemon) && unexpected == 0 && mix_errors.is_empty() && leaked.is_empty() {
         println!("no leaks: the daemon is back at its baseline");
         ExitCode::SUCCESS
     } else {

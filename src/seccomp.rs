@@ -7,14 +7,18 @@
 //! no `socket`, no `execve`, no new processes or threads. Every entry and
 //! why it is there is in docs/HARDENING.md (a test keeps the two in step).
 
-use wisp_vmm::seccomp::{self, BpfProgram, SeccompAction, Syscall};
+use wisp_vmm::seccomp::{self, Enforcement, Filter, Syscall};
 
 /// What happens when a filtered thread makes a system call not on its
 /// allow-list (`wisp serve --seccomp`, `wisp run --seccomp`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Seccomp {
-    /// Kill the process (SIGSYS), as Firecracker does: a thread that runs
-    /// guest code and strays from its list is taken to be compromised.
+    /// Refuse any other call with `EPERM`, and kill the process (SIGSYS)
+    /// on one that would reach beyond the thread's VMs (processes,
+    /// sockets, signals, executable memory, other devices), as Firecracker
+    /// does: a thread that runs guest code and makes one is taken to be
+    /// compromised. The C library's own lazy calls (a file it reads once,
+    /// under memory pressure) just fail.
     #[default]
     Kill,
     /// Allow the call but log it to the kernel's audit log (`dmesg`,
@@ -75,24 +79,24 @@ pub fn run_syscalls() -> Vec<Syscall> {
     list
 }
 
-fn filter(list: &[Syscall], mode: Seccomp) -> wisp_vmm::Result<Option<BpfProgram>> {
-    let action = match mode {
-        Seccomp::Kill => SeccompAction::KillProcess,
-        Seccomp::Log => SeccompAction::Log,
+fn filter(list: &[Syscall], mode: Seccomp) -> wisp_vmm::Result<Option<Filter>> {
+    let enforcement = match mode {
+        Seccomp::Kill => Enforcement::Deny,
+        Seccomp::Log => Enforcement::Audit,
         Seccomp::Off => return Ok(None),
     };
-    seccomp::compile(list, action).map(Some)
+    seccomp::compile(list, enforcement).map(Some)
 }
 
-/// The invocation threads' BPF program for `mode`, or `None` for
+/// The invocation threads' filter for `mode`, or `None` for
 /// [`Seccomp::Off`].
-pub fn invocation_filter(mode: Seccomp) -> wisp_vmm::Result<Option<BpfProgram>> {
+pub fn invocation_filter(mode: Seccomp) -> wisp_vmm::Result<Option<Filter>> {
     filter(&invocation_syscalls(), mode)
 }
 
-/// `wisp run`'s vCPU thread's BPF program for `mode`, or `None` for
+/// `wisp run`'s vCPU thread's filter for `mode`, or `None` for
 /// [`Seccomp::Off`].
-pub fn run_filter(mode: Seccomp) -> wisp_vmm::Result<Option<BpfProgram>> {
+pub fn run_filter(mode: Seccomp) -> wisp_vmm::Result<Option<Filter>> {
     filter(&run_syscalls(), mode)
 }
 
@@ -114,6 +118,13 @@ mod tests {
         }
         for (name, _) in seccomp::kvm_ioctls() {
             assert!(doc.contains(name), "docs/HARDENING.md does not list {name}");
+        }
+        for s in seccomp::reaching_calls() {
+            assert!(
+                doc.contains(&format!("`{}`", s.name)),
+                "docs/HARDENING.md does not name the reaching call `{}`",
+                s.name
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! The invocation threads' seccomp filter: a running daemon's invocation
-//! threads have it, and it really kills a process that strays from the
-//! allow-list while letting the allowed calls through.
+//! threads have it; it refuses what is off the allow-list, kills a process
+//! that reaches beyond its VMs, lets the allowed calls through, and never
+//! kills for what the C library and Rust's runtime do on their own.
 
 mod common;
 
@@ -153,7 +154,7 @@ enum Ended {
 /// after a fork of a multi-threaded process: raw system calls only (no
 /// allocation, no locks).
 fn in_filtered_child(mode: Seccomp, f: impl FnOnce() -> i32) -> Ended {
-    let program = invocation_filter(mode).unwrap().expect("a filter");
+    let filter = invocation_filter(mode).unwrap().expect("a filter");
     // SAFETY: the child only makes raw system calls before it exits.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
@@ -166,7 +167,7 @@ fn in_filtered_child(mode: Seccomp, f: impl FnOnce() -> i32) -> Ended {
             // which the filter allows, so its status is f's result.
             unsafe {
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                if wisp_vmm::seccomp::apply(&program).is_err() {
+                if wisp_vmm::seccomp::apply(&filter).is_err() {
                     libc::syscall(libc::SYS_exit, 100);
                 }
                 let code = f();
@@ -192,6 +193,26 @@ fn killed(what: &str, f: impl FnOnce() -> i32) {
         in_filtered_child(Seccomp::Kill, f),
         Ended::Signalled(libc::SIGSYS),
         "{what} must be killed with SIGSYS"
+    );
+}
+
+/// `f` makes one call and returns its result; the call must fail with
+/// `EPERM` and the child live on.
+fn denied(what: &str, f: impl FnOnce() -> libc::c_long) {
+    let ended = in_filtered_child(Seccomp::Kill, || {
+        let rc = f();
+        // SAFETY: reads this thread's errno.
+        let errno = unsafe { *libc::__errno_location() };
+        match (rc, errno) {
+            (-1, libc::EPERM) => 0,
+            (-1, _) => 2,
+            _ => 3,
+        }
+    });
+    assert_eq!(
+        ended,
+        Ended::Exited(0),
+        "{what} must fail with EPERM (2: another errno, 3: it succeeded)"
     );
 }
 
@@ -237,6 +258,10 @@ fn the_filter_allows_what_invocations_do() {
             if libc::write(2, msg.as_ptr().cast(), 0) != 0 {
                 return 5;
             }
+            let mut cpus: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of_val(&cpus), &mut cpus) != 0 {
+                return 6;
+            }
         }
         0
     });
@@ -245,10 +270,59 @@ fn the_filter_allows_what_invocations_do() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
+/// Calls off the list that give the thread no new reach fail with EPERM:
+/// the C library makes some of them on its own and copes.
 #[test]
-fn forbidden_system_calls_kill_the_process() {
+fn other_system_calls_fail_with_eperm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = CString::new(dir.path().join("written").to_str().unwrap()).unwrap();
+    let written = dir.path().join("written");
+    let path = CString::new(written.to_str().unwrap()).unwrap();
+    let overcommit = CString::new("/proc/sys/vm/overcommit_memory").unwrap();
+    // SAFETY (all closures): raw system calls; none is harmful if it were
+    // let through, and then the test fails.
+    denied("openat for writing", || unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT,
+            0o600,
+        )
+        .into()
+    });
+    assert!(!written.exists());
+    // What glibc's malloc opens the first time it shrinks a thread's heap.
+    denied("openat of overcommit_memory", || unsafe {
+        libc::openat(
+            libc::AT_FDCWD,
+            overcommit.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+        .into()
+    });
+    denied("madvise(MADV_DONTFORK)", || unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        libc::madvise(page, 4096, libc::MADV_DONTFORK).into()
+    });
+    denied("a realtime-clock timer", || unsafe {
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        libc::timer_create(libc::CLOCK_REALTIME, std::ptr::null_mut(), &mut timer).into()
+    });
+    denied("sysinfo", || unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        libc::sysinfo(&mut info).into()
+    });
+}
+
+/// Calls that would take the thread beyond its VMs kill the process.
+#[test]
+fn reaching_system_calls_kill_the_process() {
     let true_bin = CString::new("/bin/true").unwrap();
     let argv = [true_bin.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null()];
@@ -262,20 +336,6 @@ fn forbidden_system_calls_kill_the_process() {
         libc::execve(true_bin.as_ptr(), argv.as_ptr(), envp.as_ptr());
         0
     });
-    killed("openat for writing", || unsafe {
-        libc::openat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT,
-            0o600,
-        );
-        0
-    });
-    assert!(!dir.path().join("written").exists());
-    killed("openat for reading", || unsafe {
-        libc::openat(libc::AT_FDCWD, true_bin.as_ptr(), libc::O_RDONLY);
-        0
-    });
     killed("fork", || unsafe {
         if libc::fork() == 0 {
             libc::syscall(libc::SYS_exit, 0);
@@ -284,6 +344,10 @@ fn forbidden_system_calls_kill_the_process() {
     });
     killed("ptrace", || unsafe {
         libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+        0
+    });
+    killed("a signal to another process", || unsafe {
+        libc::kill(1, 0);
         0
     });
     killed("an executable mapping", || unsafe {
@@ -297,12 +361,7 @@ fn forbidden_system_calls_kill_the_process() {
         );
         0
     });
-    killed("a non-KVM ioctl", || unsafe {
-        let mut n: libc::c_int = 0;
-        libc::ioctl(0, libc::FIONREAD, &mut n);
-        0
-    });
-    killed("madvise(MADV_DONTFORK)", || unsafe {
+    killed("making memory executable", || unsafe {
         let page = libc::mmap(
             std::ptr::null_mut(),
             4096,
@@ -311,14 +370,213 @@ fn forbidden_system_calls_kill_the_process() {
             -1,
             0,
         );
-        libc::madvise(page, 4096, libc::MADV_DONTFORK);
+        libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC);
         0
     });
-    killed("a realtime-clock timer", || unsafe {
-        let mut timer: libc::timer_t = std::ptr::null_mut();
-        libc::timer_create(libc::CLOCK_REALTIME, std::ptr::null_mut(), &mut timer);
+    killed("a non-KVM ioctl", || unsafe {
+        let mut n: libc::c_int = 0;
+        libc::ioctl(0, libc::FIONREAD, &mut n);
         0
     });
+}
+
+/// A function that writes 1 MB to stdout and 1 MB to stderr in
+/// interleaved 100-byte writes once killed a daemon in `kill` mode (glibc
+/// opening a /proc file while shrinking an invocation thread's heap).
+#[test]
+fn interleaved_output_does_not_kill_the_daemon() {
+    let daemon = Daemon::start_with(&["--invocation-threads", "2"]);
+    let client = daemon.client();
+    block_on(async {
+        let r = deploy(
+            &client,
+            "interleave",
+            &common::fixture("interleave.wat"),
+            FunctionConfig::default(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        for _ in 0..6 {
+            let r = invoke(&client, "interleave", b"").await;
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.body.len(), 1_000_000);
+            assert!(r.body.iter().all(|&b| b == b'o'));
+        }
+        let r = client
+            .request(hyper::Method::GET, "/healthz", bytes::Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    });
+    assert!(
+        thread_modes(daemon.pid())
+            .iter()
+            .any(|t| t.0 == THREAD_NAME && t.1 == 2),
+        "the daemon is not running filtered invocation threads"
+    );
+}
+
+/// `wisp run` of a module that reads 160 MiB of stdin, on its filtered
+/// vCPU thread in `kill` mode (past 150 MB it once died of SIGSYS).
+#[test]
+fn wisp_run_reads_a_large_stdin_under_the_filter() {
+    let module = common::fixture("count_stdin.wat");
+    let input = vec![b'x'; 160 << 20];
+    let out = common::run(
+        &["run", "--seccomp", "kill", module.to_str().unwrap()],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        common::stderr(&out)
+    );
+    assert_eq!(common::stdout(&out), format!("{}\n", 160 << 20));
+}
+
+/// Set in the child process that [`allocations_never_trip_the_filter`]
+/// starts: the child runs the workout.
+const WORKOUT_ENV: &str = "WISP_TEST_ALLOCATOR_WORKOUT";
+/// What the child prints when the whole workout ran.
+const WORKOUT_DONE: &str = "allocator workout done";
+
+/// Large, fragmented and interleaved allocations on threads filtered in
+/// `kill` mode, as many threads as the daemon has (more than glibc's first
+/// arena limit), freeing across threads: every path glibc's malloc and
+/// Rust's runtime take under memory pressure, in a child process so that a
+/// SIGSYS fails the test instead of killing it.
+#[test]
+fn allocations_never_trip_the_filter() {
+    if std::env::var_os(WORKOUT_ENV).is_some() {
+        allocator_workout();
+        println!("{WORKOUT_DONE}");
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "allocations_never_trip_the_filter",
+            "--nocapture",
+        ])
+        .env(WORKOUT_ENV, "1")
+        // A panic on a filtered thread symbolizes its backtrace.
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(WORKOUT_DONE),
+        "the workout ended with {:?} (signal {:?}; 31 is SIGSYS)\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small xorshift generator: reproducible sizes without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A size from 16 bytes to 64 KiB, small ones likelier.
+    fn size(&mut self) -> usize {
+        let bits = 4 + self.next() % 13;
+        16 + (self.next() % (1 << bits)) as usize
+    }
+}
+
+fn allocator_workout() {
+    const THREADS: usize = 24;
+    const LARGE_THREADS: usize = 3;
+    let filter = std::sync::Arc::new(invocation_filter(Seccomp::Kill).unwrap().expect("a filter"));
+    // A ring: each thread sends blocks it allocated to the next, which
+    // frees them (remote frees into another arena).
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| std::sync::mpsc::channel::<Vec<Box<[u8]>>>())
+        .unzip();
+    let mut threads = Vec::new();
+    for (i, receiver) in receivers.into_iter().enumerate() {
+        let next = senders[(i + 1) % THREADS].clone();
+        let filter = std::sync::Arc::clone(&filter);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("workout-{i}"))
+                .spawn(move || {
+                    // Before anything else, as the invocation threads do:
+                    // the thread's first allocation happens filtered.
+                    wisp_vmm::seccomp::apply(&filter).unwrap();
+                    workout(i as u64 + 1, i < LARGE_THREADS, &next);
+                    drop(next);
+                    // Free what the previous thread sent.
+                    for blocks in receiver {
+                        drop(blocks);
+                    }
+                })
+                .unwrap(),
+        );
+    }
+    drop(senders);
+    for thread in threads {
+        thread.join().expect("a workout thread panicked");
+    }
+}
+
+fn workout(seed: u64, large: bool, next: &std::sync::mpsc::Sender<Vec<Box<[u8]>>>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    // Two buffers grown in interleaved 100-byte appends, as an invocation's
+    // stdout and stderr are.
+    for _ in 0..4 {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for _ in 0..10_000 {
+            out.extend_from_slice(&[b'o'; 100]);
+            err.extend_from_slice(&[b'e'; 100]);
+        }
+        assert_eq!(out.len() + err.len(), 2_000_000);
+    }
+    // Fragmentation: many sizes, every other one freed, more allocated
+    // into the holes, then everything freed (the heap shrinks).
+    for _ in 0..3 {
+        let mut blocks: Vec<Option<Box<[u8]>>> = (0..6_000)
+            .map(|_| Some(vec![1u8; rng.size()].into_boxed_slice()))
+            .collect();
+        for block in blocks.iter_mut().step_by(2) {
+            *block = None;
+        }
+        for _ in 0..3_000 {
+            blocks.push(Some(vec![2u8; rng.size()].into_boxed_slice()));
+        }
+        let sent: Vec<Box<[u8]>> = blocks
+            .iter_mut()
+            .step_by(7)
+            .filter_map(Option::take)
+            .collect();
+        let _ = next.send(sent);
+        drop(blocks);
+    }
+    // A caught panic: the runtime formats and prints it, and symbolizes a
+    // backtrace (RUST_BACKTRACE=1), opening files it may not open.
+    let caught = std::panic::catch_unwind(|| panic!("a panic on a filtered thread (expected)"));
+    assert!(caught.is_err());
+    if large {
+        // One large buffer grown as a big stdin is read (mmap, mremap),
+        // shrunk and freed.
+        let mut input = Vec::new();
+        let chunk = vec![7u8; 64 << 10];
+        while input.len() < 160 << 20 {
+            input.extend_from_slice(&chunk);
+        }
+        input.truncate(1 << 20);
+        input.shrink_to_fit();
+        assert_eq!(input.len(), 1 << 20);
+    }
 }
 
 #[test]

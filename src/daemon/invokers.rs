@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use tracing::error;
-use wisp_vmm::seccomp::BpfProgram;
+use wisp_vmm::seccomp::Filter;
 
 /// The name of every invocation thread (as `/proc/<pid>/task/*/comm` shows).
 pub const THREAD_NAME: &str = "wisp-invoke";
@@ -36,7 +36,7 @@ pub struct Invokers {
 impl Invokers {
     /// Starts `threads` threads, each filtered with `filter` (if any) before
     /// it runs anything; fails if any could not start or filter itself.
-    pub fn start(threads: usize, filter: Option<BpfProgram>) -> Result<Invokers> {
+    pub fn start(threads: usize, filter: Option<Filter>) -> Result<Invokers> {
         let queue = Arc::new(Queue::default());
         let filter = filter.map(Arc::new);
         let (started, reports) = mpsc::channel();

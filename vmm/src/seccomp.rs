@@ -12,6 +12,16 @@
 //! Booting a VM from scratch is covered too (`wisp run` boots on its
 //! filtered thread); opening files is not: those threads get no
 //! `open`/`openat` at all.
+//!
+//! Two tiers decide what happens outside the list. The C library and
+//! Rust's runtime make calls of their own on any thread, lazily and only
+//! under some conditions (glibc's malloc opens
+//! `/proc/sys/vm/overcommit_memory` the first time it shrinks a thread's
+//! heap), and they cope with those calls failing. So a call outside the
+//! list fails with `EPERM`; only the calls in [`reaching_calls`], which
+//! would take the thread beyond its own VMs (new processes, sockets,
+//! signals, executable memory, other devices) and which no library makes
+//! on its own, kill the process.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +34,7 @@ use seccompiler::{
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
-pub use seccompiler::{BpfProgram, SeccompAction};
+use seccompiler::{BpfProgram, SeccompAction};
 
 use crate::error::Result;
 
@@ -149,6 +159,22 @@ pub fn arg_clear(arg: u8, mask: u64) -> SeccompRule {
     rule(vec![cond(arg, SeccompCmpOp::MaskedEq(mask), 0)])
 }
 
+/// A rule that holds when every bit in `mask` is set in argument `arg`
+/// (32 bits).
+pub fn arg_set(arg: u8, mask: u64) -> SeccompRule {
+    rule(vec![cond(arg, SeccompCmpOp::MaskedEq(mask), mask)])
+}
+
+/// A rule that holds when argument `arg` (32 bits) is none of `values`.
+pub fn arg_none_of(arg: u8, values: &[u64]) -> SeccompRule {
+    rule(
+        values
+            .iter()
+            .map(|&value| cond(arg, SeccompCmpOp::Ne, value))
+            .collect(),
+    )
+}
+
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).expect("argument index below 6")
 }
@@ -211,18 +237,122 @@ pub fn vm_thread() -> Vec<Syscall> {
         Syscall::any("getrandom", SYS_getrandom),
         // Locks, condition variables, one-time initialisation.
         Syscall::any("futex", SYS_futex),
+        // glibc's malloc sizes its arena count from the CPUs it may use
+        // when a thread first allocates.
+        Syscall::any("sched_getaffinity", SYS_sched_getaffinity),
         Syscall::any("sched_yield", SYS_sched_yield),
         // A thread that ends (only this thread, never the process).
         Syscall::any("exit", SYS_exit),
     ]
 }
 
-/// Builds the BPF program that allows `allowed` and takes `on_violation`
-/// for anything else. Entries for the same system call are merged (any of
-/// their rules allows it; one without rules allows it outright).
-pub fn compile(allowed: &[Syscall], on_violation: SeccompAction) -> Result<BpfProgram> {
+/// The calls that would take a VM thread beyond its own VMs: starting
+/// processes or threads, sockets, signals to others, executable memory,
+/// ioctls on anything but KVM, tracing, namespaces, credentials, kernel
+/// modules. No code of ours, of the C library or of Rust's runtime makes
+/// them on a VM thread, so one of them means the thread is compromised:
+/// under [`Enforcement::Deny`] they kill the process.
+pub fn reaching_calls() -> Vec<Syscall> {
+    use libc::*;
+    let kvm: Vec<u64> = kvm_ioctls().into_iter().map(|(_, nr)| nr).collect();
+    let mut calls = vec![
+        Syscall::with("ioctl", SYS_ioctl, vec![arg_none_of(1, &kvm)]),
+        Syscall::with("mmap", SYS_mmap, vec![arg_set(2, PROT_EXEC as u64)]),
+        Syscall::with("mprotect", SYS_mprotect, vec![arg_set(2, PROT_EXEC as u64)]),
+    ];
+    let plain: &[(&'static str, i64)] = &[
+        ("execve", SYS_execve),
+        ("execveat", SYS_execveat),
+        ("fork", SYS_fork),
+        ("vfork", SYS_vfork),
+        ("clone", SYS_clone),
+        ("clone3", SYS_clone3),
+        ("socket", SYS_socket),
+        ("socketpair", SYS_socketpair),
+        ("connect", SYS_connect),
+        ("bind", SYS_bind),
+        ("listen", SYS_listen),
+        ("accept", SYS_accept),
+        ("accept4", SYS_accept4),
+        ("ptrace", SYS_ptrace),
+        ("process_vm_readv", SYS_process_vm_readv),
+        ("process_vm_writev", SYS_process_vm_writev),
+        ("kill", SYS_kill),
+        ("tkill", SYS_tkill),
+        ("tgkill", SYS_tgkill),
+        ("rt_sigqueueinfo", SYS_rt_sigqueueinfo),
+        ("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo),
+        ("pidfd_open", SYS_pidfd_open),
+        ("pidfd_getfd", SYS_pidfd_getfd),
+        ("pidfd_send_signal", SYS_pidfd_send_signal),
+        ("pkey_mprotect", SYS_pkey_mprotect),
+        ("memfd_create", SYS_memfd_create),
+        ("bpf", SYS_bpf),
+        ("io_uring_setup", SYS_io_uring_setup),
+        ("userfaultfd", SYS_userfaultfd),
+        ("perf_event_open", SYS_perf_event_open),
+        ("keyctl", SYS_keyctl),
+        ("add_key", SYS_add_key),
+        ("request_key", SYS_request_key),
+        ("init_module", SYS_init_module),
+        ("finit_module", SYS_finit_module),
+        ("delete_module", SYS_delete_module),
+        ("kexec_load", SYS_kexec_load),
+        ("kexec_file_load", SYS_kexec_file_load),
+        ("mount", SYS_mount),
+        ("umount2", SYS_umount2),
+        ("pivot_root", SYS_pivot_root),
+        ("chroot", SYS_chroot),
+        ("setns", SYS_setns),
+        ("unshare", SYS_unshare),
+        ("open_by_handle_at", SYS_open_by_handle_at),
+        ("setuid", SYS_setuid),
+        ("setgid", SYS_setgid),
+        ("setreuid", SYS_setreuid),
+        ("setregid", SYS_setregid),
+        ("setresuid", SYS_setresuid),
+        ("setresgid", SYS_setresgid),
+        ("setgroups", SYS_setgroups),
+        ("capset", SYS_capset),
+        ("personality", SYS_personality),
+        ("reboot", SYS_reboot),
+    ];
+    calls.extend(plain.iter().map(|&(name, nr)| Syscall::any(name, nr)));
+    calls
+}
+
+/// What a filter does with a call outside its allow-list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// The call fails with `EPERM` (and is logged to the kernel's audit
+    /// log); one of [`reaching_calls`] kills the process.
+    Deny,
+    /// The call is allowed and logged: for auditing the list on a new
+    /// kernel or C library.
+    Audit,
+}
+
+/// A thread's confinement: two BPF programs that the kernel runs on every
+/// system call, taking the stricter verdict. The first kills on the calls
+/// that reach beyond the thread (or logs them) and allows the rest; the
+/// second allows the allow-list and denies (or logs) the rest. They are
+/// installed in that order: once the second is in, `seccomp` itself is
+/// denied.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    programs: [BpfProgram; 2],
+}
+
+/// One BPF program: `matched` for calls that `list` matches, `otherwise`
+/// for the rest. Entries for the same system call are merged (any of their
+/// rules matches; one without rules matches it outright).
+fn program(
+    list: &[Syscall],
+    matched: SeccompAction,
+    otherwise: SeccompAction,
+) -> Result<BpfProgram> {
     let mut rules: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
-    for s in allowed {
+    for s in list {
         let entry = rules.entry(s.nr).or_insert_with(|| Some(Vec::new()));
         match (entry.as_mut(), s.rules.is_empty()) {
             (_, true) => *entry = None,
@@ -235,14 +365,57 @@ pub fn compile(allowed: &[Syscall], on_violation: SeccompAction) -> Result<BpfPr
         .map(|(nr, r)| (nr, r.unwrap_or_default()))
         .collect();
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(seccomp_error)?;
-    let filter = SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)
-        .map_err(seccomp_error)?;
+    let filter = SeccompFilter::new(rules, otherwise, matched, arch).map_err(seccomp_error)?;
     BpfProgram::try_from(filter).map_err(seccomp_error)
 }
 
-/// Installs `program` on the calling thread, for good.
-pub fn apply(program: &BpfProgram) -> Result<()> {
-    seccompiler::apply_filter(program).map_err(seccomp_error)
+/// Builds the filter that allows `allowed`, treats everything else as
+/// `enforcement` says, and kills on [`reaching_calls`] under
+/// [`Enforcement::Deny`].
+pub fn compile(allowed: &[Syscall], enforcement: Enforcement) -> Result<Filter> {
+    let (denied, reaching) = match enforcement {
+        Enforcement::Deny => (
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::KillProcess,
+        ),
+        Enforcement::Audit => (SeccompAction::Log, SeccompAction::Log),
+    };
+    Ok(Filter {
+        programs: [
+            program(&reaching_calls(), reaching, SeccompAction::Allow)?,
+            program(allowed, SeccompAction::Allow, denied)?,
+        ],
+    })
+}
+
+/// Installs `filter` on the calling thread, for good. Denied calls are
+/// logged to the kernel's audit log too (`SECCOMP_FILTER_FLAG_LOG`), so a
+/// call the list misses shows up there without killing anything.
+pub fn apply(filter: &Filter) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(seccomp_error(std::io::Error::last_os_error()));
+    }
+    for program in &filter.programs {
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(program.len()).map_err(seccomp_error)?,
+            filter: program.as_ptr().cast_mut().cast(),
+        };
+        // SAFETY: the kernel copies the program out of `fprog`, which
+        // points at `program`'s live instructions, before returning.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_LOG,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(seccomp_error(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn seccomp_error(e: impl std::fmt::Display) -> crate::Error {
@@ -282,7 +455,27 @@ mod tests {
         let mut list = vm_thread();
         list.push(Syscall::any("write", libc::SYS_write));
         list.push(Syscall::with("ioctl", libc::SYS_ioctl, vec![arg_eq(1, 1)]));
-        let program = compile(&list, SeccompAction::KillProcess).unwrap();
-        assert!(!program.is_empty());
+        for enforcement in [Enforcement::Deny, Enforcement::Audit] {
+            let filter = compile(&list, enforcement).unwrap();
+            assert!(filter.programs.iter().all(|p| !p.is_empty()));
+        }
+    }
+
+    /// A call is either allowed or reaching, never both outright: the
+    /// calls on both lists (ioctl, mmap, mprotect) split on their
+    /// arguments.
+    #[test]
+    fn no_allowed_call_is_also_reaching() {
+        let allowed = vm_thread();
+        for reaching in reaching_calls() {
+            let also = allowed.iter().find(|a| a.nr == reaching.nr);
+            if let Some(also) = also {
+                assert!(
+                    !also.rules.is_empty() && !reaching.rules.is_empty(),
+                    "`{}` is both allowed and reaching for some arguments",
+                    reaching.name
+                );
+            }
+        }
     }
 }
