@@ -92,7 +92,7 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
             // Without a reset the VM refuses a second invocation.
             assert!(matches!(
                 invoke(&mut vm, &["init_state"]).0,
-                Err(Error::Config(m)) if m.contains("reset it first")
+                Err(Error::AlreadyUsed { restored: true })
             ));
             vm.reset().unwrap();
             assert_eq!(

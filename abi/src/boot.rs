@@ -32,6 +32,10 @@ pub struct BootInfo {
     pub files_addr: u64,
     /// Length of the files image in bytes.
     pub files_len: u64,
+    /// The host's wall-clock time at boot, in nanoseconds since the Unix
+    /// epoch: the agent's clocks run from it during instantiation and
+    /// `wisp_init` (each request brings its own).
+    pub realtime_ns: u64,
 }
 
 impl BootInfo {
@@ -41,7 +45,7 @@ impl BootInfo {
     /// The record as the bytes the agent reads through a `#[repr(C)]` pointer.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let fields: [(usize, &[u8]); 11] = [
+        let fields: [(usize, &[u8]); 12] = [
             (0, &self.magic.to_le_bytes()),
             (8, &self.abi_version.to_le_bytes()),
             (12, &self.test_mode.to_le_bytes()),
@@ -53,6 +57,7 @@ impl BootInfo {
             (56, &self.tsc_khz.to_le_bytes()),
             (64, &self.files_addr.to_le_bytes()),
             (72, &self.files_len.to_le_bytes()),
+            (80, &self.realtime_ns.to_le_bytes()),
         ];
         for (offset, bytes) in fields {
             out[offset..offset + bytes.len()].copy_from_slice(bytes);
@@ -206,6 +211,7 @@ mod tests {
             tsc_khz: 2_000_000,
             files_addr: 0x50_0000,
             files_len: 4096,
+            realtime_ns: 1_800_000_000_000_000_000,
         };
         let bytes = info.to_bytes();
         // SAFETY: BootInfo is repr(C), made only of integers, so any

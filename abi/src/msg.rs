@@ -101,6 +101,8 @@ impl core::fmt::Display for DecodeError {
     }
 }
 
+impl core::error::Error for DecodeError {}
+
 /// Splits a buffer into its message kind and payload.
 pub fn decode(buf: &[u8]) -> Result<(Kind, &[u8]), DecodeError> {
     let mut r = Reader::new(buf);
@@ -285,6 +287,24 @@ impl<'a> StrList<'a> {
     }
 }
 
+/// Most bytes a [`Kind::Request`] payload may take: one channel buffer,
+/// less the message header.
+pub const MAX_REQUEST: usize = crate::layout::CHANNEL_BUF_SIZE as usize - HEADER_LEN;
+
+/// Bytes [`encode_request`] writes for `args` and `env` (saturating, so a
+/// caller can compare it with [`MAX_REQUEST`] whatever it is given).
+pub fn request_len<A: AsRef<[u8]>, E: AsRef<[u8]>>(args: &[A], env: &[E]) -> usize {
+    // A count, then each string with its length prefix.
+    fn list<S: AsRef<[u8]>>(strings: &[S]) -> usize {
+        strings
+            .iter()
+            .fold(4usize, |n, s| n.saturating_add(4 + s.as_ref().len()))
+    }
+    (8 + SEED_LEN)
+        .saturating_add(list(args))
+        .saturating_add(list(env))
+}
+
 /// Encodes a [`Kind::Request`] payload into `buf` (the caller writes the
 /// header) and returns its length.
 pub fn encode_request<A, E>(
@@ -379,5 +399,17 @@ mod tests {
         );
         // Too short for a header.
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn request_len_is_what_encoding_writes() {
+        let mut buf = [0u8; 512];
+        let args: [&[u8]; 2] = [b"fn", b"arg one"];
+        let env: [&[u8]; 3] = [b"A=1", b"B=", b"LONGER=value"];
+        let n = encode_request(&mut buf, 7, &[1; SEED_LEN], &args, &env).unwrap();
+        assert_eq!(request_len(&args, &env), n);
+        let none: [&[u8]; 0] = [];
+        let n = encode_request(&mut buf, 7, &[1; SEED_LEN], &none, &none).unwrap();
+        assert_eq!(request_len(&none, &none), n);
     }
 }

@@ -151,6 +151,9 @@ pub extern "C" fn agent_main() -> ! {
     };
     let mut store = Store::new(&engine, Ctx::new(channel, limits::Limits::new(heap), fs));
     store.limiter(|ctx| &mut ctx.limits);
+    // Clocks run during instantiation and `wisp_init` too (a wait there
+    // must end); each request restarts them at its own time.
+    store.data_mut().clock = clock::Clock::start(boot.realtime_ns, boot.tsc_khz);
     let start = match instantiate(&mut store, &linker, &module) {
         Ok(start) => start,
         Err(e) => fail(&mut store.data_mut().channel, &e),

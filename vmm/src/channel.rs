@@ -4,8 +4,8 @@
 //! Everything here reads guest-written memory, so everything is checked:
 //! descriptors must be single (no chain, no indirect table), of the right
 //! direction, and lie inside their queue's buffer area (`wisp_abi::layout`);
-//! a message header's length must be its descriptor's, less the header. A violation is an
-//! [`Error::Protocol`] that ends the run.
+//! a message header's length must be its descriptor's, less the header. A
+//! violation is a [`ProtocolError`] that ends the run.
 
 use serde::{Deserialize, Serialize};
 use virtio_queue::desc::split::Descriptor;
@@ -14,14 +14,23 @@ use vm_memory::{Bytes, GuestAddress};
 use wisp_abi::layout::*;
 use wisp_abi::msg::{self, Kind, HEADER_LEN};
 
-use crate::error::{Error, Result};
+use crate::error::{DescriptorProblem, Error, ProtocolError, Result};
 use crate::memory::GuestRam;
 
 /// Largest message (header included).
 const BUF: usize = CHANNEL_BUF_SIZE as usize;
 
-fn protocol(what: impl std::fmt::Display) -> Error {
-    Error::Protocol(what.to_string())
+/// A broken ring (vm-memory or virtio-queue refused an access).
+fn queue_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Protocol(ProtocolError::Queue(Box::new(e)))
+}
+
+fn descriptor(queue: &'static str, head: u16, problem: DescriptorProblem) -> Error {
+    Error::Protocol(ProtocolError::Descriptor {
+        queue,
+        head,
+        problem,
+    })
 }
 
 /// Host ends of the rx (host→guest) and tx (guest→host) queues.
@@ -41,13 +50,13 @@ const RING_PAGES: (u64, u64) = (
 );
 
 fn queue(desc: u64, avail: u64, used: u64) -> Result<Queue> {
-    let mut q = Queue::new(QUEUE_SIZE).map_err(protocol)?;
+    let mut q = Queue::new(QUEUE_SIZE).map_err(queue_error)?;
     q.try_set_desc_table_address(GuestAddress(desc))
-        .map_err(protocol)?;
+        .map_err(queue_error)?;
     q.try_set_avail_ring_address(GuestAddress(avail))
-        .map_err(protocol)?;
+        .map_err(queue_error)?;
     q.try_set_used_ring_address(GuestAddress(used))
-        .map_err(protocol)?;
+        .map_err(queue_error)?;
     q.set_size(QUEUE_SIZE);
     q.set_ready(true);
     Ok(q)
@@ -65,19 +74,18 @@ pub struct ChannelState {
 
 /// Checks that a descriptor lies wholly inside `[base, base + CHANNEL_BUFS *
 /// CHANNEL_BUF_SIZE)` and is at most one buffer long.
-fn check_buffer(addr: GuestAddress, len: u32, base: u64, what: &str) -> Result<()> {
-    let end = addr
-        .0
-        .checked_add(u64::from(len))
-        .ok_or_else(|| protocol(format!("{what} descriptor overflows")))?;
-    if addr.0 < base
-        || end > base + CHANNEL_BUFS * CHANNEL_BUF_SIZE
-        || u64::from(len) > CHANNEL_BUF_SIZE
-    {
-        return Err(protocol(format!(
-            "{what} descriptor {:#x}+{len} is outside the {what} buffers",
-            addr.0
-        )));
+fn check_buffer(addr: GuestAddress, len: u32, base: u64, queue: &'static str) -> Result<()> {
+    let inside = addr.0.checked_add(u64::from(len)).is_some_and(|end| {
+        addr.0 >= base
+            && end <= base + CHANNEL_BUFS * CHANNEL_BUF_SIZE
+            && u64::from(len) <= CHANNEL_BUF_SIZE
+    });
+    if !inside {
+        return Err(Error::Protocol(ProtocolError::OutsideBuffers {
+            queue,
+            addr: addr.0,
+            len,
+        }));
     }
     Ok(())
 }
@@ -86,14 +94,12 @@ fn check_buffer(addr: GuestAddress, len: u32, base: u64, what: &str) -> Result<(
 /// `virtio-queue` follows an indirect descriptor transparently, to a table
 /// anywhere in guest memory (host-built pages included) of up to 64 Ki
 /// entries; the ABI has no indirect descriptors, so the host refuses them.
-fn check_direct(mem: &GuestRam, table: u64, head: u16, what: &str) -> Result<()> {
+fn check_direct(mem: &GuestRam, table: u64, head: u16, queue: &'static str) -> Result<()> {
     let desc: Descriptor = mem
         .read_obj(GuestAddress(table + u64::from(head) * 16))
-        .map_err(protocol)?;
+        .map_err(queue_error)?;
     if desc.refers_to_indirect_table() {
-        return Err(protocol(format!(
-            "{what} descriptor {head} is indirect; the channel has no indirect descriptors"
-        )));
+        return Err(descriptor(queue, head, DescriptorProblem::Indirect));
     }
     Ok(())
 }
@@ -144,7 +150,7 @@ impl HostChannel {
     ) -> Result<()> {
         loop {
             let chain = {
-                let mut iter = self.tx.iter(mem).map_err(protocol)?;
+                let mut iter = self.tx.iter(mem).map_err(queue_error)?;
                 iter.next()
             };
             let Some(mut chain) = chain else {
@@ -153,26 +159,30 @@ impl HostChannel {
             let head = chain.head_index();
             let desc = chain
                 .next()
-                .ok_or_else(|| protocol("empty tx descriptor chain"))?;
+                .ok_or_else(|| descriptor("tx", head, DescriptorProblem::Empty))?;
             check_direct(mem, TX_DESC_ADDR, head, "tx")?;
             if desc.has_next() || desc.is_write_only() {
-                return Err(protocol(
-                    "tx descriptors must be single and device-readable",
+                return Err(descriptor(
+                    "tx",
+                    head,
+                    DescriptorProblem::NotSingle("device-readable"),
                 ));
             }
             check_buffer(desc.addr(), desc.len(), TX_BUF_ADDR, "tx")?;
             let len = desc.len() as usize;
             mem.read_slice(&mut self.scratch[..len], desc.addr())
-                .map_err(protocol)?;
-            let (kind, payload) = msg::decode(&self.scratch[..len]).map_err(protocol)?;
+                .map_err(queue_error)?;
+            let (kind, payload) = msg::decode(&self.scratch[..len])
+                .map_err(|e| Error::Protocol(ProtocolError::Message(e)))?;
             if HEADER_LEN + payload.len() != len {
-                return Err(protocol(format!(
-                    "a {kind:?} message of {} bytes in a {len}-byte descriptor; they must agree",
-                    HEADER_LEN + payload.len()
-                )));
+                return Err(Error::Protocol(ProtocolError::LengthMismatch {
+                    kind,
+                    message: HEADER_LEN + payload.len(),
+                    descriptor: len,
+                }));
             }
             handle(kind, payload)?;
-            self.tx.add_used(mem, head, 0).map_err(protocol)?;
+            self.tx.add_used(mem, head, 0).map_err(queue_error)?;
         }
     }
 
@@ -185,7 +195,7 @@ impl HostChannel {
         fill: impl FnOnce(&mut [u8]) -> Result<(Kind, usize)>,
     ) -> Result<bool> {
         let chain = {
-            let mut iter = self.rx.iter(mem).map_err(protocol)?;
+            let mut iter = self.rx.iter(mem).map_err(queue_error)?;
             iter.next()
         };
         let Some(mut chain) = chain else {
@@ -194,17 +204,21 @@ impl HostChannel {
         let head = chain.head_index();
         let desc = chain
             .next()
-            .ok_or_else(|| protocol("empty rx descriptor chain"))?;
+            .ok_or_else(|| descriptor("rx", head, DescriptorProblem::Empty))?;
         check_direct(mem, RX_DESC_ADDR, head, "rx")?;
         if desc.has_next() || !desc.is_write_only() {
-            return Err(protocol(
-                "rx descriptors must be single and device-writable",
+            return Err(descriptor(
+                "rx",
+                head,
+                DescriptorProblem::NotSingle("device-writable"),
             ));
         }
         check_buffer(desc.addr(), desc.len(), RX_BUF_ADDR, "rx")?;
         let room = desc.len() as usize;
         if room < HEADER_LEN {
-            return Err(protocol("rx buffer smaller than a message header"));
+            return Err(Error::Protocol(ProtocolError::RxTooSmall(
+                "a message header",
+            )));
         }
         let (kind, n) = fill(&mut self.scratch[HEADER_LEN..room])?;
         // `fill` is host code (e.g. a GuestIo); never trust it to stay
@@ -217,11 +231,11 @@ impl HostChannel {
         }
         let total = msg::encode_header(&mut self.scratch, kind, n);
         mem.write_slice(&self.scratch[..total], desc.addr())
-            .map_err(protocol)?;
+            .map_err(queue_error)?;
         self.host_writes.push((desc.addr().0, total as u64));
         self.rx
             .add_used(mem, head, total as u32)
-            .map_err(protocol)?;
+            .map_err(queue_error)?;
         Ok(true)
     }
 
@@ -230,7 +244,7 @@ impl HostChannel {
         let avail = self
             .rx
             .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-            .map_err(protocol)?;
+            .map_err(queue_error)?;
         Ok(avail.0 != self.rx.next_avail())
     }
 }
@@ -277,7 +291,17 @@ mod tests {
             delivered += 1;
             Ok(())
         });
-        assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(Error::Protocol(ProtocolError::Descriptor {
+                    queue: "tx",
+                    head: 0,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
         assert_eq!(delivered, 0);
 
         // rx: the host would write a message through the indirect table.
@@ -286,7 +310,17 @@ mod tests {
         post(&mem, RX_AVAIL_ADDR, 1);
         assert!(ch.rx_available(&mem).unwrap());
         let r = ch.push_rx(&mem, |_| Ok((Kind::StdinEof, 0)));
-        assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(Error::Protocol(ProtocolError::Descriptor {
+                    queue: "rx",
+                    head: 1,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
         assert_eq!(memory::read(&mem, RX_BUF_ADDR, 8).unwrap(), [0; 8]);
     }
 
@@ -306,7 +340,14 @@ mod tests {
         post(&mem, TX_AVAIL_ADDR, 0);
         let r = ch.drain_tx(&mem, |_, _| panic!("nothing may be delivered"));
         assert!(
-            matches!(&r, Err(Error::Protocol(m)) if m.contains("must agree")),
+            matches!(
+                &r,
+                Err(Error::Protocol(ProtocolError::LengthMismatch {
+                    kind: Kind::Stdout,
+                    message: 10,
+                    descriptor: 11
+                }))
+            ),
             "{r:?}"
         );
     }

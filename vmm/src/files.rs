@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wisp_abi::files::{self, EntryKind};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FilesError, Result};
 
 /// The guest path the agent always mounts as writable scratch space.
 pub const SCRATCH_DIR: &str = "/tmp";
@@ -53,7 +53,13 @@ impl Files {
 
 /// Checks a guest mount point: absolute, normalised, not the scratch dir.
 fn check_guest_path(path: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::Config(format!("guest directory `{path}`: {why}")));
+    let bad = |why: &'static str| {
+        Err(FilesError::GuestPath {
+            path: path.to_string(),
+            why,
+        }
+        .into())
+    };
     if !path.starts_with('/') {
         return bad("must be absolute");
     }
@@ -80,9 +86,7 @@ fn check_entry_path(path: &str) -> Result<()> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(Error::Config(format!(
-            "file path `{path}` must be relative and normalised"
-        )));
+        return Err(FilesError::EntryPath(path.to_string()).into());
     }
     Ok(())
 }
@@ -97,9 +101,7 @@ impl FilesBuilder {
     pub fn mount(&mut self, guest_path: &str) -> Result<&mut Self> {
         check_guest_path(guest_path)?;
         if self.mounts.iter().any(|m| m.guest_path == guest_path) {
-            return Err(Error::Config(format!(
-                "guest directory `{guest_path}` is mounted twice"
-            )));
+            return Err(FilesError::MountedTwice(guest_path.to_string()).into());
         }
         self.mounts.push(Mount {
             guest_path: guest_path.to_string(),
@@ -120,11 +122,8 @@ impl FilesBuilder {
     fn current(&mut self) -> Result<&mut Mount> {
         match self.mounts.last_mut() {
             Some(m) if !m.host => Ok(m),
-            Some(m) => Err(Error::Config(format!(
-                "{} is a host directory: files cannot be added to it",
-                m.guest_path
-            ))),
-            None => Err(Error::Config("a file added before any mount".into())),
+            Some(m) => Err(FilesError::HostMount(m.guest_path.clone()).into()),
+            None => Err(FilesError::NoMount.into()),
         }
     }
 
@@ -159,13 +158,9 @@ impl FilesBuilder {
     /// directories and symlinks (kept as links, not followed), read now.
     /// Anything else (sockets, devices) is an error.
     pub fn host_dir(&mut self, host: &Path, guest_path: &str) -> Result<&mut Self> {
-        let meta = std::fs::metadata(host)
-            .map_err(|e| Error::Config(format!("{}: {e}", host.display())))?;
+        let meta = std::fs::metadata(host).map_err(|e| io_error(host, e))?;
         if !meta.is_dir() {
-            return Err(Error::Config(format!(
-                "{} is not a directory",
-                host.display()
-            )));
+            return Err(FilesError::NotADirectory(host.display().to_string()).into());
         }
         self.mount(guest_path)?;
         self.walk(host, host)?;
@@ -173,33 +168,29 @@ impl FilesBuilder {
     }
 
     fn walk(&mut self, root: &Path, dir: &Path) -> Result<()> {
-        let io = |p: &Path, e: std::io::Error| Error::Config(format!("{}: {e}", p.display()));
         let mut children: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| io(dir, e))?
+            .map_err(|e| io_error(dir, e))?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()
-            .map_err(|e| io(dir, e))?;
+            .map_err(|e| io_error(dir, e))?;
         children.sort();
         for path in children {
             let rel = relative(root, &path)?;
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error(&path, e))?;
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).map_err(|e| io(&path, e))?;
-                let target = target.to_str().ok_or_else(|| {
-                    Error::Config(format!("{}: the link target is not UTF-8", path.display()))
-                })?;
+                let target = std::fs::read_link(&path).map_err(|e| io_error(&path, e))?;
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| FilesError::NotUtf8(target.display().to_string()))?;
                 self.symlink(&rel, target)?;
             } else if meta.is_dir() {
                 self.dir(&rel)?;
                 self.walk(root, &path)?;
             } else if meta.is_file() {
-                let contents = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                let contents = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
                 self.file(&rel, contents)?;
             } else {
-                return Err(Error::Config(format!(
-                    "{}: only files, directories and symlinks can be given to a guest",
-                    path.display()
-                )));
+                return Err(FilesError::Unsupported(path.display().to_string()).into());
             }
         }
         Ok(())
@@ -246,11 +237,18 @@ impl FilesBuilder {
     }
 }
 
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    FilesError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+    .into()
+}
+
 /// `path` relative to `root`, `/`-separated, UTF-8.
 fn relative(root: &Path, path: &Path) -> Result<String> {
-    let rel = path
-        .strip_prefix(root)
-        .map_err(|_| Error::Config(format!("{} is outside {}", path.display(), root.display())))?;
+    // `path` comes from walking `root`, so it is always beneath it.
+    let rel = path.strip_prefix(root).unwrap_or(path);
     let parts: Option<Vec<&str>> = rel
         .components()
         .map(|c| match c {
@@ -260,7 +258,7 @@ fn relative(root: &Path, path: &Path) -> Result<String> {
         .collect();
     parts
         .map(|p| p.join("/"))
-        .ok_or_else(|| Error::Config(format!("{}: the name is not UTF-8", path.display())))
+        .ok_or_else(|| FilesError::NotUtf8(path.display().to_string()).into())
 }
 
 #[cfg(test)]

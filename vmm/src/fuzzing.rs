@@ -37,7 +37,7 @@ use wisp_abi::layout::*;
 use wisp_abi::msg::{self, DecodeError, Kind, HEADER_LEN, SEED_LEN};
 
 use crate::channel::{ChannelState, HostChannel};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::{BufferIo, GuestIo};
 use crate::memory::{self, GuestRam};
 use crate::vm::deliver_output;
@@ -876,21 +876,17 @@ fn on_message(
         };
     }
     if *stop {
-        return Err(Error::Protocol(format!("{kind:?} after the final message")));
+        return Err(ProtocolError::AfterFinal(kind).into());
     }
     match kind {
         Kind::Ready if phase == Phase::Boot => *stop = true,
         Kind::Stdout | Kind::Stderr => deliver(io, kind, payload, output, limit)?,
         Kind::StdinRequest => *wants_stdin = true,
         Kind::Sleep => {
-            let _: [u8; 8] = payload
-                .try_into()
-                .map_err(|_| Error::Protocol("bad sleep message".into()))?;
+            let _: [u8; 8] = payload.try_into().map_err(|_| bad_payload(kind, payload))?;
         }
         Kind::Exit => {
-            let _: [u8; 4] = payload
-                .try_into()
-                .map_err(|_| Error::Protocol("bad exit message".into()))?;
+            let _: [u8; 4] = payload.try_into().map_err(|_| bad_payload(kind, payload))?;
             *stop = true;
         }
         Kind::Trap => *stop = true,
@@ -899,12 +895,26 @@ fn on_message(
             return Err(Error::OutOfMemory(String::from_utf8_lossy(payload).into()))
         }
         other => {
-            return Err(Error::Protocol(format!(
-                "unexpected {other:?} message in {phase:?}"
-            )))
+            return Err(ProtocolError::Unexpected {
+                kind: other,
+                phase: if phase == Phase::Boot {
+                    "booting"
+                } else {
+                    "serving a request"
+                },
+            }
+            .into())
         }
     }
     Ok(())
+}
+
+fn bad_payload(kind: Kind, payload: &[u8]) -> Error {
+    ProtocolError::BadPayload {
+        kind,
+        len: payload.len(),
+    }
+    .into()
 }
 
 /// The real `deliver_output`, checked: exactly the output up to the limit.
@@ -950,8 +960,12 @@ fn fill_rx(
             })
         }
         Fill::Request(args, env) => {
-            let n = msg::encode_request(buf, 1, &[7; SEED_LEN], args, env)
-                .map_err(|_| Error::Config("request too large".into()))?;
+            let n = msg::encode_request(buf, 1, &[7; SEED_LEN], args, env).map_err(|_| {
+                ConfigError::RequestTooLarge {
+                    needed: msg::request_len(args, env),
+                    limit: buf.len(),
+                }
+            })?;
             Ok((Kind::Request, n))
         }
     }

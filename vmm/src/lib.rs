@@ -32,7 +32,7 @@ mod shell;
 mod timer;
 mod vm;
 
-pub use error::{Error, Result};
+pub use error::{Blame, ConfigError, DescriptorProblem, Error, FilesError, ProtocolError, Result};
 pub use files::{Files, FilesBuilder, SCRATCH_DIR};
 pub use io::{refuse_fs_call, BufferIo, GuestIo};
 pub use kvm::open_kvm;

@@ -8,7 +8,7 @@ use vm_memory::GuestAddress;
 use wisp_abi::boot::{BootInfo, TestMode, BOOT_MAGIC};
 use wisp_abi::layout::*;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::memory::{self, GuestRam};
 
 /// The agent, built by `build.rs` for this exact ABI.
@@ -44,7 +44,7 @@ pub fn load(
         &mut Cursor::new(AGENT_ELF),
         Some(GuestAddress(AGENT_BASE)),
     )
-    .map_err(|e| Error::Load(format!("agent ELF: {e}")))?;
+    .map_err(Error::LoadAgent)?;
     let module_addr = align_up(loaded.kernel_end, MODULE_ALIGN);
     let module_len = artifact.len() as u64;
     let files_addr = align_up(module_addr + module_len, PAGE_SIZE);
@@ -52,12 +52,12 @@ pub fn load(
     let heap_start = align_up(files_addr + files_len, PAGE_SIZE);
     let heap_end = mem_size - STACK_SIZE;
     if heap_start + MIN_HEAP > heap_end {
-        return Err(Error::Config(format!(
-            "{} MiB of guest memory cannot hold the agent, a {} KiB module, {} KiB of files and a heap; raise the memory size",
-            mem_size >> 20,
-            module_len >> 10,
-            files_len >> 10
-        )));
+        return Err(ConfigError::TooSmall {
+            mem_mib: mem_size >> 20,
+            module_kib: module_len >> 10,
+            files_kib: files_len >> 10,
+        }
+        .into());
     }
     memory::write(mem, module_addr, artifact)?;
     memory::write(mem, files_addr, files)?;
@@ -73,6 +73,9 @@ pub fn load(
         tsc_khz,
         files_addr: if files.is_empty() { 0 } else { files_addr },
         files_len,
+        realtime_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
     };
     memory::write(mem, BOOT_INFO_ADDR, &boot.to_bytes())?;
     Ok(Placement {

@@ -6,14 +6,14 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::mmap::{FromRangesError, MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap,
 };
 use wisp_abi::layout::{LARGE_PAGE_SIZE, MAX_MEM_SIZE, MIN_MEM_SIZE, PAGE_SIZE};
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, ConfigError, Error, Result};
 
 /// The guest's RAM.
 pub type GuestRam = GuestMemoryMmap<()>;
@@ -21,17 +21,15 @@ pub type GuestRam = GuestMemoryMmap<()>;
 /// Checks a requested guest memory size.
 pub fn validate_size(size: u64) -> Result<()> {
     if !(MIN_MEM_SIZE..=MAX_MEM_SIZE).contains(&size) {
-        return Err(Error::Config(format!(
-            "memory size {} MiB is outside {}..={} MiB",
-            size >> 20,
-            MIN_MEM_SIZE >> 20,
-            MAX_MEM_SIZE >> 20
-        )));
+        return Err(ConfigError::MemorySize {
+            mib: size >> 20,
+            min: MIN_MEM_SIZE >> 20,
+            max: MAX_MEM_SIZE >> 20,
+        }
+        .into());
     }
     if !size.is_multiple_of(LARGE_PAGE_SIZE) {
-        return Err(Error::Config(format!(
-            "memory size {size} is not a multiple of 2 MiB"
-        )));
+        return Err(ConfigError::MemoryAlignment(size).into());
     }
     Ok(())
 }
@@ -39,8 +37,15 @@ pub fn validate_size(size: u64) -> Result<()> {
 /// Maps `size` bytes of zeroed guest RAM.
 pub fn create(size: u64) -> Result<GuestRam> {
     validate_size(size)?;
-    let mem = GuestRam::from_ranges(&[(GuestAddress(0), size as usize)])
-        .map_err(|e| Error::Memory(format!("mapping {} MiB: {e}", size >> 20)))?;
+    let mem = GuestRam::from_ranges(&[(GuestAddress(0), size as usize)]).map_err(|e| {
+        Error::MapMemory {
+            mib: size >> 20,
+            source: match e {
+                FromRangesError::MmapRegion(e) => mmap_cause(e),
+                e => Box::new(e),
+            },
+        }
+    })?;
     for region in mem.iter() {
         // Host huge pages under the guest's 2 MiB mappings make first
         // touches far cheaper on shadow-paging hosts. Advisory: failure
@@ -69,10 +74,19 @@ pub fn map_private(file: &Arc<File>, size: u64) -> Result<GuestRam> {
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
         .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
         .build()
-        .map_err(|e| Error::Memory(format!("mapping the snapshot memory: {e}")))?;
+        .map_err(|e| Error::MapSnapshot(mmap_cause(e)))?;
     let region = GuestRegionMmap::new(region, GuestAddress(0))
-        .ok_or_else(|| Error::Memory("snapshot memory region overflows".into()))?;
-    GuestRam::from_regions(vec![region]).map_err(|e| Error::Memory(e.to_string()))
+        .ok_or(Error::OutOfRange { addr: 0, len: size })?;
+    GuestRam::from_regions(vec![region]).map_err(|e| Error::MapSnapshot(Box::new(e)))
+}
+
+/// The OS error of a failed `mmap` itself (so its errno can tell
+/// exhaustion), else the error as it is.
+fn mmap_cause(e: MmapRegionError) -> Cause {
+    match e {
+        MmapRegionError::Mmap(os) => Box::new(os),
+        e => Box::new(e),
+    }
 }
 
 /// The one region's host address and length.
@@ -86,9 +100,7 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
     let (base, size) = host_range(mem);
     let end = offset.checked_add(len).filter(|&e| e <= size as u64);
     if end.is_none() {
-        return Err(Error::Memory(format!(
-            "range {offset:#x}+{len:#x} is outside guest memory"
-        )));
+        return Err(Error::OutOfRange { addr: offset, len });
     }
     // SAFETY: the range lies inside this live mapping (checked above). The
     // advice values used here only drop private pages back to the file's
@@ -96,10 +108,10 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
     // (guest memory is only accessed through vm-memory's volatile API).
     let rc = unsafe { libc::madvise(base.add(offset as usize).cast(), len as usize, advice) };
     if rc != 0 {
-        return Err(Error::Memory(format!(
-            "madvise({advice}) on guest memory: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(Error::Madvise {
+            advice,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -152,11 +164,10 @@ pub fn touched_pages(mem: &GuestRam) -> Result<TouchedPages> {
     const FILE_OR_SHARED: u64 = 1 << 61;
     let (base, size) = host_range(mem);
     let pages = size as u64 / PAGE_SIZE;
-    let file = File::open("/proc/self/pagemap")
-        .map_err(|e| Error::Memory(format!("opening /proc/self/pagemap: {e}")))?;
+    let file = File::open("/proc/self/pagemap").map_err(Error::Pagemap)?;
     let mut raw = vec![0u8; pages as usize * 8];
     file.read_exact_at(&mut raw, base as u64 / PAGE_SIZE * 8)
-        .map_err(|e| Error::Memory(format!("reading /proc/self/pagemap: {e}")))?;
+        .map_err(Error::Pagemap)?;
     let mut touched = TouchedPages::default();
     for (page, entry) in raw.chunks_exact(8).enumerate() {
         let entry = u64::from_le_bytes(entry.try_into().expect("8-byte chunk"));
@@ -220,7 +231,7 @@ pub fn copy_from_file(mem: &GuestRam, file: &File, runs: &[(u64, u64)]) -> Resul
     for &(start, count) in runs {
         buf.resize((count * PAGE_SIZE) as usize, 0);
         file.read_exact_at(&mut buf, start * PAGE_SIZE)
-            .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
+            .map_err(Error::ReadSnapshot)?;
         write(mem, start * PAGE_SIZE, &buf)?;
     }
     Ok(())
@@ -235,9 +246,12 @@ pub fn first_difference(mem: &GuestRam, file: &File) -> Result<Option<u64>> {
     for offset in (0..size).step_by(CHUNK) {
         let len = CHUNK.min(size - offset);
         mem.read_slice(&mut ours[..len], GuestAddress(offset as u64))
-            .map_err(|e| Error::Memory(e.to_string()))?;
+            .map_err(|_| Error::OutOfRange {
+                addr: offset as u64,
+                len: len as u64,
+            })?;
         file.read_exact_at(&mut theirs[..len], offset as u64)
-            .map_err(|e| Error::Memory(format!("reading the snapshot memory: {e}")))?;
+            .map_err(Error::ReadSnapshot)?;
         if ours[..len] != theirs[..len] {
             let i = (0..len).find(|&i| ours[i] != theirs[i]).unwrap_or(0);
             return Ok(Some((offset + i) as u64 / PAGE_SIZE));
@@ -251,14 +265,20 @@ pub fn contents(mem: &GuestRam) -> Result<Vec<u8>> {
     let (_, size) = host_range(mem);
     let mut out = vec![0u8; size];
     mem.read_slice(&mut out, GuestAddress(0))
-        .map_err(|e| Error::Memory(format!("reading guest memory: {e}")))?;
+        .map_err(|_| Error::OutOfRange {
+            addr: 0,
+            len: size as u64,
+        })?;
     Ok(out)
 }
 
 /// Writes `data` at `addr`, failing if any byte falls outside RAM.
 pub fn write(mem: &GuestRam, addr: u64, data: &[u8]) -> Result<()> {
     mem.write_slice(data, GuestAddress(addr))
-        .map_err(|e| Error::Memory(format!("writing {} bytes at {addr:#x}: {e}", data.len())))
+        .map_err(|_| Error::OutOfRange {
+            addr,
+            len: data.len() as u64,
+        })
 }
 
 /// Reads `len` bytes at `addr`, failing if any byte falls outside RAM.

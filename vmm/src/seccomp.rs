@@ -418,8 +418,8 @@ pub fn apply(filter: &Filter) -> Result<()> {
     Ok(())
 }
 
-fn seccomp_error(e: impl std::fmt::Display) -> crate::Error {
-    crate::Error::Config(format!("seccomp filter: {e}"))
+fn seccomp_error(e: impl std::error::Error + Send + Sync + 'static) -> crate::Error {
+    crate::Error::Seccomp(Box::new(e))
 }
 
 /// Does once per process what a VM thread would otherwise do on its first

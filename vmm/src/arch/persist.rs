@@ -41,13 +41,10 @@ impl VcpuState {
             })
             .collect();
         let mut msrs =
-            Msrs::from_entries(&entries).map_err(|e| Error::Config(format!("MSR list: {e:?}")))?;
+            Msrs::from_entries(&entries).map_err(|_| Error::CpuState("too many MSRs to save"))?;
         let read = vcpu.get_msrs(&mut msrs).map_err(Error::kvm("GET_MSRS"))?;
         if read != entries.len() {
-            return Err(Error::Config(format!(
-                "KVM could read only {read} of {} MSRs",
-                entries.len()
-            )));
+            return Err(Error::CpuState("KVM could not read every saved MSR"));
         }
         Ok(VcpuState {
             regs: vcpu.get_regs().map_err(Error::kvm("GET_REGS"))?,
@@ -86,13 +83,10 @@ impl VcpuState {
         // the AMX components, the only ones that need a larger buffer.
         unsafe { vcpu.set_xsave(&self.xsave) }.map_err(Error::kvm("SET_XSAVE"))?;
         let msrs = Msrs::from_entries(&self.msrs)
-            .map_err(|e| Error::Config(format!("MSR list: {e:?}")))?;
+            .map_err(|_| Error::CpuState("too many MSRs to restore"))?;
         let written = vcpu.set_msrs(&msrs).map_err(Error::kvm("SET_MSRS"))?;
         if written != self.msrs.len() {
-            return Err(Error::Config(format!(
-                "KVM accepted only {written} of {} MSRs",
-                self.msrs.len()
-            )));
+            return Err(Error::CpuState("KVM could not write every saved MSR"));
         }
         vcpu.set_regs(&self.regs).map_err(Error::kvm("SET_REGS"))
     }

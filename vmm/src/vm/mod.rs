@@ -10,13 +10,13 @@ mod run;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kvm_bindings::kvm_userspace_memory_region;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use wisp_abi::boot::TestMode;
 use wisp_abi::msg::{self, Kind, SEED_LEN};
 
 use crate::arch;
 use crate::channel::HostChannel;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::files::Files;
 use crate::io::{BufferIo, GuestIo};
 use crate::kvm;
@@ -76,6 +76,23 @@ pub struct Invocation {
     pub args: Vec<Vec<u8>>,
     /// `KEY=VALUE` entries.
     pub env: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    /// Bytes the request message takes in the guest's receive buffer.
+    pub fn request_len(&self) -> usize {
+        msg::request_len(&self.args, &self.env)
+    }
+
+    /// Fails unless the request fits the guest's receive buffer, so a
+    /// caller can refuse such an invocation before any VM sees it.
+    pub fn check(&self) -> Result<()> {
+        let (needed, limit) = (self.request_len(), msg::MAX_REQUEST);
+        if needed > limit {
+            return Err(ConfigError::RequestTooLarge { needed, limit }.into());
+        }
+        Ok(())
+    }
 }
 
 /// How the module ended.
@@ -193,9 +210,7 @@ impl Vm {
         let stop = vm.run(Phase::Boot, &mut init_output, Some(&deadline))?;
         vm.init_output = init_output;
         if let Stop::Done(outcome) = stop {
-            return Err(Error::Module(format!(
-                "the module ended while it was being instantiated: {outcome:?}"
-            )));
+            return Err(Error::EndedDuringInit(format!("{outcome:?}")));
         }
         vm.timings = BootTimings {
             create: t1 - t0,
@@ -216,15 +231,18 @@ impl Vm {
         self.timings
     }
 
+    /// Bytes of guest memory.
+    pub fn mem_size(&self) -> u64 {
+        self.config.mem_size
+    }
+
     /// Runs the module's `_start` for `invocation`, streaming its stdio
     /// through `io`. A VM serves one invocation.
     pub fn invoke(&mut self, invocation: &Invocation, io: &mut dyn GuestIo) -> Result<Outcome> {
         if self.state != State::Ready {
-            return Err(Error::Config(if self.image.is_some() {
-                "this VM already served an invocation; reset it first".into()
-            } else {
-                "this VM already served an invocation".into()
-            }));
+            return Err(Error::AlreadyUsed {
+                restored: self.image.is_some(),
+            });
         }
         self.state = State::Used;
         if !self.init_output.stdout.is_empty() || !self.init_output.stderr.is_empty() {
@@ -240,17 +258,14 @@ impl Vm {
         let seed = random_seed()?;
         let posted = self.channel.push_rx(&self.mem, |buf| {
             let n = msg::encode_request(buf, realtime_ns, &seed, &invocation.args, &invocation.env)
-                .map_err(|_| {
-                    Error::Config(
-                        "arguments and environment exceed the 64 KiB request buffer".into(),
-                    )
+                .map_err(|_| ConfigError::RequestTooLarge {
+                    needed: invocation.request_len(),
+                    limit: buf.len(),
                 })?;
             Ok((Kind::Request, n))
         })?;
         if !posted {
-            return Err(Error::Protocol(
-                "the guest posted no buffer for the request".into(),
-            ));
+            return Err(ProtocolError::NoRxBuffer("the request").into());
         }
         let deadline = self
             .config
@@ -261,7 +276,7 @@ impl Vm {
         self.feed_stdin(io, false, deadline.as_ref())?;
         match self.run(Phase::Invoke, io, deadline.as_ref())? {
             Stop::Done(outcome) => Ok(outcome),
-            Stop::Ready => Err(Error::Protocol("the guest reported ready twice".into())),
+            Stop::Ready => Err(ProtocolError::ReadyTwice.into()),
         }
     }
 }
@@ -269,13 +284,9 @@ impl Vm {
 /// Registers `mem` as the shell's guest-physical memory at address 0, with
 /// KVM logging the pages the guest writes if `log_dirty`.
 fn attach_memory(shell: &Shell, mem: &GuestRam, log_dirty: bool) -> Result<()> {
-    let region = mem
-        .iter()
-        .next()
-        .ok_or_else(|| Error::Memory("guest memory has no region".into()))?;
-    let host_addr = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| Error::Memory(e.to_string()))?;
+    // Every GuestRam here has exactly one region, at guest address 0.
+    let region = mem.iter().next().expect("guest RAM has one region");
+    let host_addr = region.as_ptr();
     let region = kvm_userspace_memory_region {
         slot: MEMORY_SLOT,
         flags: if log_dirty {

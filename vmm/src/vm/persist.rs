@@ -19,7 +19,7 @@ use wisp_snapshot::{Builder, Compat, CpuFeatures, Snapshot};
 use super::{attach_memory, Invocation, State, Vm, VmConfig, MEMORY_SLOT};
 use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::io::BufferIo;
 use crate::memory::{self, GuestRam, Populate};
 use crate::shell::Shell;
@@ -138,7 +138,7 @@ impl Image {
         let memory = snap
             .memory_file()
             .try_clone()
-            .map_err(|e| Error::Memory(format!("opening the snapshot memory file: {e}")))?;
+            .map_err(|e| Error::MapSnapshot(Box::new(e)))?;
         Ok(Image {
             memory: Arc::new(memory),
             mem_size: vm.mem_size,
@@ -216,9 +216,9 @@ impl Vm {
         sample: Option<&Invocation>,
     ) -> Result<()> {
         if self.state != State::Ready {
-            return Err(Error::Config(
-                "only a VM that has not served an invocation can be snapshotted".into(),
-            ));
+            return Err(Error::AlreadyUsed {
+                restored: self.image.is_some(),
+            });
         }
         self.quiesce()?;
         let vcpu = VcpuState::save(&self.shell.vcpu)?;
@@ -291,9 +291,7 @@ impl Vm {
     /// stay mapped, with KVM's mappings of them, so the next invocation does
     /// not fault them in again.
     pub fn reset(&mut self) -> Result<()> {
-        let image = self.image.clone().ok_or_else(|| {
-            Error::Config("only a VM restored from a snapshot can be reset".into())
-        })?;
+        let image = self.image.clone().ok_or(Error::NotRestored("be reset"))?;
         let t0 = Instant::now();
         // Finish whatever port I/O the last exit left pending, so KVM does
         // not complete it on top of the state loaded below.
@@ -330,7 +328,7 @@ impl Vm {
         let image = self
             .image
             .as_ref()
-            .ok_or_else(|| Error::Config("only a VM restored from a snapshot has one".into()))?;
+            .ok_or(Error::NotRestored("be compared with its snapshot"))?;
         memory::first_difference(&self.mem, &image.memory)
     }
 
@@ -378,9 +376,9 @@ impl Vm {
         match outcome {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
             Err(source) => Err(Error::Kvm { op: "RUN", source }),
-            Ok(exit) => Err(Error::Protocol(format!(
-                "the vCPU ran while being paused: {exit}"
-            ))),
+            Ok(exit) => {
+                Err(ProtocolError::UnexpectedExit(format!("{exit} while being paused")).into())
+            }
         }
     }
 }

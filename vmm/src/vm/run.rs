@@ -12,7 +12,7 @@ use wisp_abi::ports;
 
 use super::{lossy, Outcome, Vm};
 use crate::arch;
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
 use crate::io::GuestIo;
 use crate::memory;
 use crate::timer::Deadline;
@@ -24,6 +24,24 @@ pub(super) enum Phase {
     Boot,
     /// Serving a request: the agent ends it with the module's outcome.
     Invoke,
+}
+
+impl Phase {
+    /// What the VM is doing in this phase, for messages.
+    fn doing(self) -> &'static str {
+        match self {
+            Phase::Boot => "booting",
+            Phase::Invoke => "serving a request",
+        }
+    }
+}
+
+fn bad_payload(kind: Kind, payload: &[u8]) -> Error {
+    ProtocolError::BadPayload {
+        kind,
+        len: payload.len(),
+    }
+    .into()
 }
 
 /// How a phase ended.
@@ -91,25 +109,15 @@ impl Vm {
                 }
                 Ok(VcpuExit::Shutdown) => return Err(Error::TripleFault),
                 Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
-                    return Err(Error::Protocol(format!(
-                        "access to unbacked guest-physical address {addr:#x}"
-                    )))
+                    return Err(ProtocolError::UnbackedAccess(addr).into())
                 }
-                Ok(VcpuExit::IoIn(port, _)) => {
-                    return Err(Error::Protocol(format!("read from I/O port {port:#x}")))
-                }
-                Ok(VcpuExit::Hlt) => return Err(Error::Protocol("the guest halted".into())),
-                Ok(VcpuExit::InternalError) => {
-                    return Err(Error::Protocol(
-                        "KVM could not emulate a guest instruction (internal error)".into(),
-                    ))
-                }
+                Ok(VcpuExit::IoIn(port, _)) => return Err(ProtocolError::PortRead(port).into()),
+                Ok(VcpuExit::Hlt) => return Err(ProtocolError::Halted.into()),
+                Ok(VcpuExit::InternalError) => return Err(ProtocolError::Emulation.into()),
                 Ok(VcpuExit::FailEntry(reason, _)) => {
-                    return Err(Error::Protocol(format!(
-                        "KVM failed to enter the guest (reason {reason:#x})"
-                    )))
+                    return Err(ProtocolError::EntryFailed(reason).into())
                 }
-                Ok(other) => return Err(Error::Protocol(format!("unexpected VM exit {other:?}"))),
+                Ok(other) => return Err(ProtocolError::UnexpectedExit(format!("{other:?}")).into()),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     check_deadline(deadline)?;
                     continue;
@@ -135,11 +143,7 @@ impl Vm {
                         .unwrap_or_default();
                     return Err(Error::AgentPanic(text));
                 }
-                other => {
-                    return Err(Error::Protocol(format!(
-                        "write to unknown I/O port {other:#x}"
-                    )))
-                }
+                other => return Err(ProtocolError::UnknownPort(other).into()),
             }
             check_deadline(deadline)?;
         }
@@ -161,7 +165,7 @@ impl Vm {
         let output_bytes = &mut self.output_bytes;
         self.channel.drain_tx(&self.mem, |kind, payload| {
             if stop.is_some() {
-                return Err(Error::Protocol(format!("{kind:?} after the final message")));
+                return Err(ProtocolError::AfterFinal(kind).into());
             }
             match kind {
                 Kind::Ready if phase == Phase::Boot => stop = Some(Stop::Ready),
@@ -171,24 +175,23 @@ impl Vm {
                 Kind::StdinRequest => wants_stdin = true,
                 Kind::FsCall if phase == Phase::Invoke => fs_calls.push(payload.to_vec()),
                 Kind::Sleep => {
-                    let ns: [u8; 8] = payload
-                        .try_into()
-                        .map_err(|_| Error::Protocol("bad sleep message".into()))?;
+                    let ns: [u8; 8] = payload.try_into().map_err(|_| bad_payload(kind, payload))?;
                     sleep = Duration::from_nanos(u64::from_le_bytes(ns));
                 }
                 Kind::Exit => {
-                    let code: [u8; 4] = payload
-                        .try_into()
-                        .map_err(|_| Error::Protocol("bad exit message".into()))?;
+                    let code: [u8; 4] =
+                        payload.try_into().map_err(|_| bad_payload(kind, payload))?;
                     stop = Some(Stop::Done(Outcome::Exited(i32::from_le_bytes(code))));
                 }
                 Kind::Trap => stop = Some(Stop::Done(Outcome::Trapped(lossy(payload)))),
                 Kind::Error => return Err(Error::Module(lossy(payload))),
                 Kind::OutOfMemory => return Err(Error::OutOfMemory(lossy(payload))),
                 other => {
-                    return Err(Error::Protocol(format!(
-                        "unexpected {other:?} message in {phase:?}"
-                    )))
+                    return Err(ProtocolError::Unexpected {
+                        kind: other,
+                        phase: phase.doing(),
+                    }
+                    .into())
                 }
             }
             Ok(())
@@ -199,14 +202,12 @@ impl Vm {
         for call in fs_calls {
             let answered = self.channel.push_rx(&self.mem, |buf| {
                 if buf.len() < wisp_abi::hostfs::REPLY_HEADER {
-                    return Err(Error::Protocol("rx buffer too small for a reply".into()));
+                    return Err(ProtocolError::RxTooSmall("a filesystem reply").into());
                 }
                 Ok((Kind::FsReply, io.fs_call(&call, buf)))
             })?;
             if !answered {
-                return Err(Error::Protocol(
-                    "no rx buffer posted for a filesystem reply".into(),
-                ));
+                return Err(ProtocolError::NoRxBuffer("a filesystem reply").into());
             }
         }
         if !sleep.is_zero() {
@@ -264,7 +265,7 @@ impl Vm {
     /// port, from the interrupt frame on the exception stack.
     fn fault(&self, vector: u8) -> Error {
         if u64::from(vector) >= FAULT_VECTORS {
-            return Error::Protocol(format!("fault port written with bad vector {vector}"));
+            return ProtocolError::BadFaultVector(vector).into();
         }
         let regs = match self.shell.vcpu.get_regs() {
             Ok(r) => r,
@@ -280,14 +281,11 @@ impl Vm {
         // The frame must be on the exception stack; anything else means the
         // guest wrote the fault port itself.
         if regs.rsp < EXCEPTION_STACK_BOTTOM || regs.rsp + frame_len > EXCEPTION_STACK_TOP {
-            return Error::Protocol(format!(
-                "fault port written outside an exception (rsp {:#x})",
-                regs.rsp
-            ));
+            return ProtocolError::ForgedFault(regs.rsp).into();
         }
         let frame = match memory::read(&self.mem, regs.rsp, frame_len as usize) {
             Ok(f) => f,
-            Err(e) => return Error::Protocol(e.to_string()),
+            Err(_) => return ProtocolError::ForgedFault(regs.rsp).into(),
         };
         let word =
             |i: usize| u64::from_le_bytes(frame[i * 8..i * 8 + 8].try_into().unwrap_or_default());
@@ -344,9 +342,12 @@ fn check_width(port: u16, bytes: usize) -> Result<()> {
         _ => return Ok(()),
     };
     if bytes != width {
-        return Err(Error::Protocol(format!(
-            "I/O port {port:#x} written with {bytes} byte(s); it takes {width}"
-        )));
+        return Err(ProtocolError::PortWidth {
+            port,
+            width: bytes,
+            expected: width,
+        }
+        .into());
     }
     Ok(())
 }
@@ -375,7 +376,10 @@ mod tests {
             (ports::FAULT, 4),
         ] {
             assert!(
-                matches!(check_width(port, bytes), Err(Error::Protocol(_))),
+                matches!(
+                    check_width(port, bytes),
+                    Err(Error::Protocol(ProtocolError::PortWidth { width, .. })) if width == bytes
+                ),
                 "{port:#x} with {bytes} bytes"
             );
         }
