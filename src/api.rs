@@ -12,6 +12,11 @@ pub const DEFAULT_CONCURRENCY: u32 = 1000;
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
 /// Default invocation timeout, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default limit of a deploy's boot to ready (instantiation and
+/// `wisp_init`), in milliseconds: AWS Lambda's init phase has the same.
+pub const DEFAULT_INIT_TIMEOUT_MS: u64 = 10_000;
+/// Longest `timeout_ms` and `init_timeout_ms`: 15 minutes.
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Default most ready instances kept per function.
 pub const DEFAULT_MAX_READY: u32 = 64;
 
@@ -55,6 +60,9 @@ pub struct FunctionConfig {
     pub memory_mib: u32,
     /// Wall-clock limit of one invocation, in milliseconds.
     pub timeout_ms: u64,
+    /// Wall-clock limit of booting to ready at deploy (instantiation and
+    /// the `wisp_init` export), in milliseconds.
+    pub init_timeout_ms: u64,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Most invocations running at once; more wait in a bounded queue.
@@ -91,6 +99,7 @@ impl Default for FunctionConfig {
         FunctionConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            init_timeout_ms: DEFAULT_INIT_TIMEOUT_MS,
             env: BTreeMap::new(),
             concurrency: DEFAULT_CONCURRENCY,
             reserved: 0,

@@ -587,13 +587,15 @@ fn daemon_matches_the_openapi_spec() {
     );
 
     // Every documented status but the host's own failures (500, 503 when
-    // it runs out of resources, 507 on a full disk — tests/crash.rs) and
-    // 408 (a 30 s body deadline) was seen.
+    // it runs out of resources, 507 on a full disk — tests/crash.rs), 408
+    // (a 30 s body deadline) and a deploy's 429 (a full memory budget: the
+    // next test) was seen.
     let seen = lock(&spec.statuses).clone();
     let unseen: Vec<_> = spec
         .all_statuses()
         .difference(&seen)
         .filter(|(_, _, status)| !["408", "500", "503", "507"].contains(&status.as_str()))
+        .filter(|(_, method, status)| (method.as_str(), status.as_str()) != ("PUT", "429"))
         .cloned()
         .collect();
     assert!(
@@ -906,6 +908,23 @@ async fn exercise(daemon: &Daemon, spec: &Spec) {
         )
         .await;
     }
+    // 422 init_timeout: a `wisp_init` slower than init_timeout_ms.
+    let body = deploy_body(
+        &module("slow_init.wat"),
+        FunctionConfig {
+            init_timeout_ms: 100,
+            ..FunctionConfig::default()
+        },
+    );
+    spec.assert_valid(&Spec::schema("DeployRequest"), &body, "deploy request");
+    api.fail(
+        Method::PUT,
+        "/v1/functions/bad",
+        serde_json::to_vec(&body).unwrap(),
+        422,
+        "init_timeout",
+    )
+    .await;
     exercise_images(&api, daemon, &hello).await;
 
     // A refused deploy leaves nothing behind, and an update refused leaves
@@ -1249,15 +1268,31 @@ fn spec_valid(api: &Api<'_>, body: &Value) {
 #[test]
 fn memory_budget_refusal_matches_the_spec() {
     let spec = Spec::load();
-    let daemon = Daemon::start_with(&["--memory-budget", "0"]);
+    // Room for one running instance of 256 MiB, not two.
+    let daemon = Daemon::start_with(&["--memory-budget", "400M"]);
     runtime().block_on(async {
         let api = Api::new(&daemon, &spec);
-        api.deploy(
-            "hello",
-            &deploy_body(&hello(), FunctionConfig::default()),
-            201,
-        )
-        .await;
+        let big = FunctionConfig {
+            memory_mib: 256,
+            ..FunctionConfig::default()
+        };
+        let sleeper = std::fs::read(common::fixture("api_sleep.wat")).unwrap();
+        api.deploy("sleeper", &deploy_body(&sleeper, big.clone()), 201)
+            .await;
+        api.deploy("hello", &deploy_body(&hello(), big.clone()), 201)
+            .await;
+        // The sleeper runs for 500 ms, charged its 256 MiB meanwhile.
+        let client = daemon.client();
+        let running = tokio::spawn(async move {
+            client
+                .request(Method::POST, "/v1/functions/sleeper/invoke", Bytes::new())
+                .await
+                .unwrap()
+        });
+        while api.get("sleeper").await.instances.busy == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let r = api
             .fail(
                 Method::POST,
@@ -1270,6 +1305,18 @@ fn memory_budget_refusal_matches_the_spec() {
         assert_eq!(r.header("retry-after"), Some("1"));
         let info = api.get("hello").await;
         assert_eq!((info.stats.invocations, info.stats.rejected), (0, 1));
+        // A deploy's boot is charged the same.
+        let r = api
+            .fail(
+                Method::PUT,
+                "/v1/functions/hello-2",
+                serde_json::to_vec(&deploy_body(&hello(), big)).unwrap(),
+                429,
+                "memory_budget",
+            )
+            .await;
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(running.await.unwrap().status, 200);
     });
 }
 

@@ -40,6 +40,10 @@ pub struct DeployArgs {
     /// Invocation timeout in milliseconds.
     #[arg(long, default_value_t = api::DEFAULT_TIMEOUT_MS)]
     timeout_ms: u64,
+    /// Limit of the deploy's boot to ready (instantiation and `wisp_init`)
+    /// in milliseconds.
+    #[arg(long, default_value_t = api::DEFAULT_INIT_TIMEOUT_MS)]
+    init_timeout_ms: u64,
     /// An environment variable, `NAME=VALUE` (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
@@ -105,6 +109,7 @@ pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
     let config = FunctionConfig {
         memory_mib: args.memory_mib,
         timeout_ms: args.timeout_ms,
+        init_timeout_ms: args.init_timeout_ms,
         env,
         concurrency: args.concurrency,
         reserved: args.reserved,

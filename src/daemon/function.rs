@@ -1,15 +1,15 @@
-//! One deployed version of a function: its snapshot, its pool and its
-//! statistics, and how an invocation runs on it.
+//! One deployed version of a function: its settings, its snapshot, its pool
+//! and its statistics.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wisp_vmm::{BufferIo, Error as VmError, Image, Invocation, Outcome, Shell, Vm, VmConfig};
+use wisp_vmm::{Image, Invocation, VmConfig};
 
-use super::budget::MemoryBudget;
-use super::pool::{Instance, Pool};
+use super::pool::Pool;
+use super::registry::Record;
 use crate::api::{
     FunctionConfig, FunctionImage, FunctionInfo, FunctionStats, InstanceCounts, Latency,
 };
@@ -40,7 +40,8 @@ pub struct Function {
     pub pool: Arc<Pool>,
     /// Its counters.
     pub stats: Stats,
-    invocation: Invocation,
+    /// What every invocation passes the module.
+    pub invocation: Invocation,
 }
 
 /// Counters and recent latencies of a function.
@@ -115,95 +116,32 @@ pub struct Completed {
     pub run: Duration,
 }
 
-/// Why an invocation did not complete.
-#[derive(Debug)]
-pub enum Failure {
-    /// The module trapped; its description, and the stderr it wrote.
-    Trapped(String, Vec<u8>),
-    /// It ran past its timeout.
-    Timeout(Duration),
-    /// It needed more memory than its VM has.
-    OutOfMemory(String),
-    /// It wrote more than the output limit.
-    OutputLimit(u64),
-    /// The guest misbehaved or could not run the module.
-    Crashed(String),
-    /// No memory budget left for a new instance.
-    NoMemory,
-    /// The host is out of a resource for new instances (file descriptors,
-    /// kernel memory).
-    Overloaded(String),
-    /// The host failed (KVM, memory mapping), even after a retry.
-    Internal(String),
-}
-
-/// The result of [`Function::execute`].
-pub struct Execution {
-    /// How the invocation ended.
-    pub result: Result<Completed, Failure>,
-    /// Whether it ran (or would have run) on a freshly restored instance.
-    pub cold: bool,
-    /// The used instance, if it may serve again once reset.
-    pub instance: Option<Instance>,
-}
-
-/// Whether a VM error means the host ran out of a resource (too many open
-/// files, no kernel memory): new instances cannot be made right now.
-fn is_exhaustion(e: &VmError) -> bool {
-    match e {
-        VmError::Kvm { source, .. } | VmError::KvmUnavailable(source) => matches!(
-            source.errno(),
-            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN
-        ),
-        _ => false,
-    }
-}
-
-/// Whether a VM error is the host's fault rather than the function's: the
-/// invocation is then retried once on a fresh instance.
-fn is_host_failure(e: &VmError) -> bool {
-    matches!(
-        e,
-        VmError::KvmUnavailable(_)
-            | VmError::Kvm { .. }
-            | VmError::Memory(_)
-            | VmError::Timer(_)
-            | VmError::Snapshot(_)
-            | VmError::Config(_)
-            | VmError::Load(_)
-    )
-}
-
-impl Function {
-    /// A function version around its opened snapshot.
-    pub fn new(
-        name: String,
-        version: u64,
-        config: FunctionConfig,
-        module_sha256: String,
-        source_image: Option<FunctionImage>,
-        deployed_at: u64,
-        image: Arc<Image>,
-    ) -> Function {
-        let env = config
+/// What a function's instances see as `argv` (its name) and environment.
+pub fn invocation(name: &str, config: &FunctionConfig) -> Invocation {
+    Invocation {
+        args: vec![name.as_bytes().to_vec()],
+        env: config
             .env
             .iter()
             .map(|(k, v)| format!("{k}={v}").into_bytes())
-            .collect();
-        let pool = Pool::new(config.concurrency, u64::from(config.concurrency));
+            .collect(),
+    }
+}
+
+impl Function {
+    /// The version `record` describes, around its opened snapshot.
+    pub fn from_record(record: &Record, image: Arc<Image>) -> Function {
+        let config = record.config.clone();
         Function {
-            invocation: Invocation {
-                args: vec![name.clone().into_bytes()],
-                env,
-            },
-            name,
-            version,
+            invocation: invocation(&record.name, &config),
+            name: record.name.clone(),
+            version: record.version,
+            pool: Pool::new(config.concurrency, u64::from(config.concurrency)),
             config,
-            module_sha256,
-            source_image,
-            deployed_at,
+            module_sha256: record.module_sha256.clone(),
+            source_image: record.image.clone(),
+            deployed_at: record.deployed_at,
             image,
-            pool,
             stats: Stats::default(),
         }
     }
@@ -215,92 +153,6 @@ impl Function {
             timeout: Some(Duration::from_millis(self.config.timeout_ms)),
             max_output: MAX_OUTPUT,
             ..VmConfig::default()
-        }
-    }
-
-    /// Restores a new instance into `shell` (or a new VM), charging the
-    /// memory budget; `None` if the budget is exhausted.
-    pub fn restore(
-        &self,
-        shell: Option<Shell>,
-        budget: &Arc<MemoryBudget>,
-    ) -> Result<Option<Instance>, VmError> {
-        let Some(reservation) = Instance::reserve(budget, self.image.mem_size()) else {
-            return Ok(None);
-        };
-        let vm = match shell {
-            Some(shell) => Vm::restore_in(shell, &self.image, self.vm_config())?,
-            None => Vm::restore(&self.image, self.vm_config())?,
-        };
-        Ok(Some(reservation.into_instance(vm)))
-    }
-
-    /// Runs one invocation with `stdin`: on a ready instance if there is
-    /// one, else on a freshly restored one (from `shells`). Returns the
-    /// result and, if it may serve again, the used instance (to be reset).
-    pub fn execute(
-        &self,
-        stdin: &[u8],
-        shells: &dyn Fn() -> Option<Shell>,
-        budget: &Arc<MemoryBudget>,
-    ) -> Execution {
-        let mut retried = false;
-        let failed = |failure, cold| Execution {
-            result: Err(failure),
-            cold,
-            instance: None,
-        };
-        loop {
-            let t0 = Instant::now();
-            let (mut instance, cold) = match (!retried).then(|| self.pool.take()).flatten() {
-                Some(instance) => (instance, false),
-                None => match self.restore(shells(), budget) {
-                    Ok(Some(instance)) => (instance, true),
-                    Ok(None) => return failed(Failure::NoMemory, true),
-                    Err(e) if is_exhaustion(&e) => {
-                        return failed(Failure::Overloaded(e.to_string()), true)
-                    }
-                    Err(e) if !retried && is_host_failure(&e) => {
-                        retried = true;
-                        continue;
-                    }
-                    Err(e) => return failed(Failure::Internal(e.to_string()), true),
-                },
-            };
-            let restore = if cold { t0.elapsed() } else { Duration::ZERO };
-            // Borrowed stdin: a retry replays the same request body.
-            let mut io = BufferIo::with_stdin(stdin);
-            let t_run = Instant::now();
-            let outcome = instance.vm().invoke(&self.invocation, &mut io);
-            let run = t_run.elapsed();
-            // A trapped or failed instance is discarded, never pooled.
-            let failure = match outcome {
-                Ok(Outcome::Exited(exit_code)) => {
-                    return Execution {
-                        result: Ok(Completed {
-                            exit_code,
-                            stdout: io.stdout,
-                            stderr: io.stderr,
-                            cold,
-                            restore,
-                            run,
-                        }),
-                        cold,
-                        instance: Some(instance),
-                    }
-                }
-                Ok(Outcome::Trapped(message)) => Failure::Trapped(message, io.stderr),
-                Err(VmError::Timeout(limit)) => Failure::Timeout(limit),
-                Err(VmError::OutOfMemory(m)) => Failure::OutOfMemory(m),
-                Err(VmError::OutputLimit(limit)) => Failure::OutputLimit(limit),
-                Err(e) if !retried && is_host_failure(&e) => {
-                    retried = true;
-                    continue;
-                }
-                Err(e) if is_host_failure(&e) => Failure::Internal(e.to_string()),
-                Err(e) => Failure::Crashed(e.to_string()),
-            };
-            return failed(failure, cold);
         }
     }
 

@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 
+use super::deploy::{FunctionName, Source};
 use super::error::ApiError;
-use super::host::{validate_name, Host, Source};
+use super::host::Host;
 use crate::api::{self, DeployRequest, FunctionList};
 
 /// Largest deploy body (a base64 module and settings).
@@ -90,8 +91,7 @@ async fn deploy(
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = name(path, true)?;
-    validate_name(&name)?;
+    let name = FunctionName::parse(&name(path, true)?)?;
     let body = read_body(body, MAX_DEPLOY_BODY).await?;
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid deploy request: {e}"))

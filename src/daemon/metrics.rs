@@ -109,6 +109,74 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an invocation of `function` that ran (any outcome).
+    pub fn ran(&self, function: &str, cold: bool, latency: std::time::Duration) {
+        self.invocations
+            .get_or_create(&InvocationLabels {
+                function: function.to_string(),
+                start: if cold { "cold" } else { "warm" },
+            })
+            .inc();
+        self.latency
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a failed invocation of `function` by its error code.
+    pub fn failed(&self, function: &str, code: &'static str) {
+        self.errors
+            .get_or_create(&KindLabels {
+                function: function.to_string(),
+                kind: code,
+            })
+            .inc();
+    }
+
+    /// Counts a request for `function` refused for capacity.
+    pub fn rejected(&self, function: &str, code: &'static str) {
+        self.rejections
+            .get_or_create(&KindLabels {
+                function: function.to_string(),
+                kind: code,
+            })
+            .inc();
+    }
+
+    /// Sets the gauges: instances of each function, the budget, the
+    /// daemon's resident size.
+    pub fn refresh(
+        &self,
+        functions: &[std::sync::Arc<super::function::Function>],
+        budget: &super::budget::MemoryBudget,
+    ) {
+        for f in functions {
+            let labels = FunctionLabels {
+                function: f.name.clone(),
+            };
+            self.ready.get_or_create(&labels).set(f.pool.ready() as i64);
+            self.busy.get_or_create(&labels).set(f.pool.busy() as i64);
+        }
+        let gauge = |kind, value: u64| {
+            self.memory
+                .get_or_create(&MemoryLabels { kind })
+                .set(value as i64)
+        };
+        gauge("budget_used", budget.used());
+        gauge("budget_limit", budget.limit());
+        gauge("resident", resident_bytes());
+    }
+
+    /// Drops the per-function gauges of a deleted function.
+    pub fn forget(&self, function: &str) {
+        let labels = FunctionLabels {
+            function: function.to_string(),
+        };
+        self.ready.remove(&labels);
+        self.busy.remove(&labels);
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -3,25 +3,40 @@
 //! functions with their snapshots and a pool of restored instances per
 //! function.
 //!
-//! - [`http`]: routes and request/response mapping
-//! - [`host`]: deploy, invoke, delete, recovery and the pool manager
-//! - [`function`] / [`pool`]: one function version and its instances
-//! - [`registry`] / [`store`]: what survives a restart
-//! - [`invokers`]: the threads that run guest code, filtered by
-//!   [`crate::seccomp`]
-//! - [`budget`], [`metrics`], [`error`]
+//! A request travels: [`server`] (the socket, connection limits) →
+//! [`http`] (routes, parsing) → one job's file → the [`invokers`] (the
+//! seccomp-filtered threads that run guest code) → a VM → back.
+//!
+//! - [`host`]: the shared state every job works on
+//! - [`deploy`], [`invoke`], [`delete`]: the API's jobs, one file each
+//! - [`recovery`]: bringing functions back at start
+//! - [`pool_manager`]: keeping instances ready between requests
+//! - [`function`], [`pool`], [`instance`]: a function version, its
+//!   admission and ready set, one restored VM
+//! - [`budget`]: what instances may use of host memory
+//! - [`images`]: deploying from the image store
+//! - [`registry`], [`store`]: what survives a restart
+//! - [`error`]: API errors, and how every failure becomes one
+//! - [`metrics`], [`cgroups`], [`privileges`]
 
 pub mod budget;
 pub mod cgroups;
+pub mod delete;
+pub mod deploy;
 pub mod error;
 pub mod function;
 pub mod host;
 pub mod http;
+pub mod images;
+pub mod instance;
+pub mod invoke;
 pub mod invokers;
 pub mod metrics;
 pub mod pool;
+pub mod pool_manager;
 pub mod privileges;
 pub mod process;
+pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod store;
@@ -34,7 +49,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tracing::info;
 
-pub use host::{Host, Settings, Source};
+pub use deploy::Source;
+pub use host::{Host, Settings};
 use store::Store;
 
 /// Default socket path.

@@ -7,95 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wisp_vmm::{Shell, Vm};
 
-use super::budget::{instance_base_bytes, MemoryBudget};
-
-/// A restored VM and what it is charged against the memory budget.
-pub struct Instance {
-    /// Present until [`Instance::into_shell`] takes it.
-    vm: Option<Vm>,
-    /// What it is charged before writing anything.
-    base: u64,
-    charge: u64,
-    budget: Arc<MemoryBudget>,
-}
-
-impl Instance {
-    /// Charges the base cost of a new instance, or returns `None` if the
-    /// budget has no room for it.
-    pub fn reserve(budget: &Arc<MemoryBudget>, mem_size: u64) -> Option<Reservation> {
-        let base = instance_base_bytes(mem_size);
-        budget.try_charge(base).then(|| Reservation {
-            base,
-            budget: Arc::clone(budget),
-            armed: true,
-        })
-    }
-
-    /// The VM.
-    pub fn vm(&mut self) -> &mut Vm {
-        self.vm
-            .as_mut()
-            .expect("an instance has its VM until into_shell")
-    }
-
-    /// Gives up the instance, keeping its empty VM for another restore.
-    pub fn into_shell(mut self) -> Result<Shell, wisp_vmm::Error> {
-        let vm = self
-            .vm
-            .take()
-            .expect("an instance has its VM until into_shell");
-        vm.into_shell()
-    }
-
-    /// Re-charges the instance for the pages its invocations wrote, which
-    /// stay private to it.
-    pub fn recharge(&mut self) {
-        let charge = self.base + self.vm().private_bytes();
-        if charge > self.charge {
-            self.budget.force_charge(charge - self.charge);
-        } else {
-            self.budget.release(self.charge - charge);
-        }
-        self.charge = charge;
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.budget.release(self.charge);
-    }
-}
-
-/// Budget charged for an instance being restored; released unless it
-/// becomes an [`Instance`].
-pub struct Reservation {
-    base: u64,
-    budget: Arc<MemoryBudget>,
-    armed: bool,
-}
-
-impl Reservation {
-    /// The instance the reservation was for.
-    pub fn into_instance(mut self, vm: Vm) -> Instance {
-        self.armed = false;
-        Instance {
-            vm: Some(vm),
-            base: self.base,
-            charge: self.base,
-            budget: Arc::clone(&self.budget),
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.armed {
-            self.budget.release(self.base);
-        }
-    }
-}
+use super::instance::Instance;
 
 /// Why a request was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,11 +126,15 @@ impl Pool {
         !self.draining.load(Ordering::Acquire) && lock(&self.ready).len() < max_ready
     }
 
-    /// Drops ready instances beyond `keep`, oldest first.
+    /// Drops ready instances beyond `keep`, oldest first; returns how many.
     pub fn trim(&self, keep: usize) -> usize {
-        let mut ready = lock(&self.ready);
-        let excess = ready.len().saturating_sub(keep);
-        ready.drain(..excess).count()
+        // Dropped outside the lock: dropping a VM takes system calls.
+        let dropped: Vec<Instance> = {
+            let mut ready = lock(&self.ready);
+            let excess = ready.len().saturating_sub(keep);
+            ready.drain(..excess).collect()
+        };
+        dropped.len()
     }
 
     /// Ready instances.

@@ -1,0 +1,81 @@
+//! `DELETE /v1/functions/{name}`: stop admitting, let in-flight
+//! invocations finish, then forget the function — registry, snapshot,
+//! image pin, metrics.
+//!
+//! Like a deploy, a delete runs to its end even if its client goes away,
+//! and its blocking steps (the registry, files, the image store's lock)
+//! run on blocking threads, never on the async runtime's workers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::error::{storage_error, ApiError};
+use super::function::Function;
+use super::host::{lock, Host};
+
+/// How often a delete looks whether the in-flight invocations finished.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// Time in-flight invocations get beyond their timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+impl Host {
+    /// Deletes `name` after its in-flight invocations finish.
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let host = Arc::clone(self);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let guard = host.deploy_lock(&name);
+            let _guard = guard.lock().await;
+            let function = host
+                .functions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name)
+                .ok_or_else(|| ApiError::no_function(&name))?;
+            drain(&function).await;
+            let worker = Arc::clone(&host);
+            tokio::task::spawn_blocking(move || worker.forget(&function))
+                .await
+                .map_err(|e| ApiError::internal(format!("delete worker: {e}")))?
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("delete task: {e}")))?
+    }
+
+    /// The blocking end of a delete: the registry row, the snapshot, the
+    /// image pin and the metrics.
+    fn forget(&self, function: &Function) -> Result<(), ApiError> {
+        let name = function.name.as_str();
+        lock(&self.registry)
+            .remove(name)
+            .map_err(|e| storage_error("removing the function from the registry", &e))?;
+        let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
+        let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
+        if let Err(e) = self.images.unpin(name) {
+            warn!(function = name, error = %e, "removing the image pin");
+        }
+        self.metrics.forget(name);
+        info!(function = name, "deleted");
+        Ok(())
+    }
+}
+
+/// Stops `function` admitting and waits (bounded by its timeout and a
+/// grace period) for its in-flight invocations.
+async fn drain(function: &Function) {
+    function.pool.drain();
+    let limit = Duration::from_millis(function.config.timeout_ms) + DRAIN_GRACE;
+    let t0 = Instant::now();
+    while function.pool.busy() > 0 || function.pool.queued() > 0 {
+        if t0.elapsed() > limit {
+            warn!(
+                function = %function.name,
+                "in-flight invocations outlived the drain limit"
+            );
+            return;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}

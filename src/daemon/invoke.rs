@@ -1,0 +1,243 @@
+//! `POST /v1/functions/{name}/invoke`, top to bottom: admission (the
+//! function's concurrency slot, then an invocation thread), the run on
+//! that thread (a ready instance or a cold restore, charged to the memory
+//! budget), the response, and then — off the response path — the used
+//! instance reset into the pool or recycled as a shell.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::warn;
+use wisp_vmm::{Blame, BufferIo, Error as VmError, Outcome, Vm};
+
+use super::error::{invocation_error, ApiError, Failure};
+use super::function::{Completed, Function};
+use super::host::Host;
+use super::instance::Instance;
+use super::pool::{Rejection, Slot};
+
+/// What an invocation returned, with its queueing time.
+pub struct Invoked {
+    /// The completed run.
+    pub run: Completed,
+    /// Time waiting for a concurrency slot and an invocation thread.
+    pub queue: Duration,
+}
+
+/// What a run on an invocation thread came to.
+struct Execution {
+    /// How the invocation ended.
+    result: Result<Completed, Failure>,
+    /// Whether it ran (or would have run) on a freshly restored instance.
+    cold: bool,
+    /// The used instance, if it may serve again once reset.
+    instance: Option<Instance>,
+}
+
+impl Execution {
+    fn failed(failure: Failure, cold: bool) -> Execution {
+        Execution {
+            result: Err(failure),
+            cold,
+            instance: None,
+        }
+    }
+}
+
+impl Host {
+    /// Runs `name` with `stdin`.
+    pub async fn invoke(self: &Arc<Self>, name: &str, stdin: Bytes) -> Result<Invoked, ApiError> {
+        let t0 = Instant::now();
+        let (function, slot) = self.admit(name).await?;
+        // Wait for an invocation thread here, so the wait shows in the
+        // queue time and a submitted job starts at once.
+        let worker_permit = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("the daemon is shutting down"))?;
+        let queue = t0.elapsed();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let host = Arc::clone(self);
+        let worker = Arc::clone(&function);
+        self.invokers.submit(move || {
+            let exec = host.execute(&worker, &stdin);
+            let _ = tx.send((exec.result, exec.cold));
+            // Off the response path, still holding the slot.
+            if let Some(instance) = exec.instance {
+                host.put_back(&worker, instance);
+            }
+            drop(slot);
+            drop(worker_permit);
+        });
+        let (result, cold) = rx
+            .await
+            .map_err(|_| ApiError::internal("the invocation worker stopped"))?;
+        let latency = t0.elapsed();
+        let result = result.map_err(|failure| invocation_error(name, failure));
+        match &result {
+            Err(e) if e.is_rejection() => {
+                function.stats.reject();
+                self.metrics.rejected(name, e.code);
+            }
+            result => {
+                function.stats.record(cold, result.is_ok(), latency);
+                self.metrics.ran(name, cold, latency);
+                if let Err(e) = result {
+                    self.metrics.failed(name, e.code);
+                }
+            }
+        }
+        result.map(|run| Invoked { run, queue })
+    }
+
+    /// Takes a concurrency slot of the current version of `name`. An update
+    /// may drain the version looked up; then the new one is taken.
+    async fn admit(&self, name: &str) -> Result<(Arc<Function>, Slot), ApiError> {
+        loop {
+            let function = self
+                .function(name)
+                .ok_or_else(|| ApiError::no_function(name))?;
+            match function.pool.admit().await {
+                Ok(slot) => return Ok((function, slot)),
+                Err(Rejection::Draining) => {
+                    if self
+                        .function(name)
+                        .is_some_and(|f| !Arc::ptr_eq(&f, &function))
+                    {
+                        continue;
+                    }
+                    return Err(ApiError::no_function(name));
+                }
+                Err(Rejection::QueueFull) => {
+                    function.stats.reject();
+                    self.metrics.rejected(name, "concurrency_limit");
+                    return Err(ApiError::too_many(
+                        "concurrency_limit",
+                        format!(
+                            "`{name}` is at its concurrency limit of {} with a full queue",
+                            function.config.concurrency
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs one invocation on this invocation thread: on a ready instance
+    /// if there is one, else on a freshly restored one. A failure of the
+    /// host (never of the function, its settings or exhaustion) is retried
+    /// once on a fresh instance.
+    fn execute(&self, function: &Function, stdin: &[u8]) -> Execution {
+        let mut retried = false;
+        loop {
+            let t0 = Instant::now();
+            let taken = if retried { None } else { function.pool.take() };
+            let (mut instance, cold) = match taken {
+                Some(instance) => (instance, false),
+                None => match self.restore(function) {
+                    Ok(Some(instance)) => (instance, true),
+                    Ok(None) => return Execution::failed(Failure::NoMemory, true),
+                    Err(e) if !retried && e.blame() == Blame::Host => {
+                        retried = true;
+                        continue;
+                    }
+                    Err(e) => return Execution::failed(Failure::Vm(e), true),
+                },
+            };
+            if !self.charge_for_run(&mut instance) {
+                if !cold {
+                    // Untouched: it can still serve someone else.
+                    function
+                        .pool
+                        .put(instance, function.config.max_ready as usize);
+                }
+                return Execution::failed(Failure::NoMemory, cold);
+            }
+            let restore = if cold { t0.elapsed() } else { Duration::ZERO };
+            // Borrowed stdin: a retry replays the same request body.
+            let mut io = BufferIo::with_stdin(stdin);
+            let t_run = Instant::now();
+            let outcome = instance.vm().invoke(&function.invocation, &mut io);
+            let run = t_run.elapsed();
+            // A trapped or failed instance is dropped, never pooled.
+            return match outcome {
+                Ok(Outcome::Exited(exit_code)) => Execution {
+                    result: Ok(Completed {
+                        exit_code,
+                        stdout: io.stdout,
+                        stderr: io.stderr,
+                        cold,
+                        restore,
+                        run,
+                    }),
+                    cold,
+                    instance: Some(instance),
+                },
+                Ok(Outcome::Trapped(message)) => Execution::failed(
+                    Failure::Trapped {
+                        message,
+                        stderr: io.stderr,
+                    },
+                    cold,
+                ),
+                Err(e) if !retried && e.blame() == Blame::Host => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) => Execution::failed(Failure::Vm(e), cold),
+            };
+        }
+    }
+
+    /// Charges `instance` all of its guest memory for a run. If the budget
+    /// is short, idle instances beyond every function's reserved ones are
+    /// dropped first to make room.
+    fn charge_for_run(&self, instance: &mut Instance) -> bool {
+        if instance.charge_for_run() {
+            return true;
+        }
+        let mut freed = 0;
+        for f in self.all() {
+            freed += f.pool.trim(f.config.reserved as usize);
+        }
+        freed > 0 && instance.charge_for_run()
+    }
+
+    /// Restores a new instance of `function` into a pre-created shell (or a
+    /// new VM), charging the memory budget; `None` if the budget is
+    /// exhausted.
+    pub(super) fn restore(&self, function: &Function) -> Result<Option<Instance>, VmError> {
+        let Some(charge) = Instance::reserve(&self.budget, function.image.mem_size()) else {
+            return Ok(None);
+        };
+        let vm = match self.take_shell() {
+            Some(shell) => Vm::restore_in(shell, &function.image, function.vm_config())?,
+            None => Vm::restore(&function.image, function.vm_config())?,
+        };
+        Ok(Some(Instance::new(vm, charge)))
+    }
+
+    /// Returns a used instance: reset into the pool if it has room (charged
+    /// then for what it holds), otherwise its VM becomes a shell for the
+    /// next cold start (cheaper than destroying it and creating another).
+    fn put_back(&self, function: &Function, mut instance: Instance) {
+        let max_ready = function.config.max_ready as usize;
+        if function.pool.has_room(max_ready) {
+            match instance.vm().reset() {
+                Ok(()) => {
+                    instance.recharge();
+                    function.pool.put(instance, max_ready);
+                }
+                Err(e) => {
+                    warn!(function = %function.name, error = %super::error::chain(&e), "reset failed; instance dropped")
+                }
+            }
+        } else if self.wants_shell() {
+            match instance.into_shell() {
+                Ok(shell) => self.keep_shell(shell),
+                Err(e) => warn!(error = %super::error::chain(&e), "recycling a VM failed; dropped"),
+            }
+        }
+    }
+}
