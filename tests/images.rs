@@ -11,8 +11,8 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use common::daemon::Daemon;
+use common::oci::{plain_image, sha, tar_gz, Layout};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use wisp::compile::Compiler;
 use wisp_images::{ArtifactKey, Digest, FileKind, Store, Tag};
 
@@ -74,10 +74,6 @@ fn tag(t: &str) -> Tag {
     Tag::parse(t).unwrap()
 }
 
-fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
-
 /// A directory of files for an image.
 fn files_dir(root: &Path, big: usize) -> PathBuf {
     let dir = root.join("files");
@@ -89,111 +85,6 @@ fn files_dir(root: &Path, big: usize) -> PathBuf {
         fs::write(dir.join("big.bin"), data).unwrap();
     }
     dir
-}
-
-/// An OCI image layout written by hand: blobs and an index.
-struct Layout {
-    root: PathBuf,
-    manifests: Vec<serde_json::Value>,
-}
-
-impl Layout {
-    fn new(root: &Path) -> Layout {
-        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
-        fs::write(
-            root.join("oci-layout"),
-            br#"{"imageLayoutVersion": "1.0.0"}"#,
-        )
-        .unwrap();
-        Layout {
-            root: root.to_path_buf(),
-            manifests: Vec::new(),
-        }
-    }
-
-    /// Stores a blob; returns its descriptor.
-    fn blob(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
-        let digest = sha(bytes);
-        fs::write(
-            self.root
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
-            bytes,
-        )
-        .unwrap();
-        json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() })
-    }
-
-    /// Stores a manifest and lists it in the index under `ref_name`;
-    /// returns its digest.
-    fn manifest(&mut self, manifest: serde_json::Value, ref_name: Option<&str>) -> String {
-        let bytes = serde_json::to_vec(&manifest).unwrap();
-        let mut d = self.blob("application/vnd.oci.image.manifest.v1+json", &bytes);
-        if let Some(r) = ref_name {
-            d["annotations"] = json!({ "org.opencontainers.image.ref.name": r });
-        }
-        self.manifests.push(d.clone());
-        let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.manifests });
-        fs::write(
-            self.root.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
-        d["digest"].as_str().unwrap().to_string()
-    }
-
-    /// The tar form of the layout, at `path`.
-    fn tar(&self, path: &Path) {
-        let mut b = tar::Builder::new(fs::File::create(path).unwrap());
-        b.append_dir_all(".", &self.root).unwrap();
-        b.finish().unwrap();
-    }
-}
-
-/// A gzipped tar layer of `entries` (path, content).
-fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (path, data) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, path, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
-}
-
-/// A plain OCI image: a gzipped tar layer holding `entries`, a config
-/// with `entrypoint`.
-fn plain_image(layout: &mut Layout, entries: &[(&str, &[u8])], entrypoint: Option<&str>) -> String {
-    let layer = layout.blob(
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        &tar_gz(entries),
-    );
-    let mut config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Env": ["PATH=/"] },
-        "rootfs": { "type": "layers", "diff_ids": [] }
-    });
-    if let Some(e) = entrypoint {
-        config["config"]["Entrypoint"] = json!([e]);
-    }
-    let config = layout.blob(
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    layout.manifest(
-        json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config,
-            "layers": [layer]
-        }),
-        Some("plain:1"),
-    )
 }
 
 fn age(store: &Store, d: &Digest, secs: u64) {
