@@ -1,6 +1,7 @@
 //! The crate's error type.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::digest::Digest;
 
@@ -70,6 +71,25 @@ pub enum Error {
     /// `..` component, a device node) or that is not a readable tar.
     #[error("file layer: {0}")]
     InvalidLayer(String),
+    /// The store's lock stayed held by someone else for longer than the
+    /// store's lock timeout.
+    #[error("the image store {} is busy: another wisp process has held its lock ({}) for {waited:.1?}; try again later", .root.display(), .root.join("lock").display())]
+    Busy {
+        /// The store's directory.
+        root: PathBuf,
+        /// How long this operation waited.
+        waited: Duration,
+    },
+    /// A setting read from the environment that wisp cannot use.
+    #[error("{name}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The image is in use by deployed functions.
     #[error("image {reference} is pinned by deployed function(s) {}: delete or redeploy them first", .functions.join(", "))]
     Pinned {

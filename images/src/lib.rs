@@ -12,7 +12,8 @@
 //!
 //! - [`blobs`]: the blob store
 //! - [`digest`], [`reference`]: names
-//! - [`image`]: the image model and media types; [`layer`]: file layers
+//! - [`image`]: the image model and media types; [`layer`]: file layers;
+//!   [`limits`]: every bound, in one place
 //! - [`store`]: the index of tagged images, pins, the lock
 //! - [`oci`]: OCI image layout import and export (directory and tar)
 //! - [`artifacts`]: the compiled-artifact cache (memory and disk)
@@ -27,6 +28,7 @@ pub mod error;
 pub mod gc;
 pub mod image;
 pub mod layer;
+pub mod limits;
 pub mod oci;
 pub mod reference;
 pub mod store;
