@@ -71,6 +71,16 @@ pub enum Error {
     /// `..` component, a device node) or that is not a readable tar.
     #[error("file layer: {0}")]
     InvalidLayer(String),
+    /// A file wisp was to read (a store file, or a source of an import) is
+    /// not a regular file. It is refused before a byte is read, so a FIFO
+    /// or a device can never block an import or the daemon.
+    #[error("{} is {kind}, not a regular file", .path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead (`a FIFO`, `a directory`, ...).
+        kind: &'static str,
+    },
     /// The store's lock stayed held by someone else for longer than the
     /// store's lock timeout.
     #[error("the image store {} is busy: another wisp process has held its lock ({}) for {waited:.1?}; try again later", .root.display(), .root.join("lock").display())]

@@ -8,13 +8,16 @@
 //! in the artifact cache ([`crate::artifacts`]), so an image's digest is the
 //! same on every host.
 
+use std::io::Read;
+
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::{Access, BlobStore};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layer::{FileEntry, FileTree};
+use crate::limits::MAX_JSON_BYTES;
 
 /// The media type wisp writes for a wasm module layer.
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
@@ -97,7 +100,18 @@ pub struct Image {
 impl Image {
     /// Loads the manifest `digest` from `blobs` (checking it).
     pub(crate) fn load(blobs: &BlobStore, digest: &Digest, access: Access) -> Result<Image> {
-        let bytes = blobs.read(digest, access)?;
+        let bytes = blobs.read_with(digest, access, |r| {
+            let mut bytes = Vec::new();
+            r.take(MAX_JSON_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .ctx(|| format!("reading manifest {digest}"))?;
+            if bytes.len() as u64 > MAX_JSON_BYTES {
+                return Err(Error::InvalidImage(format!(
+                    "manifest {digest} is larger than {MAX_JSON_BYTES} bytes"
+                )));
+            }
+            Ok(bytes)
+        })?;
         let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| {
             Error::InvalidImage(format!(
                 "manifest {digest} is not an OCI image manifest: {e}"

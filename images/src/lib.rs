@@ -25,6 +25,7 @@ pub mod artifacts;
 pub mod blobs;
 pub mod digest;
 pub mod error;
+mod fsx;
 pub mod gc;
 pub mod image;
 pub mod layer;

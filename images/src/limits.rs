@@ -8,6 +8,11 @@
 
 use std::time::Duration;
 
+/// Most bytes of a JSON document read from a layout or the store (index,
+/// manifest, config, `oci-layout`): the OCI distribution spec lets
+/// registries refuse manifests over 4 MiB, and these are read whole.
+pub const MAX_JSON_BYTES: u64 = 4 << 20;
+
 /// How long an operation that changes the store waits for its lock before
 /// failing with [`crate::Error::Busy`] (`WISP_IMAGE_LOCK_TIMEOUT` overrides
 /// it). Changes take milliseconds, imports of large images seconds: a lock

@@ -18,6 +18,10 @@
 //! lock timeout ([`crate::limits::DEFAULT_LOCK_TIMEOUT`], or
 //! `WISP_IMAGE_LOCK_TIMEOUT`), then fails with [`Error::Busy`]: a stuck
 //! holder never wedges the daemon or another command forever.
+//!
+//! Every file of the store is opened without blocking and must be a
+//! regular file (see `fsx`): the directory is trusted no more than an
+//! import.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, TryLockError};
@@ -30,9 +34,10 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, ANNO
 use crate::blobs::{sync_dir, Access, BlobStore};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::fsx::{open_regular_for_lock, read_regular};
 use crate::image::{write_image, Image};
 use crate::layer::FileTree;
-use crate::limits::{DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};
+use crate::limits::{DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
 
 /// An image store rooted in a directory.
@@ -97,6 +102,9 @@ fn valid_pin_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric()
 }
+
+/// Most bytes of a pin file (a digest and a newline).
+const MAX_PIN_BYTES: u64 = 1024;
 
 /// The lock timeout `WISP_IMAGE_LOCK_TIMEOUT` sets (its value, if set),
 /// else the default.
@@ -193,12 +201,7 @@ impl Store {
         /// change holds the lock, long enough not to spin.
         const MAX_PAUSE: Duration = Duration::from_millis(20);
         let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
+        let file = open_regular_for_lock(&path)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
@@ -224,7 +227,7 @@ impl Store {
     /// The images of `index.json`.
     pub fn index(&self) -> Result<Vec<IndexEntry>> {
         let path = self.index_path();
-        let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let bytes = read_regular(&path, MAX_JSON_BYTES)?;
         let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
             Error::InvalidImage(format!("{} is not an OCI index: {e}", path.display()))
         })?;
@@ -487,8 +490,8 @@ impl Store {
             if !valid_pin_name(&name) {
                 continue; // a temporary file
             }
-            let text = fs::read_to_string(entry.path())
-                .ctx(|| format!("reading {}", entry.path().display()))?;
+            let bytes = read_regular(&entry.path(), MAX_PIN_BYTES)?;
+            let text = String::from_utf8_lossy(&bytes);
             out.insert(name, Digest::parse(text.trim())?);
         }
         Ok(out)
@@ -690,5 +693,44 @@ mod tests {
                 .starts_with("WISP_IMAGE_LOCK_TIMEOUT=\"soon\": not a duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn store_files_that_are_not_regular_never_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+        let fifo = |path: &Path| {
+            fs::remove_file(path).unwrap();
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        };
+        let t0 = Instant::now();
+        // The lock file: refused at once, not waited on.
+        fifo(&dir.path().join("lock"));
+        let err = store.pin("f", image.digest()).unwrap_err();
+        assert!(
+            matches!(err, Error::NotRegularFile { kind: "a FIFO", .. }),
+            "{err}"
+        );
+        fs::remove_file(dir.path().join("lock")).unwrap();
+        // A pin, the index, a blob.
+        store.pin("f", image.digest()).unwrap();
+        fifo(&dir.path().join("pins/f"));
+        assert!(matches!(store.pins(), Err(Error::NotRegularFile { .. })));
+        fs::remove_file(dir.path().join("pins/f")).unwrap();
+        fifo(&store.blobs().path(&image.module_digest()));
+        let rows = store.list().unwrap();
+        let problem = rows[0].problem.as_deref().unwrap();
+        assert!(
+            problem.contains("is a FIFO, not a regular file"),
+            "{problem}"
+        );
+        assert!(matches!(
+            store.image(image.digest()).unwrap().module(),
+            Err(Error::NotRegularFile { .. })
+        ));
+        fifo(&dir.path().join("index.json"));
+        assert!(matches!(store.index(), Err(Error::NotRegularFile { .. })));
+        assert!(t0.elapsed() < Duration::from_secs(5), "nothing blocked");
     }
 }
