@@ -12,8 +12,8 @@
 //!
 //! - [`blobs`]: the blob store
 //! - [`digest`], [`reference`]: names
-//! - [`image`]: the image model and media types; [`layer`]: file layers;
-//!   [`limits`]: every bound, in one place
+//! - [`image`]: the image model and media types; [`layer`]: file layers
+//!   and the checks they pass; [`limits`]: every bound, in one place
 //! - [`store`]: the index of tagged images, pins, the lock
 //! - [`oci`]: OCI image layout import and export (directory and tar)
 //! - [`artifacts`]: the compiled-artifact cache (memory and disk)
@@ -36,9 +36,10 @@ pub mod store;
 
 pub use artifacts::{ArtifactCache, ArtifactKey, Lookup, Source};
 pub use digest::Digest;
-pub use error::{Error, Result};
+pub use error::{Error, LayerProblem, Result};
 pub use gc::{GcOptions, GcReport};
 pub use image::Image;
-pub use layer::{FileEntry, FileKind, FileTree};
+pub use layer::{FileEntry, FileKind, FileTree, Unpacker};
+pub use limits::Limits;
 pub use reference::{Reference, Tag};
 pub use store::{ImageSummary, Store};

@@ -16,9 +16,13 @@
 //!   names, else the only `.wasm` file; the rest become one file layer of
 //!   a new wasm image.
 //!
-//! Every blob read from the source is checked against its descriptor.
-//! Nothing becomes visible until the whole import succeeded: on failure
-//! the blobs it added are removed and the index is untouched.
+//! Every blob read from the source is checked against its descriptor, and
+//! every file layer as [`crate::layer`] describes, within the bounds of
+//! [`crate::limits`] (a wasm artifact's layers once stored, as the daemon
+//! will read them; a plain image's as they are unpacked). Every source file
+//! must be a regular file, opened without blocking. Nothing becomes
+//! visible until the whole import succeeded: on failure the blobs it added
+//! are removed and the index is untouched.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -38,8 +42,8 @@ use crate::image::{
     DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
     WASM_CONFIG,
 };
-use crate::layer::{normalize, FileKind, FileTree};
-use crate::limits::MAX_JSON_BYTES;
+use crate::layer::{normalize, stream_problem, FileKind, FileTree, LayerStream, Unpacker};
+use crate::limits::{Limits, MAX_ENTRIES, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
 use crate::store::Store;
 
@@ -369,29 +373,41 @@ impl Layout {
 }
 
 /// Unpacks the tar form of a layout (gzip allowed) into `dir`, refusing
-/// entries that would land outside it.
+/// entries that would land outside it, more than [`MAX_ENTRIES`] entries,
+/// and a gzip stream expanding past [`Limits::max_expansion_ratio`] (its
+/// blobs are checked later, as those of a layout directory).
 fn unpack_layout_tar(src: &Path, dir: &Path) -> Result<()> {
     let mut file = open_regular(src)?;
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     file.rewind().ctx(|| format!("reading {}", src.display()))?;
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+    let reader = LayerStream::new(BufReader::new(file), gzip, u64::MAX, Limits::DEFAULT);
     let bad = |e: io::Error| {
         Error::InvalidImage(format!(
-            "{} is neither an OCI layout directory nor a readable tar of one: {e}",
-            src.display()
+            "{} is neither an OCI layout directory nor a readable tar of one: {}",
+            src.display(),
+            stream_problem(e, None)
         ))
     };
     let mut archive = tar::Archive::new(reader);
+    let mut entries = 0u64;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        entries += 1;
+        if entries > MAX_ENTRIES {
+            return Err(Error::InvalidImage(format!(
+                "{} holds more than {MAX_ENTRIES} entries; an OCI layout holds a few blobs",
+                src.display()
+            )));
+        }
         let raw = entry.path().map_err(bad)?.into_owned();
-        let Some(rel) =
-            normalize(&raw).map_err(|e| Error::InvalidImage(format!("{}: {e}", src.display())))?
+        let Some(rel) = normalize(&raw).map_err(|problem| {
+            Error::InvalidImage(format!(
+                "{}: entry `{}` {problem}",
+                src.display(),
+                raw.display()
+            ))
+        })?
         else {
             continue;
         };
@@ -493,7 +509,13 @@ fn choose_module(tree: &FileTree, config: Option<&ImageConfiguration>) -> Result
         } else {
             Path::new(workdir.trim_start_matches('/')).join(hint)
         };
-        let path = normalize(&full)?.unwrap_or_default();
+        let path = normalize(&full)
+            .map_err(|problem| {
+                Error::InvalidImage(format!(
+                    "the image config's Entrypoint/Cmd `{hint}` {problem}"
+                ))
+            })?
+            .unwrap_or_default();
         return match tree.get(&path) {
             Some(FileKind::File(..)) => Ok(path),
             _ => Err(Error::InvalidImage(format!(
@@ -595,13 +617,17 @@ pub fn import(store: &Store, src: &Path, tag: Option<&Tag>) -> Result<Vec<Import
                     }
                 }
                 let (digest, size) = store.blobs().put(&bytes)?;
+                // The file layers are stored as they are, so they are
+                // checked as the daemon will read them (streamed from the
+                // store, within the bounds) before the image is recorded.
+                Image::load(store.blobs(), &digest, Access::Look)?.check_files()?;
                 (digest, size, false)
             } else if config_type == OCI_CONFIG || config_type == DOCKER_CONFIG {
                 let config = ImageConfiguration::from_reader(&layout.read(manifest.config())?[..])
                     .map_err(|e| {
                         Error::InvalidImage(format!("the image config is not an OCI config: {e}"))
                     })?;
-                let mut tree = FileTree::new();
+                let mut unpacker = Unpacker::new(Limits::DEFAULT);
                 for layer in manifest.layers() {
                     let ty = layer.media_type().to_string();
                     let gzip = tar_layer_gzip(&ty).ok_or_else(|| {
@@ -610,14 +636,10 @@ pub fn import(store: &Store, src: &Path, tag: Option<&Tag>) -> Result<Vec<Import
                             layer.digest()
                         ))
                     })?;
-                    let bytes = layout.read_with(layer, |r| {
-                        let mut bytes = Vec::new();
-                        r.read_to_end(&mut bytes)
-                            .ctx(|| format!("reading layout blob {}", layer.digest()))?;
-                        Ok(bytes)
-                    })?;
-                    tree.apply_layer(&bytes[..], gzip)?;
+                    let digest = Digest::from_oci(layer.digest())?;
+                    layout.read_with(layer, |r| unpacker.apply(&digest, r, gzip))?;
                 }
+                let mut tree = unpacker.into_tree();
                 let path = choose_module(&tree, Some(&config))?;
                 let Some(FileKind::File(module, _)) = tree.remove_tree(&path) else {
                     unreachable!("choose_module returns a file");
@@ -819,6 +841,46 @@ mod tests {
         let index = serde_json::json!({ "schemaVersion": 2, "manifests": [desc] });
         fs::write(root.join("index.json"), index.to_string()).unwrap();
         Digest::of(layer)
+    }
+
+    #[test]
+    fn bad_layers_are_refused_at_import_and_leave_nothing() {
+        let (dir, store) = store();
+        let mut evil = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.as_old_mut().name[..9].copy_from_slice(b"../x.conf");
+        h.set_cksum();
+        evil.append(&h, &b"x"[..]).unwrap();
+        let evil = evil.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut bomb = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(16 << 20);
+        bomb.append_data(&mut h, "zeros", io::repeat(0).take(16 << 20))
+            .unwrap();
+        bomb.finish().unwrap();
+        drop(bomb);
+        let bomb = gz.finish().unwrap();
+        for (name, layer, gzip, entry, problem) in [
+            ("evil", &evil, false, "../x.conf", "`..` component"),
+            ("bomb", &bomb, true, "zeros", "decompression bomb"),
+        ] {
+            let root = dir.path().join(name);
+            let layer_digest = layout_with_layer(&root, layer, gzip);
+            let err = import(&store, &root, None).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, Error::InvalidLayer { layer, .. } if *layer == layer_digest),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("entry `{entry}`")) && text.contains(problem),
+                "{text}"
+            );
+            assert!(store.blobs().list().unwrap().is_empty(), "{name}");
+            assert!(store.index().unwrap().is_empty());
+        }
     }
 
     #[test]

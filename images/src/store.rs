@@ -37,7 +37,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsx::{open_regular_for_lock, read_regular};
 use crate::image::{write_image, Image};
 use crate::layer::FileTree;
-use crate::limits::{DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV, MAX_JSON_BYTES};
+use crate::limits::{Limits, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
 
 /// An image store rooted in a directory.
@@ -367,21 +367,27 @@ impl Store {
     }
 
     /// Builds an image from a binary wasm `module` and, optionally, the
-    /// files under `files` (one tar layer), and records it under `tag`.
+    /// files under `files` (one tar layer, read within
+    /// [`crate::limits::Limits::DEFAULT`]), and records it under `tag`.
     pub fn build(&self, module: &[u8], files: Option<&Path>, tag: Option<&Tag>) -> Result<Image> {
         let tree = match files {
-            Some(dir) => FileTree::from_dir(dir)?,
+            Some(dir) => FileTree::from_dir(dir, &Limits::DEFAULT)?,
             None => FileTree::new(),
         };
         self.build_tree(module, &tree, tag)
     }
 
     /// Builds an image from `module` and a file tree; see [`Store::build`].
+    /// The layer written is checked as an imported one would be before the
+    /// image is recorded (a refused one leaves unreferenced blobs, which
+    /// garbage collection removes).
     pub fn build_tree(&self, module: &[u8], files: &FileTree, tag: Option<&Tag>) -> Result<Image> {
         let _lock = self.lock()?;
         let (digest, size) = write_image(&self.blobs, module, files)?;
+        let image = Image::load(&self.blobs, &digest, Access::Use)?;
+        image.check_files()?;
         self.record(&digest, size, tag)?;
-        Image::load(&self.blobs, &digest, Access::Use)
+        Ok(image)
     }
 
     /// Removes the image `reference` names: a tag removes that tag, a
