@@ -124,3 +124,82 @@ pub fn plain_image(
         Some("plain:1"),
     )
 }
+
+/// A tar of hand-made entries: `data` is the content, or the link target
+/// of a link. Names are written raw into the header, so hostile ones
+/// (`../x`, absolute) are kept as given.
+pub fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, ty, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*ty);
+        h.set_mode(0o644);
+        let name = path.as_bytes();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        let link = matches!(ty, tar::EntryType::Symlink | tar::EntryType::Link);
+        if link {
+            h.set_link_name_literal(data).unwrap();
+        }
+        h.set_size(if link { 0 } else { data.len() as u64 });
+        h.set_cksum();
+        b.append(&h, if link { &[][..] } else { *data }).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A CNCF wasm artifact: `module` and one file layer of `media_type`
+/// holding `layer`, tagged `ref_name`. Returns the manifest's digest.
+pub fn wasm_artifact(
+    layout: &mut Layout,
+    module: &[u8],
+    media_type: &str,
+    layer: &[u8],
+    ref_name: &str,
+) -> String {
+    let module = layout.blob("application/wasm", module);
+    let files = layout.blob(media_type, layer);
+    let config = layout.blob(
+        "application/vnd.wasm.config.v0+json",
+        &serde_json::to_vec(&json!({
+            "architecture": "wasm",
+            "os": "wasip1",
+            "layerDigests": [module["digest"], files["digest"]]
+        }))
+        .unwrap(),
+    );
+    layout.manifest(
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [module, files]
+        }),
+        Some(ref_name),
+    )
+}
+
+/// Writes an image of `module` and the tar file layer `layer` straight
+/// into `store`'s blobs, behind import's back (as a damaged or tampered
+/// store would hold it); returns its manifest digest, `sha256:<hex>`.
+pub fn plant_image(store: &wisp_images::Store, module: &[u8], layer: &[u8]) -> String {
+    let put = |bytes: &[u8]| {
+        let (digest, size) = store.blobs().put(bytes).unwrap();
+        json!({ "digest": digest.to_string(), "size": size })
+    };
+    let mut module = put(module);
+    module["mediaType"] = json!("application/wasm");
+    let mut files = put(layer);
+    files["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar");
+    let mut config = put(br#"{"architecture":"wasm","os":"wasip1"}"#);
+    config["mediaType"] = json!("application/vnd.wasm.config.v0+json");
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": [module, files]
+    });
+    put(&serde_json::to_vec(&manifest).unwrap())["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
