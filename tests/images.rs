@@ -1,18 +1,24 @@
 //! Images end to end: `wisp image` against real stores, OCI layouts built
 //! by hand (a CNCF wasm artifact, a plain OCI image), corruption, the
 //! compiled-artifact key, garbage collection, and deploying by image
-//! reference through a real daemon.
+//! reference through a real daemon; and hostile input — layers wisp
+//! refuses, a decompression bomb, FIFOs, a held store lock — none of which
+//! may hang a command or the daemon.
 
 mod common;
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, SystemTime};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
-use common::daemon::Daemon;
+use bytes::Bytes;
+use common::daemon::{block_on, Daemon};
+use common::oci::{plain_image, plant_image, raw_tar, sha, tar_gz, wasm_artifact, Layout};
+use hyper::Method;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use wisp::compile::Compiler;
 use wisp_images::{ArtifactKey, Digest, FileKind, Store, Tag};
 
@@ -74,10 +80,6 @@ fn tag(t: &str) -> Tag {
     Tag::parse(t).unwrap()
 }
 
-fn sha(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
-
 /// A directory of files for an image.
 fn files_dir(root: &Path, big: usize) -> PathBuf {
     let dir = root.join("files");
@@ -89,111 +91,6 @@ fn files_dir(root: &Path, big: usize) -> PathBuf {
         fs::write(dir.join("big.bin"), data).unwrap();
     }
     dir
-}
-
-/// An OCI image layout written by hand: blobs and an index.
-struct Layout {
-    root: PathBuf,
-    manifests: Vec<serde_json::Value>,
-}
-
-impl Layout {
-    fn new(root: &Path) -> Layout {
-        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
-        fs::write(
-            root.join("oci-layout"),
-            br#"{"imageLayoutVersion": "1.0.0"}"#,
-        )
-        .unwrap();
-        Layout {
-            root: root.to_path_buf(),
-            manifests: Vec::new(),
-        }
-    }
-
-    /// Stores a blob; returns its descriptor.
-    fn blob(&self, media_type: &str, bytes: &[u8]) -> serde_json::Value {
-        let digest = sha(bytes);
-        fs::write(
-            self.root
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
-            bytes,
-        )
-        .unwrap();
-        json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() })
-    }
-
-    /// Stores a manifest and lists it in the index under `ref_name`;
-    /// returns its digest.
-    fn manifest(&mut self, manifest: serde_json::Value, ref_name: Option<&str>) -> String {
-        let bytes = serde_json::to_vec(&manifest).unwrap();
-        let mut d = self.blob("application/vnd.oci.image.manifest.v1+json", &bytes);
-        if let Some(r) = ref_name {
-            d["annotations"] = json!({ "org.opencontainers.image.ref.name": r });
-        }
-        self.manifests.push(d.clone());
-        let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.manifests });
-        fs::write(
-            self.root.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
-        d["digest"].as_str().unwrap().to_string()
-    }
-
-    /// The tar form of the layout, at `path`.
-    fn tar(&self, path: &Path) {
-        let mut b = tar::Builder::new(fs::File::create(path).unwrap());
-        b.append_dir_all(".", &self.root).unwrap();
-        b.finish().unwrap();
-    }
-}
-
-/// A gzipped tar layer of `entries` (path, content).
-fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (path, data) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, path, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
-}
-
-/// A plain OCI image: a gzipped tar layer holding `entries`, a config
-/// with `entrypoint`.
-fn plain_image(layout: &mut Layout, entries: &[(&str, &[u8])], entrypoint: Option<&str>) -> String {
-    let layer = layout.blob(
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        &tar_gz(entries),
-    );
-    let mut config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Env": ["PATH=/"] },
-        "rootfs": { "type": "layers", "diff_ids": [] }
-    });
-    if let Some(e) = entrypoint {
-        config["config"]["Entrypoint"] = json!([e]);
-    }
-    let config = layout.blob(
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    layout.manifest(
-        json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config,
-            "layers": [layer]
-        }),
-        Some("plain:1"),
-    )
 }
 
 fn age(store: &Store, d: &Digest, secs: u64) {
@@ -991,4 +888,494 @@ fn deploy_by_image_reference_through_the_daemon() {
     assert!(store.pins().unwrap().is_empty());
     ok(&["image", "rm", "hello:2", "--store", s(&store_dir)]);
     drop(daemon);
+}
+
+// ---------------------------------------------------------------------------
+// Hostile input
+
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// How a child process ended, and the most memory it had resident.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    max_rss_kib: i64,
+    elapsed: Duration,
+}
+
+/// Runs `cmd` to its end and fails the test, killing it, if that takes
+/// longer than `timeout`: what these tests drive must never hang.
+// The child is reaped by wait4 (which also reports its peak memory), not
+// by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn finish_within(mut cmd: Command, timeout: Duration) -> Finished {
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: `rusage` is plain integers, for which zeroes are valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only `status` and `usage`, both live locals;
+        // `pid` is this test's own child, not yet reaped, so no other
+        // process can be waited for.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            return Finished {
+                status: ExitStatus::from_raw(status),
+                stdout: stdout.join().unwrap(),
+                stderr: stderr.join().unwrap(),
+                max_rss_kib: usage.ru_maxrss,
+                elapsed: t0.elapsed(),
+            };
+        }
+        assert_eq!(reaped, 0, "wait4: {}", std::io::Error::last_os_error());
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `wisp args...`, which must finish within 30 s.
+fn wisp_within(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut cmd = common::wisp();
+    cmd.args(args).envs(env.iter().copied());
+    finish_within(cmd, Duration::from_secs(30))
+}
+
+/// Checks the one-line failure of bad input (exit 1) mentioning `needle`.
+fn failed(f: &Finished, needle: &str) {
+    assert_eq!(f.status.code(), Some(1), "{}{}", f.stdout, f.stderr);
+    assert!(f.stderr.contains(needle), "`{needle}` not in: {}", f.stderr);
+    let errors = f.stderr.lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(errors, 1, "one error line: {}", f.stderr);
+}
+
+/// The names in a store's blob directory.
+fn blob_names(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(store.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Replaces `path` (if there) with a FIFO.
+fn make_fifo(path: &Path) {
+    let _ = fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+}
+
+/// A GNU sparse file: 512 bytes of data at the end of a 1 TiB hole.
+fn gnu_sparse_tar() -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(512);
+    h.set_mode(0o644);
+    h.set_path("holes").unwrap();
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.set_real_size(1 << 40);
+    gnu.sparse[0].set_offset((1 << 40) - 512);
+    gnu.sparse[0].set_length(512);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &[7u8; 512][..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn import_refuses_bad_file_layers_naming_the_layer_and_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let module = hello_wasm();
+    // A good image first (a leading `/` is stripped, as containerd does),
+    // so that "unchanged" means something.
+    let mut good = Layout::new(&dir.path().join("good"));
+    let layer = raw_tar(&[("/etc/app.toml", tar::EntryType::Regular, b"x = 1")]);
+    wasm_artifact(&mut good, &module, TAR, &layer, "good:1");
+    ok(&["image", "import", s(&good.root), "--store", s(&store_dir)]);
+    let image = Store::open(&store_dir)
+        .unwrap()
+        .open_image("good:1")
+        .unwrap();
+    let paths: Vec<_> = image.files().unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, [Path::new("etc"), Path::new("etc/app.toml")]);
+    let listed = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let blobs = blob_names(&store_dir);
+
+    use tar::EntryType::{Block, Fifo, Link, Regular, Symlink};
+    let whole = raw_tar(&[("big", Regular, &[1; 5000])]);
+    let mut huge = tar::Header::new_gnu();
+    huge.set_size(2 << 30);
+    huge.set_path("huge").unwrap();
+    huge.set_cksum();
+    let cases: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
+        (
+            "dotdot",
+            raw_tar(&[("../../etc/cron.d/x", Regular, b"* * * * * root sh")]),
+            Some("../../etc/cron.d/x"),
+            "`..` component",
+        ),
+        (
+            "host-link",
+            raw_tar(&[("passwd", Link, b"/etc/passwd")]),
+            Some("passwd"),
+            "hard link to `etc/passwd`, which is not an earlier regular file",
+        ),
+        (
+            "device",
+            raw_tar(&[("dev/sda", Block, b"")]),
+            Some("dev/sda"),
+            "is a device node",
+        ),
+        (
+            "fifo",
+            raw_tar(&[("pipe", Fifo, b"")]),
+            Some("pipe"),
+            "is a FIFO",
+        ),
+        (
+            "through-symlink",
+            raw_tar(&[("s", Symlink, b"/etc"), ("s/passwd", Regular, b"x")]),
+            Some("s/passwd"),
+            "is under `s`, which is not a directory",
+        ),
+        ("sparse", gnu_sparse_tar(), Some("holes"), "GNU sparse file"),
+        (
+            "not-tar",
+            b"this is not a tar, just bytes".to_vec(),
+            None,
+            "is not a readable tar",
+        ),
+        (
+            "truncated",
+            whole[..2048].to_vec(),
+            Some("big"),
+            "is truncated",
+        ),
+        (
+            "huge",
+            huge.as_bytes().to_vec(),
+            Some("huge"),
+            "past 1073741824 bytes unpacked",
+        ),
+    ];
+    for (name, layer, entry, needle) in cases {
+        let mut layout = Layout::new(&dir.path().join(name));
+        wasm_artifact(&mut layout, &module, TAR, &layer, "bad:1");
+        let stderr = fails(
+            &["image", "import", s(&layout.root), "--store", s(&store_dir)],
+            needle,
+        );
+        assert!(
+            stderr.contains(&format!("file layer {}", sha(&layer))),
+            "{name}: {stderr}"
+        );
+        if let Some(entry) = entry {
+            assert!(
+                stderr.contains(&format!("entry `{entry}`")),
+                "{name}: {stderr}"
+            );
+        }
+        assert_eq!(
+            ok(&["image", "ls", "--store", s(&store_dir)]),
+            listed,
+            "{name}: `ls` unchanged"
+        );
+        assert_eq!(blob_names(&store_dir), blobs, "{name}: no blob left");
+    }
+}
+
+/// A gzip tar layer of about 1 MiB that expands to 1 GiB: 1024 files of
+/// 1 MiB of zeros. Made once per target directory (it takes seconds).
+fn gzip_bomb() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gzip-bomb-1GiB.tar.gz");
+    if let Ok(bytes) = fs::read(&path) {
+        return bytes;
+    }
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::best(),
+    ));
+    for i in 0..1024 {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1 << 20);
+        h.set_mode(0o644);
+        b.append_data(
+            &mut h,
+            format!("zeros/{i:04}"),
+            std::io::repeat(0).take(1 << 20),
+        )
+        .unwrap();
+    }
+    let bomb = b.into_inner().unwrap().finish().unwrap();
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, &bomb).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    bomb
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_at_import_in_bounded_memory() {
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 2 << 20, "a ~1 MiB bomb: {}", bomb.len());
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    // As a wasm artifact's file layer (stored as it is, checked), and as
+    // the layer of a plain OCI image (unpacked to convert it).
+    let mut artifact = Layout::new(&dir.path().join("artifact"));
+    wasm_artifact(&mut artifact, &hello_wasm(), TAR_GZIP, &bomb, "bomb:1");
+    let mut plain = Layout::new(&dir.path().join("plain"));
+    let layer = plain.blob(TAR_GZIP, &bomb);
+    let config = plain.blob(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    plain.manifest(
+        json!({ "schemaVersion": 2, "config": config, "layers": [layer] }),
+        Some("bomb:2"),
+    );
+    for layout in [&artifact, &plain] {
+        let f = wisp_within(
+            &["image", "import", s(&layout.root), "--store", s(&store_dir)],
+            &[],
+        );
+        failed(&f, "refused as a decompression bomb");
+        assert!(f.stderr.contains(&sha(&bomb)), "{}", f.stderr);
+        // Refused as it streamed in: nowhere near the 1 GiB it expands to.
+        assert!(
+            f.max_rss_kib < 128 << 10,
+            "`wisp image import` peaked at {} MiB resident",
+            f.max_rss_kib >> 10
+        );
+        assert!(f.elapsed < Duration::from_secs(10), "{:?}", f.elapsed);
+    }
+    assert!(Store::open(&store_dir).unwrap().index().unwrap().is_empty());
+    assert!(blob_names(&store_dir).is_empty());
+}
+
+#[test]
+fn fifos_in_a_layout_or_the_store_fail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let module = hello_wasm();
+    let layer = raw_tar(&[("etc/app.toml", tar::EntryType::Regular, b"x = 1")]);
+    ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ]);
+    let listed = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let blobs = blob_names(&store_dir);
+    // Sources of an import: a blob, index.json, oci-layout, the tar form.
+    for victim in ["blob", "index.json", "oci-layout", "tar"] {
+        let mut layout = Layout::new(&dir.path().join(victim));
+        wasm_artifact(&mut layout, &module, TAR, &layer, "fifo:1");
+        let (src, fifo) = match victim {
+            "blob" => (layout.root.clone(), layout.blob_path(&sha(&layer))),
+            "tar" => {
+                let tar = dir.path().join("layout.tar");
+                (tar.clone(), tar)
+            }
+            name => (layout.root.clone(), layout.root.join(name)),
+        };
+        make_fifo(&fifo);
+        let f = wisp_within(&["image", "import", s(&src), "--store", s(&store_dir)], &[]);
+        failed(
+            &f,
+            &format!("{} is a FIFO, not a regular file", fifo.display()),
+        );
+        assert_eq!(
+            ok(&["image", "ls", "--store", s(&store_dir)]),
+            listed,
+            "{victim}"
+        );
+        assert_eq!(blob_names(&store_dir), blobs, "{victim}");
+    }
+    // Files of the store: a blob (`ls` reports it), then the lock.
+    let store = Store::open(&store_dir).unwrap();
+    let image = store.open_image("hello:1").unwrap();
+    let module_blob = store.blobs().path(&image.module_digest());
+    let saved = fs::read(&module_blob).unwrap();
+    make_fifo(&module_blob);
+    let f = wisp_within(&["image", "ls", "--store", s(&store_dir)], &[]);
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(
+        f.stdout.contains("BROKEN") && f.stdout.contains("is a FIFO"),
+        "{}",
+        f.stdout
+    );
+    let out = dir.path().join("out.tar");
+    let f = wisp_within(
+        &[
+            "image",
+            "export",
+            "hello:1",
+            "-o",
+            s(&out),
+            "--store",
+            s(&store_dir),
+        ],
+        &[],
+    );
+    failed(&f, "is a FIFO, not a regular file");
+    fs::remove_file(&module_blob).unwrap();
+    fs::write(&module_blob, saved).unwrap();
+    make_fifo(&store_dir.join("lock"));
+    let f = wisp_within(&["image", "rm", "hello:1", "--store", s(&store_dir)], &[]);
+    failed(&f, "lock is a FIFO, not a regular file");
+    fs::remove_file(store_dir.join("lock")).unwrap();
+    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+}
+
+#[test]
+fn a_held_store_lock_fails_changes_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = Store::open(&store_dir).unwrap();
+    let held = store.lock().unwrap();
+    let module = hello_wat();
+    let build = [
+        "image",
+        "build",
+        s(&module),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ];
+    let f = wisp_within(&build, &[("WISP_IMAGE_LOCK_TIMEOUT", "300ms")]);
+    failed(&f, "is busy: another wisp process has held its lock");
+    assert!(f.elapsed >= Duration::from_millis(300), "{:?}", f.elapsed);
+    let f = wisp_within(&build, &[("WISP_IMAGE_LOCK_TIMEOUT", "soon")]);
+    failed(&f, "WISP_IMAGE_LOCK_TIMEOUT=\"soon\": not a duration");
+    drop(held);
+    ok(&build);
+}
+
+/// A `wisp serve` with `env`, which the shared harness cannot pass.
+struct ServeWithEnv {
+    child: std::process::Child,
+    socket: PathBuf,
+    state: PathBuf,
+}
+
+impl ServeWithEnv {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> ServeWithEnv {
+        common::require_kvm();
+        let socket = dir.join("wisp.sock");
+        let state = dir.join("state");
+        let log = fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .args(["serve", "--socket", s(&socket), "--state-dir", s(&state)])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "wisp serve did not listen: {}",
+                fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ServeWithEnv {
+            child,
+            socket,
+            state,
+        }
+    }
+}
+
+impl Drop for ServeWithEnv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `PUT /v1/functions/{name}` of `{"image": reference}`, which must be
+/// answered within 30 s.
+fn deploy_image(socket: &Path, name: &str, reference: &str) -> wisp::client::Response {
+    let client = wisp::client::Client::new(socket);
+    let body = Bytes::from(serde_json::to_vec(&json!({ "image": reference })).unwrap());
+    block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request(Method::PUT, &format!("/v1/functions/{name}"), body),
+        )
+        .await
+        .expect("the deploy was answered")
+        .unwrap()
+    })
+}
+
+#[test]
+fn bad_images_and_a_busy_store_are_refused_at_deploy_with_a_4xx_and_a_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = ServeWithEnv::start(dir.path(), &[("WISP_IMAGE_LOCK_TIMEOUT", "500ms")]);
+    let store_dir = daemon.state.join("images");
+    let store = Store::open(&store_dir).unwrap();
+    // An image written into the store behind import's back: its blobs are
+    // intact, its file layer escapes the image.
+    let layer = raw_tar(&[("../../../etc/passwd", tar::EntryType::Regular, b"x")]);
+    let manifest = plant_image(&store, &hello_wasm(), &layer);
+    let r = deploy_image(&daemon.socket, "bad", &manifest);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(common::daemon::code(&r), "invalid_image");
+    let message = r.error().unwrap().error.message;
+    assert!(
+        message.contains(&format!("file layer {}", sha(&layer)))
+            && message.contains("entry `../../../etc/passwd`"),
+        "{message}"
+    );
+
+    // The store's lock held elsewhere: 503, retry shortly; then it deploys.
+    ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "-t",
+        "hello:1",
+        "--store",
+        s(&store_dir),
+    ]);
+    let held = store.lock().unwrap();
+    let r = deploy_image(&daemon.socket, "greet", "hello:1");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(common::daemon::code(&r), "image_store_busy");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(held);
+    let r = deploy_image(&daemon.socket, "greet", "hello:1");
+    assert_eq!(r.status, 201, "{r:?}");
+    let out = wisp(&["invoke", "greet", "--socket", s(&daemon.socket)]);
+    assert_eq!(common::stdout(&out), "hello, world!\n");
 }

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -24,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::blobs::Access;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::fsx::{is_not_found, read_regular};
+use crate::limits::MAX_JSON_BYTES;
 use crate::store::{write_atomic, Store};
 
 /// What an artifact is compatible with.
@@ -177,7 +178,7 @@ impl ArtifactCache {
             return Ok(Some((a, Source::Memory)));
         }
         let path = self.entry_path(module, key);
-        let entry: ArtifactEntry = match fs::read(&path) {
+        let entry: ArtifactEntry = match read_regular(&path, MAX_JSON_BYTES) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(e) => e,
                 Err(_) => {
@@ -185,8 +186,8 @@ impl ArtifactCache {
                     return Ok(None);
                 }
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
         };
         if entry.key != *key || entry.module != module.to_string() {
             return Ok(None);
@@ -297,7 +298,7 @@ pub(crate) fn entries(store: &Store) -> Result<Vec<StoredEntry>> {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let parsed = fs::read(&path)
+            let parsed = read_regular(&path, MAX_JSON_BYTES)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ArtifactEntry>(&b).ok())
                 .filter(|e| Digest::parse(&e.artifact).is_ok());

@@ -9,13 +9,14 @@
 //! exporting, compiling) also sets the blob's modification time, which the
 //! garbage collector takes as its last use.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::fsx::{is_not_found, open_dir, open_regular};
 
 /// The blobs of a store.
 #[derive(Clone, Debug)]
@@ -154,30 +155,46 @@ impl BlobStore {
     /// is quarantined and [`Error::Corrupt`] returned.
     pub fn stream(&self, d: &Digest, access: Access, out: &mut dyn Write) -> Result<u64> {
         let path = self.path(d);
-        let file = match File::open(&path) {
+        self.read_with(d, access, |r| {
+            io::copy(r, out).ctx(|| format!("reading {}", path.display()))
+        })
+    }
+
+    /// Gives blob `d`'s content to `read` as a stream, then checks it:
+    /// whatever `read` left unread is hashed too. On a mismatch the blob is
+    /// quarantined and [`Error::Corrupt`] returned whatever `read` returned
+    /// (it read bad bytes). A blob that is not a regular file is
+    /// [`Error::NotRegularFile`], before a byte is read.
+    pub fn read_with<T>(
+        &self,
+        d: &Digest,
+        access: Access,
+        read: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        let path = self.path(d);
+        let file = match open_regular(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingBlob(d.clone()))
-            }
-            Err(e) => return Err(e).ctx(|| format!("opening {}", path.display())),
+            Err(e) if is_not_found(&e) => return Err(Error::MissingBlob(d.clone())),
+            Err(e) => return Err(e),
         };
-        let mut r = HashingReader::new(&file);
-        io::copy(&mut r, out).ctx(|| format!("reading {}", path.display()))?;
-        let (actual, size) = r.finish();
+        let mut r = HashingReader::new(io::BufReader::new(&file));
+        let result = read(&mut r);
+        io::copy(&mut r, &mut io::sink()).ctx(|| format!("reading {}", path.display()))?;
+        let (actual, _) = r.finish();
         if actual != *d {
             self.quarantine(d);
             return Err(Error::Corrupt { digest: d.clone() });
         }
-        if access == Access::Use {
+        if access == Access::Use && result.is_ok() {
             // Best effort: the last use only orders garbage collection.
             let _ = file.set_modified(SystemTime::now());
         }
-        Ok(size)
+        result
     }
 
     /// Marks blob `d` as used now.
     pub fn touch(&self, d: &Digest) {
-        if let Ok(f) = File::open(self.path(d)) {
+        if let Ok(f) = open_regular(&self.path(d)) {
             let _ = f.set_modified(SystemTime::now());
         }
     }
@@ -231,7 +248,7 @@ impl BlobStore {
 
 /// Makes a rename in `dir` durable (best effort).
 pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
+    if let Ok(d) = open_dir(dir) {
         let _ = d.sync_all();
     }
 }
@@ -239,6 +256,7 @@ pub(crate) fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn store() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -313,5 +331,48 @@ mod tests {
         assert_eq!(blobs.last_used(&d).unwrap(), old);
         blobs.read(&d, Access::Use).unwrap();
         assert!(blobs.last_used(&d).unwrap() > old);
+    }
+
+    #[test]
+    fn a_partial_read_is_checked_whole() {
+        let (_dir, blobs) = store();
+        let (d, _) = blobs.put(&vec![3u8; 100_000]).unwrap();
+        // The reader stops early, or fails: the rest is hashed anyway.
+        let head = blobs
+            .read_with(&d, Access::Look, |r| {
+                let mut head = [0u8; 4];
+                r.read_exact(&mut head).ctx(|| "reading")?;
+                Ok(head)
+            })
+            .unwrap();
+        assert_eq!(head, [3; 4]);
+        let mut bytes = fs::read(blobs.path(&d)).unwrap();
+        bytes[99_999] ^= 1;
+        fs::write(blobs.path(&d), &bytes).unwrap();
+        let err = blobs
+            .read_with(&d, Access::Use, |_| -> Result<()> {
+                Err(Error::InvalidImage(
+                    "what the bad bytes made the reader say".into(),
+                ))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(!blobs.contains(&d), "quarantined");
+    }
+
+    #[test]
+    fn a_blob_that_is_not_a_regular_file_is_refused_at_once() {
+        let (_dir, blobs) = store();
+        let (d, _) = blobs.put(b"x").unwrap();
+        fs::remove_file(blobs.path(&d)).unwrap();
+        nix::unistd::mkfifo(&blobs.path(&d), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(
+            blobs.read(&d, Access::Use),
+            Err(Error::NotRegularFile { kind: "a FIFO", .. })
+        ));
+        blobs.touch(&d);
+        // Storing it again replaces it.
+        blobs.put(b"x").unwrap();
+        assert_eq!(blobs.read(&d, Access::Use).unwrap(), b"x");
     }
 }

@@ -1,6 +1,7 @@
 //! The crate's error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::digest::Digest;
 
@@ -66,10 +67,57 @@ pub enum Error {
     /// A manifest, index, config or layout that wisp cannot use.
     #[error("{0}")]
     InvalidImage(String),
-    /// A file layer holding something wisp refuses (an absolute path, a
-    /// `..` component, a device node) or that is not a readable tar.
-    #[error("file layer: {0}")]
-    InvalidLayer(String),
+    /// A file layer wisp refuses: an entry it may not hold, a stream that
+    /// is not a whole tar, or a bound of [`crate::limits`] exceeded. Checked
+    /// at import and build, and again whenever the layer is read.
+    #[error("file layer {layer}: {}{problem}", entry_prefix(.entry.as_deref()))]
+    InvalidLayer {
+        /// The layer's digest.
+        layer: Digest,
+        /// The offending entry, as the tar names it (`None` when the
+        /// stream as a whole is at fault).
+        entry: Option<PathBuf>,
+        /// What is wrong.
+        problem: LayerProblem,
+    },
+    /// A file under the directory `wisp image build --files` was given
+    /// that an image cannot hold.
+    #[error("{}: {problem}", .path.display())]
+    InvalidFile {
+        /// The file on the host.
+        path: PathBuf,
+        /// What is wrong.
+        problem: LayerProblem,
+    },
+    /// A file wisp was to read (a store file, or a source of an import) is
+    /// not a regular file. It is refused before a byte is read, so a FIFO
+    /// or a device can never block an import or the daemon.
+    #[error("{} is {kind}, not a regular file", .path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead (`a FIFO`, `a directory`, ...).
+        kind: &'static str,
+    },
+    /// The store's lock stayed held by someone else for longer than the
+    /// store's lock timeout.
+    #[error("the image store {} is busy: another wisp process has held its lock ({}) for {waited:.1?}; try again later", .root.display(), .root.join("lock").display())]
+    Busy {
+        /// The store's directory.
+        root: PathBuf,
+        /// How long this operation waited.
+        waited: Duration,
+    },
+    /// A setting read from the environment that wisp cannot use.
+    #[error("{name}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The image is in use by deployed functions.
     #[error("image {reference} is pinned by deployed function(s) {}: delete or redeploy them first", .functions.join(", "))]
     Pinned {
@@ -84,6 +132,102 @@ pub enum Error {
     /// A name that cannot be a pin (pins are named after functions).
     #[error("invalid function name `{0}` for a pin")]
     InvalidPinName(String),
+}
+
+/// What is wrong with one entry of a file layer (or one file of a
+/// directory being built into an image), or with a layer's stream as a
+/// whole. Part of [`Error::InvalidLayer`] and [`Error::InvalidFile`], which
+/// say where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayerProblem {
+    /// A `..` component: it could reach outside the image.
+    #[error("has a `..` component: paths must stay inside the image")]
+    ParentDir,
+    /// A name longer than [`crate::limits::MAX_PATH_BYTES`].
+    #[error("has a path longer than {limit} bytes")]
+    PathTooLong {
+        /// The bound.
+        limit: usize,
+    },
+    /// A name (or link target) that is not UTF-8: WASI paths are strings.
+    #[error("has a name or link target that is not UTF-8")]
+    NotUtf8,
+    /// A non-directory entry naming the image's root.
+    #[error("names the image root, which can only be a directory")]
+    Root,
+    /// A character or block device.
+    #[error("is a device node: an image holds only files, directories and links")]
+    Device,
+    /// A FIFO.
+    #[error("is a FIFO: an image holds only files, directories and links")]
+    Fifo,
+    /// A socket.
+    #[error("is a socket: an image holds only files, directories and links")]
+    Socket,
+    /// A GNU sparse file (old GNU or PAX format).
+    #[error("is a GNU sparse file, which wisp does not unpack: write the layer without --sparse")]
+    Sparse,
+    /// Another tar entry type (contiguous files are read as regular ones).
+    #[error("has tar entry type {:?}, which an image cannot hold", char::from(*.0))]
+    UnsupportedType(u8),
+    /// A hard link whose target is not an earlier regular file of the image.
+    #[error("is a hard link to `{}`, which is not an earlier regular file of the image", .0.display())]
+    HardLink(PathBuf),
+    /// A link with no target.
+    #[error("is a link without a target")]
+    NoLinkTarget,
+    /// An entry under a file or a symlink.
+    #[error("is under `{}`, which is not a directory", .0.display())]
+    ParentNotDir(PathBuf),
+    /// A whiteout (`.wh.NAME`) hiding no possible name (`.wh.`, `.wh..`,
+    /// `.wh..wh.x` other than the opaque marker).
+    #[error("is a whiteout of no valid name")]
+    BadWhiteout,
+    /// A file named like a whiteout, in a directory being built into an
+    /// image: it would vanish when the layer is unpacked.
+    #[error("has a name starting with `.wh.`, which OCI layers reserve for whiteouts")]
+    ReservedName,
+    /// Not a tar (or not gzip where gzip was announced), or damaged.
+    #[error("is not a readable tar ({0})")]
+    NotTar(String),
+    /// The tar ends inside an entry's data.
+    #[error("is truncated: the tar ends {read} bytes into its {declared} bytes of data")]
+    Truncated {
+        /// The size its header declares.
+        declared: u64,
+        /// The bytes there were.
+        read: u64,
+    },
+    /// The image's files would unpack to more than the bound.
+    #[error("takes the image past {limit} bytes unpacked (the most an image's files may take)")]
+    TooLarge {
+        /// The bound.
+        limit: u64,
+    },
+    /// The image would hold more entries than the bound.
+    #[error("takes the image past {limit} entries (the most an image may hold)")]
+    TooManyEntries {
+        /// The bound.
+        limit: u64,
+    },
+    /// A compressed layer expanding more than the bound: a decompression
+    /// bomb.
+    #[error("expands more than {limit}:1 ({unpacked} bytes from {compressed} compressed): refused as a decompression bomb")]
+    Expansion {
+        /// The bound.
+        limit: u64,
+        /// Bytes out when it was refused.
+        unpacked: u64,
+        /// Compressed bytes in by then.
+        compressed: u64,
+    },
+    /// Not a directory (the root of `--files`).
+    #[error("is not a directory")]
+    NotADirectory,
+}
+
+fn entry_prefix(entry: Option<&Path>) -> String {
+    entry.map_or_else(String::new, |p| format!("entry `{}`: ", p.display()))
 }
 
 /// The crate's result type.

@@ -8,13 +8,16 @@
 //! in the artifact cache ([`crate::artifacts`]), so an image's digest is the
 //! same on every host.
 
+use std::io::Read;
+
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::{Access, BlobStore};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
-use crate::layer::{FileEntry, FileTree};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::{FileEntry, FileTree, Unpacker};
+use crate::limits::{Limits, MAX_JSON_BYTES};
 
 /// The media type wisp writes for a wasm module layer.
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
@@ -97,7 +100,18 @@ pub struct Image {
 impl Image {
     /// Loads the manifest `digest` from `blobs` (checking it).
     pub(crate) fn load(blobs: &BlobStore, digest: &Digest, access: Access) -> Result<Image> {
-        let bytes = blobs.read(digest, access)?;
+        let bytes = blobs.read_with(digest, access, |r| {
+            let mut bytes = Vec::new();
+            r.take(MAX_JSON_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .ctx(|| format!("reading manifest {digest}"))?;
+            if bytes.len() as u64 > MAX_JSON_BYTES {
+                return Err(Error::InvalidImage(format!(
+                    "manifest {digest} is larger than {MAX_JSON_BYTES} bytes"
+                )));
+            }
+            Ok(bytes)
+        })?;
         let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| {
             Error::InvalidImage(format!(
                 "manifest {digest} is not an OCI image manifest: {e}"
@@ -185,24 +199,44 @@ impl Image {
 
     /// The image's files: its file layers unpacked in order (later layers
     /// and whiteouts win), sorted by path, every parent directory listed.
-    /// A layer holding an absolute path or a `..` component is an error.
+    /// Each layer is streamed from its blob and checked as it is read (see
+    /// [`crate::layer`]): a layer wisp refuses is [`Error::InvalidLayer`].
     pub fn files(&self) -> Result<Vec<FileEntry>> {
-        let mut tree = FileTree::new();
+        let mut unpacker = Unpacker::new(Limits::DEFAULT);
+        self.unpack(&mut unpacker, Access::Use)?;
+        Ok(unpacker.into_tree().into_entries())
+    }
+
+    /// Checks the file layers as [`Image::files`] does, keeping nothing.
+    pub fn check_files(&self) -> Result<()> {
+        self.unpack(&mut Unpacker::checker(Limits::DEFAULT), Access::Look)
+    }
+
+    fn unpack(&self, unpacker: &mut Unpacker, access: Access) -> Result<()> {
         for layer in self.file_layers() {
             let digest = Digest::from_oci(layer.digest())?;
             let gzip = tar_layer_gzip(layer.media_type().as_ref()).expect("checked at load");
-            let bytes = self.blobs.read(&digest, Access::Use)?;
-            tree.apply_layer(&bytes[..], gzip)?;
-        }
-        Ok(tree.into_entries())
-    }
-
-    /// Checks every blob of the image; returns the first problem.
-    pub fn verify(&self) -> Result<()> {
-        for d in self.blob_digests() {
-            self.blobs.verify(&d)?;
+            self.blobs
+                .read_with(&digest, access, |r| unpacker.apply(&digest, r, gzip))?;
         }
         Ok(())
+    }
+
+    /// Checks every blob of the image, and that its file layers are layers
+    /// wisp accepts; returns the first problem.
+    pub fn verify(&self) -> Result<()> {
+        let file_layers: Vec<Digest> = self
+            .file_layers()
+            .iter()
+            .filter_map(|l| Digest::from_oci(l.digest()).ok())
+            .collect();
+        for d in self.blob_digests() {
+            if !file_layers.contains(&d) {
+                self.blobs.verify(&d)?;
+            }
+        }
+        // Hashes the layers while it checks them.
+        self.check_files()
     }
 }
 

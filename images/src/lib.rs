@@ -13,6 +13,7 @@
 //! - [`blobs`]: the blob store
 //! - [`digest`], [`reference`]: names
 //! - [`image`]: the image model and media types; [`layer`]: file layers
+//!   and the checks they pass; [`limits`]: every bound, in one place
 //! - [`store`]: the index of tagged images, pins, the lock
 //! - [`oci`]: OCI image layout import and export (directory and tar)
 //! - [`artifacts`]: the compiled-artifact cache (memory and disk)
@@ -24,18 +25,21 @@ pub mod artifacts;
 pub mod blobs;
 pub mod digest;
 pub mod error;
+mod fsx;
 pub mod gc;
 pub mod image;
 pub mod layer;
+pub mod limits;
 pub mod oci;
 pub mod reference;
 pub mod store;
 
 pub use artifacts::{ArtifactCache, ArtifactKey, Lookup, Source};
 pub use digest::Digest;
-pub use error::{Error, Result};
+pub use error::{Error, LayerProblem, Result};
 pub use gc::{GcOptions, GcReport};
 pub use image::Image;
-pub use layer::{FileEntry, FileKind, FileTree};
+pub use layer::{FileEntry, FileKind, FileTree, Unpacker};
+pub use limits::Limits;
 pub use reference::{Reference, Tag};
 pub use store::{ImageSummary, Store};

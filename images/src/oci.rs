@@ -16,9 +16,13 @@
 //!   names, else the only `.wasm` file; the rest become one file layer of
 //!   a new wasm image.
 //!
-//! Every blob read from the source is checked against its descriptor.
-//! Nothing becomes visible until the whole import succeeded: on failure
-//! the blobs it added are removed and the index is untouched.
+//! Every blob read from the source is checked against its descriptor, and
+//! every file layer as [`crate::layer`] describes, within the bounds of
+//! [`crate::limits`] (a wasm artifact's layers once stored, as the daemon
+//! will read them; a plain image's as they are unpacked). Every source file
+//! must be a regular file, opened without blocking. Nothing becomes
+//! visible until the whole import succeeded: on failure the blobs it added
+//! are removed and the index is untouched.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -32,12 +36,14 @@ use oci_spec::image::{
 use crate::blobs::{sync_dir, Access};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::fsx::{is_not_found, open_regular, read_regular};
 use crate::image::{
     check_module, check_wasm_manifest, is_wasm_layer, tar_layer_gzip, write_image, Image,
     DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
     WASM_CONFIG,
 };
-use crate::layer::{normalize, FileKind, FileTree};
+use crate::layer::{normalize, stream_problem, FileKind, FileTree, LayerStream, Unpacker};
+use crate::limits::{Limits, MAX_ENTRIES, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
 use crate::store::Store;
 
@@ -165,7 +171,11 @@ pub fn export(store: &Store, reference: &str, dest: &Path) -> Result<Exported> {
         }
         for d in image.blob_digests() {
             let path = store.blobs().path(&d);
-            let file = File::open(&path).map_err(|_| Error::MissingBlob(d.clone()))?;
+            let file = match open_regular(&path) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => return Err(Error::MissingBlob(d.clone())),
+                Err(e) => return Err(e),
+            };
             let size = file
                 .metadata()
                 .ctx(|| format!("reading {}", path.display()))?
@@ -265,11 +275,15 @@ impl Layout {
             }
         };
         let marker = layout.root.join("oci-layout");
-        let text = fs::read(&marker).map_err(|_| {
-            Error::InvalidImage(format!(
-                "{} is not an OCI image layout (it has no oci-layout file)",
-                src.display()
-            ))
+        let text = read_regular(&marker, MAX_JSON_BYTES).map_err(|e| {
+            if is_not_found(&e) {
+                Error::InvalidImage(format!(
+                    "{} is not an OCI image layout (it has no oci-layout file)",
+                    src.display()
+                ))
+            } else {
+                e
+            }
         })?;
         let version = serde_json::from_slice::<serde_json::Value>(&text)
             .ok()
@@ -288,56 +302,112 @@ impl Layout {
         Ok(self.root.join("blobs/sha256").join(digest.hex()))
     }
 
-    /// Reads a blob, checking it against its descriptor.
-    fn read(&self, d: &Descriptor) -> Result<Vec<u8>> {
+    /// Opens a blob: a regular file, opened without blocking.
+    fn open_blob(&self, d: &Descriptor) -> Result<File> {
         let digest = Digest::from_oci(d.digest())?;
-        let path = self.blob_path(d)?;
-        let bytes = fs::read(&path)
-            .map_err(|_| Error::InvalidImage(format!("the layout lacks blob {digest}")))?;
-        let actual = Digest::of(&bytes);
-        if actual != digest || bytes.len() as u64 != d.size() {
+        open_regular(&self.blob_path(d)?).map_err(|e| {
+            if is_not_found(&e) {
+                Error::InvalidImage(format!("the layout lacks blob {digest}"))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Gives a blob's content to `read` as a stream, then checks it against
+    /// its descriptor (what `read` left unread is hashed too); a mismatch
+    /// wins over what `read` returned, which read the wrong bytes.
+    fn read_with<T>(
+        &self,
+        d: &Descriptor,
+        read: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        let digest = Digest::from_oci(d.digest())?;
+        let file = self.open_blob(d)?;
+        let mut r = HashingReader::new(BufReader::new(file));
+        let result = read(&mut r);
+        io::copy(&mut r, &mut io::sink()).ctx(|| format!("reading layout blob {digest}"))?;
+        let (actual, size) = r.finish();
+        if actual != digest || size != d.size() {
             return Err(Error::Mismatch {
                 what: format!("layout blob {digest}"),
                 expected: format!("{digest} ({} bytes)", d.size()),
-                actual: format!("{actual} ({} bytes)", bytes.len()),
+                actual: format!("{actual} ({size} bytes)"),
             });
         }
-        Ok(bytes)
+        result
+    }
+
+    /// Reads a JSON blob (an index, a manifest, a config) whole, checking
+    /// it against its descriptor; over [`MAX_JSON_BYTES`] is refused
+    /// before it is read.
+    fn read(&self, d: &Descriptor) -> Result<Vec<u8>> {
+        if d.size() > MAX_JSON_BYTES {
+            return Err(Error::InvalidImage(format!(
+                "blob {} is {} bytes, more than the {MAX_JSON_BYTES} wisp reads of a manifest, index or config",
+                d.digest(),
+                d.size()
+            )));
+        }
+        self.read_with(d, |r| {
+            let mut bytes = Vec::new();
+            r.take(MAX_JSON_BYTES)
+                .read_to_end(&mut bytes)
+                .ctx(|| format!("reading layout blob {}", d.digest()))?;
+            Ok(bytes)
+        })
     }
 
     fn index(&self) -> Result<ImageIndex> {
         let path = self.root.join("index.json");
-        let bytes = fs::read(&path)
-            .map_err(|_| Error::InvalidImage("the OCI layout has no index.json".into()))?;
+        let bytes = read_regular(&path, MAX_JSON_BYTES).map_err(|e| {
+            if is_not_found(&e) {
+                Error::InvalidImage("the OCI layout has no index.json".into())
+            } else {
+                e
+            }
+        })?;
         ImageIndex::from_reader(&bytes[..])
             .map_err(|e| Error::InvalidImage(format!("index.json is not an OCI index: {e}")))
     }
 }
 
 /// Unpacks the tar form of a layout (gzip allowed) into `dir`, refusing
-/// entries that would land outside it.
+/// entries that would land outside it, more than [`MAX_ENTRIES`] entries,
+/// and a gzip stream expanding past [`Limits::max_expansion_ratio`] (its
+/// blobs are checked later, as those of a layout directory).
 fn unpack_layout_tar(src: &Path, dir: &Path) -> Result<()> {
-    let mut file = File::open(src).ctx(|| format!("opening {}", src.display()))?;
+    let mut file = open_regular(src)?;
     let mut magic = [0u8; 2];
     let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
     file.rewind().ctx(|| format!("reading {}", src.display()))?;
-    let reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+    let reader = LayerStream::new(BufReader::new(file), gzip, u64::MAX, Limits::DEFAULT);
     let bad = |e: io::Error| {
         Error::InvalidImage(format!(
-            "{} is neither an OCI layout directory nor a readable tar of one: {e}",
-            src.display()
+            "{} is neither an OCI layout directory nor a readable tar of one: {}",
+            src.display(),
+            stream_problem(e, None)
         ))
     };
     let mut archive = tar::Archive::new(reader);
+    let mut entries = 0u64;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        entries += 1;
+        if entries > MAX_ENTRIES {
+            return Err(Error::InvalidImage(format!(
+                "{} holds more than {MAX_ENTRIES} entries; an OCI layout holds a few blobs",
+                src.display()
+            )));
+        }
         let raw = entry.path().map_err(bad)?.into_owned();
-        let Some(rel) =
-            normalize(&raw).map_err(|e| Error::InvalidImage(format!("{}: {e}", src.display())))?
+        let Some(rel) = normalize(&raw).map_err(|problem| {
+            Error::InvalidImage(format!(
+                "{}: entry `{}` {problem}",
+                src.display(),
+                raw.display()
+            ))
+        })?
         else {
             continue;
         };
@@ -439,7 +509,13 @@ fn choose_module(tree: &FileTree, config: Option<&ImageConfiguration>) -> Result
         } else {
             Path::new(workdir.trim_start_matches('/')).join(hint)
         };
-        let path = normalize(&full)?.unwrap_or_default();
+        let path = normalize(&full)
+            .map_err(|problem| {
+                Error::InvalidImage(format!(
+                    "the image config's Entrypoint/Cmd `{hint}` {problem}"
+                ))
+            })?
+            .unwrap_or_default();
         return match tree.get(&path) {
             Some(FileKind::File(..)) => Ok(path),
             _ => Err(Error::InvalidImage(format!(
@@ -526,25 +602,32 @@ pub fn import(store: &Store, src: &Path, tag: Option<&Tag>) -> Result<Vec<Import
                 check_wasm_manifest(&manifest, &source_digest.to_string())?;
                 for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
                     let digest = Digest::from_oci(d.digest())?;
-                    let path = layout.blob_path(d)?;
-                    let mut f = File::open(&path).map_err(|_| {
-                        Error::InvalidImage(format!("the layout lacks blob {digest}"))
-                    })?;
+                    let mut f = layout.open_blob(d)?;
                     store
                         .blobs()
                         .put_reader(&mut BufReader::new(&mut f), Some((&digest, d.size())))?;
                     if is_wasm_layer(d.media_type().as_ref()) {
-                        check_module(&store.blobs().read(&digest, Access::Look)?)?;
+                        store.blobs().read_with(&digest, Access::Look, |r| {
+                            let mut head = Vec::new();
+                            r.take(8)
+                                .read_to_end(&mut head)
+                                .ctx(|| format!("reading blob {digest}"))?;
+                            check_module(&head)
+                        })?;
                     }
                 }
                 let (digest, size) = store.blobs().put(&bytes)?;
+                // The file layers are stored as they are, so they are
+                // checked as the daemon will read them (streamed from the
+                // store, within the bounds) before the image is recorded.
+                Image::load(store.blobs(), &digest, Access::Look)?.check_files()?;
                 (digest, size, false)
             } else if config_type == OCI_CONFIG || config_type == DOCKER_CONFIG {
                 let config = ImageConfiguration::from_reader(&layout.read(manifest.config())?[..])
                     .map_err(|e| {
                         Error::InvalidImage(format!("the image config is not an OCI config: {e}"))
                     })?;
-                let mut tree = FileTree::new();
+                let mut unpacker = Unpacker::new(Limits::DEFAULT);
                 for layer in manifest.layers() {
                     let ty = layer.media_type().to_string();
                     let gzip = tar_layer_gzip(&ty).ok_or_else(|| {
@@ -553,8 +636,10 @@ pub fn import(store: &Store, src: &Path, tag: Option<&Tag>) -> Result<Vec<Import
                             layer.digest()
                         ))
                     })?;
-                    tree.apply_layer(&layout.read(layer)?[..], gzip)?;
+                    let digest = Digest::from_oci(layer.digest())?;
+                    layout.read_with(layer, |r| unpacker.apply(&digest, r, gzip))?;
                 }
+                let mut tree = unpacker.into_tree();
                 let path = choose_module(&tree, Some(&config))?;
                 let Some(FileKind::File(module, _)) = tree.remove_tree(&path) else {
                     unreachable!("choose_module returns a file");
@@ -590,6 +675,7 @@ pub fn import(store: &Store, src: &Path, tag: Option<&Tag>) -> Result<Vec<Import
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::{TAR_GZIP_LAYER, TAR_LAYER, WASM_LAYER_CNCF};
 
     const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
@@ -726,5 +812,109 @@ mod tests {
         );
         assert_eq!(tag_for(None, None, src), None);
         assert_eq!(tag_for(None, Some("Not Valid:"), src), None);
+    }
+
+    /// A layout at `root` holding one wasm image whose file layer is
+    /// `layer` (a tar, gzipped if `gzip`).
+    fn layout_with_layer(root: &Path, layer: &[u8], gzip: bool) -> Digest {
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(root.join("oci-layout"), LAYOUT).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = Digest::of(bytes);
+            fs::write(blobs.join(d.hex()), bytes).unwrap();
+            serde_json::json!({ "digest": d.to_string(), "size": bytes.len() })
+        };
+        let mut module = put(MODULE);
+        module["mediaType"] = WASM_LAYER_CNCF.into();
+        let mut files = put(layer);
+        files["mediaType"] = if gzip { TAR_GZIP_LAYER } else { TAR_LAYER }.into();
+        let mut config = put(br#"{"architecture":"wasm","os":"wasip1"}"#);
+        config["mediaType"] = WASM_CONFIG.into();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": config, "layers": [module, files]
+        }))
+        .unwrap();
+        let mut desc = put(&manifest);
+        desc["mediaType"] = OCI_MANIFEST.into();
+        let index = serde_json::json!({ "schemaVersion": 2, "manifests": [desc] });
+        fs::write(root.join("index.json"), index.to_string()).unwrap();
+        Digest::of(layer)
+    }
+
+    #[test]
+    fn bad_layers_are_refused_at_import_and_leave_nothing() {
+        let (dir, store) = store();
+        let mut evil = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.as_old_mut().name[..9].copy_from_slice(b"../x.conf");
+        h.set_cksum();
+        evil.append(&h, &b"x"[..]).unwrap();
+        let evil = evil.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut bomb = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(16 << 20);
+        bomb.append_data(&mut h, "zeros", io::repeat(0).take(16 << 20))
+            .unwrap();
+        bomb.finish().unwrap();
+        drop(bomb);
+        let bomb = gz.finish().unwrap();
+        for (name, layer, gzip, entry, problem) in [
+            ("evil", &evil, false, "../x.conf", "`..` component"),
+            ("bomb", &bomb, true, "zeros", "decompression bomb"),
+        ] {
+            let root = dir.path().join(name);
+            let layer_digest = layout_with_layer(&root, layer, gzip);
+            let err = import(&store, &root, None).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(&err, Error::InvalidLayer { layer, .. } if *layer == layer_digest),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("entry `{entry}`")) && text.contains(problem),
+                "{text}"
+            );
+            assert!(store.blobs().list().unwrap().is_empty(), "{name}");
+            assert!(store.index().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn fifos_in_a_layout_fail_at_once_and_leave_nothing() {
+        let (dir, store) = store();
+        let tar = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        let t0 = std::time::Instant::now();
+        for (i, victim) in ["layer", "oci-layout", "index.json", "tar"]
+            .iter()
+            .enumerate()
+        {
+            let root = dir.path().join(format!("layout{i}"));
+            let layer = layout_with_layer(&root, &tar, false);
+            let path = match *victim {
+                "layer" => root.join("blobs/sha256").join(layer.hex()),
+                "tar" => dir.path().join("layout.tar"),
+                name => root.join(name),
+            };
+            let _ = fs::remove_file(&path);
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            let src = if *victim == "tar" { &path } else { &root };
+            match import(&store, src, None) {
+                Err(Error::NotRegularFile { path: p, kind }) => {
+                    assert_eq!((p, kind), (path, "a FIFO"))
+                }
+                other => panic!("{victim}: {other:?}"),
+            }
+            assert!(store.blobs().list().unwrap().is_empty(), "{victim}");
+            assert!(store.index().unwrap().is_empty());
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        // The same layout, whole, imports.
+        let root = dir.path().join("whole");
+        layout_with_layer(&root, &tar, false);
+        import(&store, &root, None).unwrap();
     }
 }

@@ -14,21 +14,30 @@
 //! Readers need no lock (every file appears by an atomic rename); every
 //! change — adding blobs and the references to them, pins, garbage
 //! collection — holds the lock, so the collector never sees blobs whose
-//! reference is not written yet.
+//! reference is not written yet. Taking the lock waits at most the store's
+//! lock timeout ([`crate::limits::DEFAULT_LOCK_TIMEOUT`], or
+//! `WISP_IMAGE_LOCK_TIMEOUT`), then fails with [`Error::Busy`]: a stuck
+//! holder never wedges the daemon or another command forever.
+//!
+//! Every file of the store is opened without blocking and must be a
+//! regular file (see `fsx`): the directory is trusted no more than an
+//! import.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, ANNOTATION_REF_NAME};
 
 use crate::blobs::{sync_dir, Access, BlobStore};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::fsx::{open_regular_for_lock, read_regular};
 use crate::image::{write_image, Image};
 use crate::layer::FileTree;
+use crate::limits::{Limits, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
 
 /// An image store rooted in a directory.
@@ -36,6 +45,7 @@ use crate::reference::{Reference, Tag};
 pub struct Store {
     root: PathBuf,
     blobs: BlobStore,
+    lock_timeout: Duration,
 }
 
 /// The store's lock; released when dropped.
@@ -93,6 +103,22 @@ fn valid_pin_name(name: &str) -> bool {
         && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
+/// Most bytes of a pin file (a digest and a newline).
+const MAX_PIN_BYTES: u64 = 1024;
+
+/// The lock timeout `WISP_IMAGE_LOCK_TIMEOUT` sets (its value, if set),
+/// else the default.
+fn lock_timeout_setting(value: Option<String>) -> Result<Duration> {
+    match value {
+        Some(value) => humantime::parse_duration(value.trim()).map_err(|e| Error::InvalidSetting {
+            name: LOCK_TIMEOUT_ENV,
+            value,
+            reason: format!("not a duration such as `500ms` or `30s` ({e})"),
+        }),
+        None => Ok(DEFAULT_LOCK_TIMEOUT),
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("a file in a directory");
@@ -109,8 +135,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `root`.
+    /// Opens (creating if needed) the store in `root`. Its lock timeout is
+    /// `WISP_IMAGE_LOCK_TIMEOUT` if set, else
+    /// [`crate::limits::DEFAULT_LOCK_TIMEOUT`].
     pub fn open(root: &Path) -> Result<Store> {
+        let lock_timeout = lock_timeout_setting(std::env::var(LOCK_TIMEOUT_ENV).ok())?;
         let blobs = BlobStore::open(root)?;
         for dir in ["pins", "artifacts"] {
             let path = root.join(dir);
@@ -119,6 +148,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             blobs,
+            lock_timeout,
         };
         let layout = root.join("oci-layout");
         if !layout.exists() {
@@ -151,23 +181,53 @@ impl Store {
         self.root.join("pins")
     }
 
-    /// Takes the store's lock (waiting for it).
+    /// The same store, waiting at most `timeout` for its lock.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Store {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long a change waits for the lock.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// Takes the store's lock, waiting at most the lock timeout; then
+    /// [`Error::Busy`]. The wait polls (`flock` with `LOCK_NB`) rather
+    /// than blocks, so it is bounded; the lock is released when the
+    /// [`StoreLock`] drops, or when its holder dies.
     pub fn lock(&self) -> Result<StoreLock> {
+        /// The longest pause between two tries: short against the time a
+        /// change holds the lock, long enough not to spin.
+        const MAX_PAUSE: Duration = Duration::from_millis(20);
         let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        file.lock().ctx(|| format!("locking {}", path.display()))?;
-        Ok(StoreLock { _file: file })
+        let file = open_regular_for_lock(&path)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StoreLock { _file: file }),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).ctx(|| format!("locking {}", path.display()))
+                }
+            }
+            let waited = start.elapsed();
+            if waited >= self.lock_timeout {
+                return Err(Error::Busy {
+                    root: self.root.clone(),
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(self.lock_timeout - waited));
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
     }
 
     /// The images of `index.json`.
     pub fn index(&self) -> Result<Vec<IndexEntry>> {
         let path = self.index_path();
-        let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let bytes = read_regular(&path, MAX_JSON_BYTES)?;
         let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
             Error::InvalidImage(format!("{} is not an OCI index: {e}", path.display()))
         })?;
@@ -307,21 +367,27 @@ impl Store {
     }
 
     /// Builds an image from a binary wasm `module` and, optionally, the
-    /// files under `files` (one tar layer), and records it under `tag`.
+    /// files under `files` (one tar layer, read within
+    /// [`crate::limits::Limits::DEFAULT`]), and records it under `tag`.
     pub fn build(&self, module: &[u8], files: Option<&Path>, tag: Option<&Tag>) -> Result<Image> {
         let tree = match files {
-            Some(dir) => FileTree::from_dir(dir)?,
+            Some(dir) => FileTree::from_dir(dir, &Limits::DEFAULT)?,
             None => FileTree::new(),
         };
         self.build_tree(module, &tree, tag)
     }
 
     /// Builds an image from `module` and a file tree; see [`Store::build`].
+    /// The layer written is checked as an imported one would be before the
+    /// image is recorded (a refused one leaves unreferenced blobs, which
+    /// garbage collection removes).
     pub fn build_tree(&self, module: &[u8], files: &FileTree, tag: Option<&Tag>) -> Result<Image> {
         let _lock = self.lock()?;
         let (digest, size) = write_image(&self.blobs, module, files)?;
+        let image = Image::load(&self.blobs, &digest, Access::Use)?;
+        image.check_files()?;
         self.record(&digest, size, tag)?;
-        Image::load(&self.blobs, &digest, Access::Use)
+        Ok(image)
     }
 
     /// Removes the image `reference` names: a tag removes that tag, a
@@ -430,8 +496,8 @@ impl Store {
             if !valid_pin_name(&name) {
                 continue; // a temporary file
             }
-            let text = fs::read_to_string(entry.path())
-                .ctx(|| format!("reading {}", entry.path().display()))?;
+            let bytes = read_regular(&entry.path(), MAX_PIN_BYTES)?;
+            let text = String::from_utf8_lossy(&bytes);
             out.insert(name, Digest::parse(text.trim())?);
         }
         Ok(out)
@@ -571,5 +637,106 @@ mod tests {
             store.open_image("app:1").unwrap().module(),
             Err(Error::MissingBlob(_))
         ));
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_a_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_lock_timeout(Duration::from_millis(200));
+        assert_eq!(
+            Store::open(dir.path()).unwrap().lock_timeout(),
+            DEFAULT_LOCK_TIMEOUT
+        );
+        let held = store.lock().unwrap();
+        // Another holder (flock locks belong to open files, so this is as
+        // another process would be) times out with `Busy`, for every change.
+        let t0 = Instant::now();
+        let err = store.build(MODULE, None, Some(&tag("app:1"))).unwrap_err();
+        let waited = t0.elapsed();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert!(
+            err.to_string().contains("another wisp process")
+                && err
+                    .to_string()
+                    .contains(&dir.path().join("lock").display().to_string()),
+            "{err}"
+        );
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert!(matches!(
+            store.pin("f", &Digest::of(b"x")),
+            Err(Error::Busy { .. })
+        ));
+        assert!(matches!(store.remove("app:1"), Err(Error::Busy { .. })));
+        // Released, it is taken at once.
+        let waiter = {
+            let store = store.clone().with_lock_timeout(Duration::from_secs(30));
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+                t0.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        store.resolve("app:1").unwrap();
+    }
+
+    #[test]
+    fn the_lock_timeout_is_a_setting() {
+        assert_eq!(lock_timeout_setting(None).unwrap(), DEFAULT_LOCK_TIMEOUT);
+        assert_eq!(
+            lock_timeout_setting(Some(" 250ms".into())).unwrap(),
+            Duration::from_millis(250)
+        );
+        let err = lock_timeout_setting(Some("soon".into())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("WISP_IMAGE_LOCK_TIMEOUT=\"soon\": not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn store_files_that_are_not_regular_never_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = store.build(MODULE, None, Some(&tag("app:1"))).unwrap();
+        let fifo = |path: &Path| {
+            fs::remove_file(path).unwrap();
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        };
+        let t0 = Instant::now();
+        // The lock file: refused at once, not waited on.
+        fifo(&dir.path().join("lock"));
+        let err = store.pin("f", image.digest()).unwrap_err();
+        assert!(
+            matches!(err, Error::NotRegularFile { kind: "a FIFO", .. }),
+            "{err}"
+        );
+        fs::remove_file(dir.path().join("lock")).unwrap();
+        // A pin, the index, a blob.
+        store.pin("f", image.digest()).unwrap();
+        fifo(&dir.path().join("pins/f"));
+        assert!(matches!(store.pins(), Err(Error::NotRegularFile { .. })));
+        fs::remove_file(dir.path().join("pins/f")).unwrap();
+        fifo(&store.blobs().path(&image.module_digest()));
+        let rows = store.list().unwrap();
+        let problem = rows[0].problem.as_deref().unwrap();
+        assert!(
+            problem.contains("is a FIFO, not a regular file"),
+            "{problem}"
+        );
+        assert!(matches!(
+            store.image(image.digest()).unwrap().module(),
+            Err(Error::NotRegularFile { .. })
+        ));
+        fifo(&dir.path().join("index.json"));
+        assert!(matches!(store.index(), Err(Error::NotRegularFile { .. })));
+        assert!(t0.elapsed() < Duration::from_secs(5), "nothing blocked");
     }
 }

@@ -24,8 +24,8 @@ pub enum ImageCommand {
     /// Export an image as an OCI image layout: a directory, or a tar if
     /// PATH ends in `.tar`.
     Export(ExportArgs),
-    /// List the images, checking every blob (exit status 1 if one is
-    /// corrupt or missing).
+    /// List the images, checking every blob and file layer (exit status 1
+    /// if one is corrupt, missing, or a layer wisp refuses).
     Ls(StoreArg),
     /// Remove an image (a tag, or a digest with all its tags) and the
     /// blobs nothing else uses. Images deployed functions use are refused.
@@ -267,7 +267,9 @@ fn ls(args: StoreArg) -> Result<ExitCode> {
         );
     }
     if bad > 0 {
-        eprintln!("error: {bad} image(s) have corrupt or missing blobs: re-import them");
+        eprintln!(
+            "error: {bad} image(s) are broken (corrupt or missing blobs, or file layers wisp refuses): re-import or remove them"
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -255,16 +255,32 @@ pub fn image_error(e: &ImageError) -> ApiError {
             "image_not_found",
             format!("no image `{reference}` in the daemon's image store (STATE/images): build or import it there first"),
         ),
-        ImageError::Corrupt { .. } | ImageError::MissingBlob(_) => ApiError::new(
+        ImageError::Corrupt { .. }
+        | ImageError::MissingBlob(_)
+        | ImageError::NotRegularFile { .. } => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "image_corrupt",
-            format!("{e}; nothing was deployed"),
+            format!("{}; nothing was deployed", chain(e)),
         ),
         ImageError::InvalidImage(_) | ImageError::NotWasm(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_module",
-            e.to_string(),
+            chain(e),
         ),
+        // What the image holds, not the store's state: the client's to fix.
+        ImageError::InvalidLayer { .. } | ImageError::InvalidFile { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_image",
+            format!("{}; nothing was deployed", chain(e)),
+        ),
+        ImageError::Busy { .. } => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "image_store_busy",
+                format!("{}; nothing was deployed", chain(e)),
+            )
+        },
         e => storage_error("the image store", e),
     }
 }
