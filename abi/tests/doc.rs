@@ -3,52 +3,41 @@
 //! contract it explains. Changing `ABI_VERSION` or a message kind fails
 //! here until the page says what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wisp_abi::msg::Kind;
 use wisp_abi::ABI_VERSION;
 
 const DOC: &str = include_str!("../../docs/ABI.md");
 
-/// Every variant of [`Kind`]. The exhaustive `match` stops compiling when
-/// a variant is added, which sends whoever adds it here, and from here to
-/// the page.
+/// [`Kind::ALL`], checked to hold every variant once.
 fn all_kinds() -> Vec<Kind> {
-    let all = [
-        Kind::Ready,
-        Kind::Stdout,
-        Kind::Stderr,
-        Kind::StdinRequest,
-        Kind::Exit,
-        Kind::Trap,
-        Kind::Error,
-        Kind::OutOfMemory,
-        Kind::Sleep,
-        Kind::FsCall,
-        Kind::Request,
-        Kind::Stdin,
-        Kind::StdinEof,
-        Kind::FsReply,
-    ];
-    for kind in all {
-        match kind {
-            Kind::Ready
-            | Kind::Stdout
-            | Kind::Stderr
-            | Kind::StdinRequest
-            | Kind::Exit
-            | Kind::Trap
-            | Kind::Error
-            | Kind::OutOfMemory
-            | Kind::Sleep
-            | Kind::FsCall
-            | Kind::Request
-            | Kind::Stdin
-            | Kind::StdinEof
-            | Kind::FsReply => {}
-        }
-    }
-    all.to_vec()
+    // The match stops compiling when a variant is added: list it there,
+    // count it here, and add it to `Kind::ALL` and to the page.
+    const VARIANTS: usize = 14;
+    let _exhaustive = |kind: Kind| match kind {
+        Kind::Ready
+        | Kind::Stdout
+        | Kind::Stderr
+        | Kind::StdinRequest
+        | Kind::Exit
+        | Kind::Trap
+        | Kind::Error
+        | Kind::OutOfMemory
+        | Kind::Sleep
+        | Kind::FsCall
+        | Kind::Request
+        | Kind::Stdin
+        | Kind::StdinEof
+        | Kind::FsReply => (),
+    };
+    let distinct: BTreeSet<u32> = Kind::ALL.iter().map(|&k| k as u32).collect();
+    assert_eq!(
+        (Kind::ALL.len(), distinct.len()),
+        (VARIANTS, VARIANTS),
+        "Kind::ALL holds each of the {VARIANTS} variants once"
+    );
+    Kind::ALL.to_vec()
 }
 
 /// The rows of the table under "### Messages": kind value → (name,

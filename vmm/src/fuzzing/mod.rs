@@ -62,18 +62,18 @@ pub use program::{DrainAs, Program};
 pub use seeds::seeds;
 
 /// The message kinds a program picks from by index (see
-/// [`Program::send`]); the order is part of the seed corpus's encoding.
-const KINDS: [Kind; 12] = [
-    Kind::Ready,
-    Kind::Stdout,
-    Kind::Stderr,
-    Kind::StdinRequest,
-    Kind::Exit,
-    Kind::Trap,
-    Kind::Error,
-    Kind::OutOfMemory,
-    Kind::Sleep,
-    Kind::Request,
-    Kind::Stdin,
-    Kind::StdinEof,
-];
+/// [`Program::send`]): `Kind::ALL` without the host-directory kinds, which
+/// the model does not cover. The order is part of the seed corpus's
+/// encoding, so a new kind fails to compile here until it is placed.
+const KINDS: [Kind; 12] = {
+    let mut kinds = [Kind::Ready; 12];
+    let (mut i, mut n) = (0, 0);
+    while i < Kind::ALL.len() {
+        if !matches!(Kind::ALL[i], Kind::FsCall | Kind::FsReply) {
+            kinds[n] = Kind::ALL[i];
+            n += 1;
+        }
+        i += 1;
+    }
+    kinds
+};
