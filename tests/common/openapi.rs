@@ -467,6 +467,14 @@ pub fn info(r: &Response) -> FunctionInfo {
     serde_json::from_slice(&r.body).expect("a FunctionInfo body")
 }
 
+/// Runs `test` with a client of `daemon`, then checks that its responses
+/// exercised exactly `covers`.
+pub fn exercise(daemon: &Daemon, covers: &Covers, test: impl AsyncFnOnce(&Api)) {
+    let api = Api::new(daemon);
+    super::daemon::block_on(test(&api));
+    api.assert_exercised(covers);
+}
+
 /// Requests to a daemon whose responses are checked against the spec.
 pub struct Api {
     client: Client,
