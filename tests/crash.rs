@@ -156,6 +156,7 @@ impl Update {
     }
 }
 
+/// The names in `dir` (none if it does not exist).
 fn names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
@@ -182,9 +183,10 @@ fn registered_version(state: &Path) -> Option<u64> {
     Some(version.unwrap_or(0) as u64)
 }
 
-fn signal(daemon: &Daemon, signal: nix::sys::signal::Signal) {
+/// Sends `sig` to the daemon's process.
+fn signal(daemon: &Daemon, sig: Signal) {
     let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
-    nix::sys::signal::kill(pid, signal).expect("signal the daemon");
+    nix::sys::signal::kill(pid, sig).expect("signal the daemon");
 }
 
 /// Sends `update` and kills the daemon with SIGKILL once the state shows
