@@ -46,22 +46,35 @@ fn bench_runs_every_scenario_and_writes_its_results() {
             .find(|s| s["scenario"] == scenario && s["function"] == "hello")
             .unwrap_or_else(|| panic!("no `{scenario}` series in {stdout}"))
     };
+    // How each sample started, as the daemon's `x-wisp-start` said; "none"
+    // for what is not a daemon invocation.
     for (scenario, runs, start) in [
-        ("wisp cold", 30, Some("cold")),
-        ("wisp warm", 30, None),
-        ("wisp fresh boot", 3, None),
-        ("native fork/exec", 3, None),
-        ("wisp run (CLI)", 3, None),
+        ("wisp cold", 30, "cold"),
+        ("wisp warm", 30, "warm"),
+        ("wisp fresh boot", 3, "none"),
+        ("native fork/exec", 3, "none"),
+        ("wisp run (CLI)", 3, "none"),
     ] {
         let samples = find(scenario)["samples"].as_array().unwrap();
         assert_eq!(samples.len(), runs, "{scenario}");
+        let mut unlike = 0;
         for s in samples {
             assert_eq!(s["ok"], true, "{scenario}: {s}");
             assert!(s["latency_us"].as_u64().unwrap() > 0, "{scenario}: {s}");
-            if let Some(start) = start {
-                assert_eq!(s["start"], start, "{scenario}");
+            let kind = s["start"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{scenario}: {s}"));
+            if kind != start {
+                // Only a warm request may start otherwise: cold, when it
+                // finds both reserved instances still being reset.
+                assert_eq!((scenario, kind), ("wisp warm", "cold"), "{s}");
+                unlike += 1;
             }
         }
+        assert!(
+            unlike <= runs / 10,
+            "{scenario}: {unlike} of {runs} samples did not start {start}"
+        );
     }
     assert!(series
         .iter()

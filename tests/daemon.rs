@@ -29,22 +29,25 @@ fn deploy_invoke_update_under_load_then_delete() {
     let daemon = Daemon::start();
     let client = daemon.client();
     block_on(async {
-        let r = deploy(
-            &client,
-            "greet",
-            &common::example("hello.wat"),
-            FunctionConfig::default(),
-        )
-        .await;
+        // Nothing reserved and no demand seen yet: the pool manager keeps
+        // no instance ready, so the first invocation must restore one.
+        let config = FunctionConfig {
+            reserved: 0,
+            ..FunctionConfig::default()
+        };
+        let r = deploy(&client, "greet", &common::example("hello.wat"), config).await;
         assert_eq!(r.status, 201, "{r:?}");
         let first: FunctionInfo = serde_json::from_slice(&r.body).unwrap();
         assert_eq!((first.name.as_str(), first.version), ("greet", 1));
+        assert_eq!(first.instances.ready, 0, "{first:?}");
 
         let r = invoke(&client, "greet", b"").await;
         assert_eq!(r.status, 200);
         assert_eq!(&r.body[..], b"hello, world!\n");
         assert_eq!(r.header("x-wisp-exit-code"), Some("0"));
-        assert!(matches!(r.header("x-wisp-start"), Some("cold" | "warm")));
+        assert_eq!(r.header("x-wisp-start"), Some("cold"), "{r:?}");
+        let stats = info(&client, "greet").await.stats;
+        assert_eq!((stats.cold, stats.warm), (1, 0), "{stats:?}");
         for h in ["x-wisp-queue-us", "x-wisp-restore-us", "x-wisp-run-us"] {
             assert!(r.header(h).unwrap().parse::<u64>().is_ok(), "{h}");
         }

@@ -55,6 +55,24 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of their values.
+    pub const ALL: [Kind; 14] = [
+        Kind::Ready,
+        Kind::Stdout,
+        Kind::Stderr,
+        Kind::StdinRequest,
+        Kind::Exit,
+        Kind::Trap,
+        Kind::Error,
+        Kind::OutOfMemory,
+        Kind::Sleep,
+        Kind::FsCall,
+        Kind::Request,
+        Kind::Stdin,
+        Kind::StdinEof,
+        Kind::FsReply,
+    ];
+
     /// Decodes a header's kind field.
     pub fn from_u32(value: u32) -> Option<Kind> {
         Some(match value {

@@ -2,6 +2,7 @@
 //! the daemon over its socket.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use hyper::Method;
@@ -77,6 +78,21 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// A daemon shared by the tests of one binary that run at the same time:
+/// started by the first to ask, killed when the last holder lets go. Tests
+/// on it must not depend on what others deploy, so each uses function
+/// names of its own.
+pub fn shared() -> Arc<Daemon> {
+    static SHARED: Mutex<Weak<Daemon>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(daemon) = shared.upgrade() {
+        return daemon;
+    }
+    let daemon = Arc::new(Daemon::start());
+    *shared = Arc::downgrade(&daemon);
+    daemon
 }
 
 /// A deploy request for a fixture (or example) module.

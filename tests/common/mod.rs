@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod oci;
+pub mod openapi;
 
 use std::io::Write;
 use std::path::PathBuf;
