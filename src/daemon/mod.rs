@@ -142,7 +142,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
     host.start_pool_manager()
         .context("starting the pool manager")?;
-    let app = http::router(Arc::clone(&host));
+    let app = http::router(Arc::clone(&host), config.limits.body_timeout);
 
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
     let limits = config.limits;

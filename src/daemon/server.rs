@@ -20,8 +20,12 @@ use tracing::{debug, warn};
 pub struct ConnectionLimits {
     /// Most connections open at once; more are closed on accept.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept (hyper starts the same timer
+    /// when it waits for the next request).
     pub header_timeout: Duration,
+    /// Time a client has to send a request's body once a route reads it.
+    pub body_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -31,6 +35,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
