@@ -9,10 +9,12 @@
 //! - [`registry`] / [`store`]: what survives a restart
 //! - [`invokers`]: the threads that run guest code, filtered by
 //!   [`crate::seccomp`]
+//! - [`server`] / [`connection`]: accepting and serving connections
 //! - [`budget`], [`metrics`], [`error`]
 
 pub mod budget;
 pub mod cgroups;
+pub mod connection;
 pub mod error;
 pub mod function;
 pub mod host;
