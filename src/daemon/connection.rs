@@ -14,7 +14,9 @@
 //!   back when it ends ([`serve_connection`]);
 //! - if it ended with a parse error, the held bytes were hyper's reply and
 //!   a JSON one of the same status is sent instead; if it ended with the
-//!   header timeout while part of a request had arrived, a JSON `408`.
+//!   header timeout while part of a request had arrived, a JSON `408`;
+//! - then the connection is closed for writing and lingers a little, so a
+//!   client still sending a refused body reads its reply ([`linger`]).
 //!
 //! Why this is sound: hyper writes its reply after the read that brought
 //! the unparsable bytes, writes nothing after it, and ends the connection
@@ -37,7 +39,7 @@ use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
 /// Longest head hyper's own error reply can have (status line,
@@ -47,6 +49,14 @@ const MAX_HYPER_REPLY: usize = 256;
 /// Longest a JSON error reply may take to write once hyper is done, so a
 /// client that stops reading cannot hold its connection slot.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a closed connection waits for its client to stop sending.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Most a closed connection reads and drops while it waits: enough for a
+/// body somewhat over the largest limit (64 MiB), not for one that would
+/// never end.
+const LINGER_BYTES: u64 = 128 << 20;
 
 /// A request hyper refused before any route saw it, answered with the
 /// API's JSON error instead of hyper's empty body.
@@ -334,12 +344,23 @@ pub async fn serve_connection<IO>(
         Ok(()) => {}
     }
     // Sends whatever is held, then closes (what hyper would have done).
-    if let Err(e) = tokio::time::timeout(FINAL_WRITE_TIMEOUT, io.shutdown())
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-    {
-        debug!(error = %e, "closing a connection");
+    match tokio::time::timeout(FINAL_WRITE_TIMEOUT, io.shutdown()).await {
+        Ok(Ok(())) => linger(&mut io).await,
+        Ok(Err(e)) => debug!(error = %e, "closing a connection"),
+        Err(_) => debug!("a client did not take the end of its connection in time"),
     }
+}
+
+/// Reads and drops what the client still sends after the connection was
+/// closed for writing, until it closes too, for at most [`LINGER_TIME`]
+/// and [`LINGER_BYTES`]. A request refused before its body was read (413
+/// for its `Content-Length`) leaves the client still writing that body:
+/// were the socket closed at once, its next write would fail (`Broken
+/// pipe`, or a TCP reset that can discard the reply) before it read the
+/// 413. This is nginx's lingering close.
+async fn linger(io: &mut (impl AsyncRead + Unpin)) {
+    let (mut rest, mut sink) = ((&mut *io).take(LINGER_BYTES), tokio::io::sink());
+    let _ = tokio::time::timeout(LINGER_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
 }
 
 #[cfg(test)]
