@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod daemon;
+pub mod raw;
 
 use std::io::Write;
 use std::path::PathBuf;
