@@ -574,6 +574,7 @@ fn daemon_matches_the_openapi_spec() {
     let daemon = Daemon::start();
     let t0 = Instant::now();
     runtime().block_on(exercise(&daemon, &spec));
+    exercise_raw(&daemon, &spec);
 
     let exercised = lock(&spec.operations).clone();
     let missing: Vec<_> = spec
@@ -588,7 +589,7 @@ fn daemon_matches_the_openapi_spec() {
 
     // Every documented status but the host's own failures (500, 503 when
     // it runs out of resources, 507 on a full disk — tests/crash.rs) and
-    // 408 (a 30 s body deadline) was seen.
+    // 408 (a 30 s body deadline; tests/http_edges.rs) was seen.
     let seen = lock(&spec.statuses).clone();
     let unseen: Vec<_> = spec
         .all_statuses()
@@ -638,6 +639,53 @@ fn daemon_matches_the_openapi_spec() {
         codes.len(),
         t0.elapsed()
     );
+}
+
+/// What only a raw socket can send: malformed bodies (an operation's 400)
+/// and requests hyper cannot parse (JSON errors of no operation).
+fn exercise_raw(daemon: &Daemon, spec: &Spec) {
+    let send =
+        |request: &[u8]| common::raw::parse(&common::raw::exchange(&daemon.socket, request).0);
+    let chunked = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: wisp\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+        )
+    };
+    for (method, path) in [
+        (Method::PUT, "/v1/functions/hello"),
+        (Method::POST, "/v1/functions/hello/invoke"),
+    ] {
+        let r = send(chunked(method.as_str(), path).as_bytes());
+        spec.check(&method, path, &r);
+        assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_body"));
+    }
+    let many_headers: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+    for (request, component, status, code) in [
+        (
+            "GET /healthz HTTP/1.1\r\nHost: wisp\r\nno colon\r\n\r\n".to_string(),
+            "BadRequest",
+            400,
+            "bad_request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: wisp\r\n{many_headers}\r\n"),
+            "HeadersTooLarge",
+            431,
+            "headers_too_large",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: wisp\r\n\r\n", "a".repeat(65535)),
+            "UriTooLong",
+            414,
+            "uri_too_long",
+        ),
+    ] {
+        let r = send(request.as_bytes());
+        let what = format!("{component} → {}", r.status);
+        assert_eq!(r.status, status, "{what}: {}", lossy(&r.body));
+        spec.check_response(&what, &spec.doc["components"]["responses"][component], &r);
+        assert_eq!(error_code(&r), code, "{what}");
+    }
 }
 
 async fn exercise(daemon: &Daemon, spec: &Spec) {
