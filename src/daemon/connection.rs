@@ -16,7 +16,7 @@
 //!   a JSON one of the same status is sent instead; if it ended with the
 //!   header timeout while part of a request had arrived, a JSON `408`;
 //! - then the connection is closed for writing and lingers a little, so a
-//!   client still sending a refused body reads its reply ([`linger`]).
+//!   client still sending a refused body reads its reply (`linger`).
 //!
 //! Why this is sound: hyper writes its reply after the read that brought
 //! the unparsable bytes, writes nothing after it, and ends the connection
