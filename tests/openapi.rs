@@ -32,7 +32,7 @@ const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
 
 /// Every test's declaration, for `the_tests_together_cover_the_spec`.
-const ALL: [&Covers; 23] = [
+const ALL: [&Covers; 24] = [
     &HEALTHZ,
     &LIST,
     &DEPLOY,
@@ -56,6 +56,7 @@ const ALL: [&Covers; 23] = [
     &DEPLOY_FROM_IMAGE,
     &BAD_IMAGES,
     &UNDECODABLE_NAMES,
+    &RAW_REQUESTS,
 ];
 
 #[test]
@@ -1049,5 +1050,66 @@ fn bad_image_deploys_are_refused() {
             .await;
         let message = r.error().unwrap().error.message;
         assert!(message.contains("entry `../escape`"), "{message}");
+    });
+}
+
+const RAW_REQUESTS: Covers = Covers {
+    statuses: &[
+        "PUT /v1/functions/{name} 400",
+        "POST /v1/functions/{name}/invoke 400",
+    ],
+    codes: &[
+        "invalid_body",
+        "bad_request",
+        "headers_too_large",
+        "uri_too_long",
+    ],
+};
+
+/// What only a raw socket can send: malformed bodies (an operation's 400)
+/// and requests hyper cannot parse (JSON errors of no operation).
+#[test]
+fn raw_requests_get_json_errors() {
+    let daemon = shared();
+    exercise(&daemon, &RAW_REQUESTS, async |api| {
+        let send =
+            |request: &[u8]| common::raw::parse(&common::raw::exchange(&daemon.socket, request).0);
+        for (method, path) in [
+            (Method::PUT, "/v1/functions/raw"),
+            (Method::POST, "/v1/functions/raw/invoke"),
+        ] {
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: wisp\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+            );
+            let r = send(request.as_bytes());
+            api.spec.check(&method, path, &r);
+            assert_eq!((r.status, code(&r).as_str()), (400, "invalid_body"));
+        }
+        let many_headers: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        for (request, component, status, error) in [
+            (
+                "GET /healthz HTTP/1.1\r\nHost: wisp\r\nno colon\r\n\r\n".to_string(),
+                "BadRequest",
+                400,
+                "bad_request",
+            ),
+            (
+                format!("GET /healthz HTTP/1.1\r\nHost: wisp\r\n{many_headers}\r\n"),
+                "HeadersTooLarge",
+                431,
+                "headers_too_large",
+            ),
+            (
+                format!("GET /{} HTTP/1.1\r\nHost: wisp\r\n\r\n", "a".repeat(65535)),
+                "UriTooLong",
+                414,
+                "uri_too_long",
+            ),
+        ] {
+            let r = send(request.as_bytes());
+            assert_eq!(r.status, status, "{component}: {}", lossy(&r.body));
+            api.spec.check_component(component, &r);
+            assert_eq!(code(&r), error, "{component}");
+        }
     });
 }

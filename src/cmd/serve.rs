@@ -49,9 +49,13 @@ pub struct ServeArgs {
     /// Most client connections open at once; more are closed on accept.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept open.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
+    /// Time a client has to send a request's body (408 after it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// Run as this user once `/dev/kvm` is open and the socket bound; the
     /// state directory is given to it (e.g. `--user wisp`).
     #[arg(long)]
@@ -95,6 +99,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         limits: ConnectionLimits {
             max_connections: args.max_connections.max(1),
             header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
             ..ConnectionLimits::default()
         },
     };

@@ -2,16 +2,18 @@
 //! the work is in [`Host`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::deploy::{FunctionName, Source};
 use super::error::ApiError;
@@ -23,8 +25,23 @@ pub const MAX_DEPLOY_BODY: usize = 64 << 20;
 /// Largest invocation body (the function's stdin).
 pub const MAX_INVOKE_BODY: usize = 6 << 20;
 
-/// The API's routes over `host`.
-pub fn router(host: Arc<Host>) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+struct Api {
+    host: Arc<Host>,
+    /// Time a client has to send a request body.
+    body_timeout: Duration,
+}
+
+impl FromRef<Api> for Arc<Host> {
+    fn from_ref(api: &Api) -> Arc<Host> {
+        Arc::clone(&api.host)
+    }
+}
+
+/// The API's routes over `host`; a request body must arrive within
+/// `body_timeout`.
+pub fn router(host: Arc<Host>, body_timeout: Duration) -> Router {
     Router::new()
         .route(
             "/v1/functions/{name}",
@@ -36,7 +53,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(host)
+        .with_state(Api { host, body_timeout })
 }
 
 async fn not_found() -> ApiError {
@@ -65,34 +82,71 @@ fn name(path: Result<Path<String>, PathRejection>, deploying: bool) -> Result<St
     }
 }
 
-/// Time a client has to send a whole request body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    /// Over the route's limit, declared (`Content-Length`) or as sent.
+    #[error("the request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Not valid HTTP/1.1 framing (e.g. a bad chunk size), or cut short.
+    #[error("the request body is malformed: {0}")]
+    Malformed(String),
+    /// Not all there in time.
+    #[error("the request body did not arrive within {0:?}")]
+    TimedOut(Duration),
+}
 
-/// Reads a body of at most `limit` bytes within [`BODY_TIMEOUT`], or a 413
-/// or 408.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body exceeds {limit} bytes"),
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
-        )),
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        let (status, code) = match e {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BodyError::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            BodyError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 
+/// Reads a body of at most `limit` bytes within `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    // hyper has parsed `Content-Length` into the size hint. An oversized
+    // length is refused before the body is polled: polling would wait for
+    // bytes that may never come and, for `Expect: 100-continue`, make
+    // hyper send `100 Continue` first.
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        // Anything else is hyper's: framing it could not decode, or a
+        // connection closed mid-body.
+        Ok(Err(e)) => Err(BodyError::Malformed(error_chain(&*e))),
+        Err(_) => Err(BodyError::TimedOut(timeout)),
+    }
+}
+
+/// `error` and its sources, `: `-separated.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = e.source();
+    }
+    text
+}
+
 async fn deploy(
-    State(host): State<Arc<Host>>,
+    State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = FunctionName::parse(&name(path, true)?)?;
-    let body = read_body(body, MAX_DEPLOY_BODY).await?;
+    let body = read_body(body, MAX_DEPLOY_BODY, api.body_timeout).await?;
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid deploy request: {e}"))
     })?;
@@ -125,7 +179,7 @@ async fn deploy(
             ))
         }
     };
-    let (info, created) = host.deploy(name, request.config, source).await?;
+    let (info, created) = api.host.deploy(name, request.config, source).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -135,13 +189,13 @@ async fn deploy(
 }
 
 async fn invoke(
-    State(host): State<Arc<Host>>,
+    State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = name(path, false)?;
-    let stdin = read_body(body, MAX_INVOKE_BODY).await?;
-    let invoked = host.invoke(&name, stdin).await?;
+    let stdin = read_body(body, MAX_INVOKE_BODY, api.body_timeout).await?;
+    let invoked = api.host.invoke(&name, stdin).await?;
     let run = invoked.run;
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {

@@ -4,7 +4,7 @@
 //! function.
 //!
 //! A request travels: [`server`] (the socket, connection limits) →
-//! [`http`] (routes, parsing) → one job's file → the [`invokers`] (the
+//! [`connection`] (one HTTP/1.1 connection) → [`http`] (routes, parsing) → one job's file → the [`invokers`] (the
 //! seccomp-filtered threads that run guest code) → a VM → back.
 //!
 //! - [`host`]: the shared state every job works on
@@ -21,6 +21,7 @@
 
 pub mod budget;
 pub mod cgroups;
+pub mod connection;
 pub mod delete;
 pub mod deploy;
 pub mod error;
@@ -158,7 +159,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
     host.start_pool_manager()
         .context("starting the pool manager")?;
-    let app = http::router(Arc::clone(&host));
+    let app = http::router(Arc::clone(&host), config.limits.body_timeout);
 
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");
     let limits = config.limits;

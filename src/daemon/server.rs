@@ -1,7 +1,8 @@
 //! The accept loop: HTTP/1.1 connections served with limits that a
 //! hostile or broken client cannot get around — a cap on open connections,
 //! a deadline for request headers (slowloris), and graceful shutdown that
-//! lets in-flight requests finish.
+//! lets in-flight requests finish. Each connection is served by
+//! [`super::connection`], which also makes hyper's own error replies JSON.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,19 +10,23 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use hyper_util::rt::TokioTimer;
+use tokio::sync::{watch, Semaphore};
+use tracing::warn;
+
+use super::connection::serve_connection;
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
     /// Most connections open at once; more are closed on accept.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept (hyper starts the same timer
+    /// when it waits for the next request).
     pub header_timeout: Duration,
+    /// Time a client has to send a request's body once a route reads it.
+    pub body_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -31,6 +36,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -45,12 +51,13 @@ pub async fn serve<L: Listener>(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (io, _) = tokio::select! {
@@ -65,17 +72,20 @@ pub async fn serve<L: Listener>(
             drop(io);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let (builder, app, mut stopping) = (Arc::clone(&builder), app.clone(), stopping.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "connection ended with an error");
-            }
+            // Either a signal or the sender going away means stop.
+            let stop = async move {
+                let _ = stopping.changed().await;
+            };
+            serve_connection(&builder, io, app, limits.header_timeout, stop).await;
             drop(slot);
         });
     }
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    let _ = stop.send(());
+    // Every connection holds a slot until it has ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all))
         .await
         .is_err()
     {

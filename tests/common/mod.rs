@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod oci;
 pub mod openapi;
+pub mod raw;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -304,6 +304,13 @@ impl Spec {
         );
     }
 
+    /// Checks `r` against `components/responses/<component>`: for replies
+    /// of no operation, such as the HTTP layer's own errors.
+    pub fn check_component(&self, component: &str, r: &Response) {
+        let what = format!("{component} → {}", r.status);
+        self.check_response(&what, &self.doc["components"]["responses"][component], r);
+    }
+
     /// Checks a 404 for a path the spec does not have against
     /// `components/responses/NotFound`.
     pub fn check_not_found(&self, method: &Method, path: &str, r: &Response) {
