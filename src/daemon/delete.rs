@@ -64,8 +64,10 @@ impl Host {
 
 /// Stops `function` admitting and waits (bounded by its timeout and a
 /// grace period) for its in-flight invocations.
-async fn drain(function: &Function) {
-    function.pool.drain();
+async fn drain(function: &Arc<Function>) {
+    // Dropping its ready instances tears VMs down: not on a runtime worker.
+    let draining = Arc::clone(function);
+    let _ = tokio::task::spawn_blocking(move || draining.pool.drain()).await;
     let limit = Duration::from_millis(function.config.timeout_ms) + DRAIN_GRACE;
     let t0 = Instant::now();
     while function.pool.busy() > 0 || function.pool.queued() > 0 {

@@ -20,6 +20,12 @@ use wisp_vmm::seccomp::Filter;
 /// The name of every invocation thread (as `/proc/<pid>/task/*/comm` shows).
 pub const THREAD_NAME: &str = "wisp-invoke";
 
+/// The nice value of the invocation threads, relative to the daemon's
+/// others: when guest code saturates the cores, the threads that answer
+/// HTTP (`/healthz` included) and keep the pools still get the CPU first,
+/// so a busy host never looks dead. Among invocations nothing changes.
+pub const NICE: libc::c_int = 5;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
@@ -45,6 +51,7 @@ impl Invokers {
             std::thread::Builder::new()
                 .name(THREAD_NAME.into())
                 .spawn(move || {
+                    lower_priority();
                     if let Some(filter) = filter {
                         let applied = wisp_vmm::seccomp::apply(&filter);
                         let failed = applied.is_err();
@@ -76,6 +83,19 @@ impl Invokers {
             .unwrap_or_else(|e| e.into_inner())
             .push_back(Box::new(job));
         self.queue.ready.notify_one();
+    }
+}
+
+/// Gives this thread the nice value [`NICE`] (best effort: a failure only
+/// costs the control plane's precedence, and is logged).
+fn lower_priority() {
+    // SAFETY: plain system calls on this thread's own id.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "lowering an invocation thread's priority");
     }
 }
 
