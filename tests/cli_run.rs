@@ -152,6 +152,54 @@ fn growing_past_the_memory_cap_is_out_of_memory() {
     assert!(err.contains("raise --memory"), "{err}");
 }
 
+/// The MiB a module asked for when it ran out of memory, from the
+/// "asked for N MiB" of the message.
+fn asked_mib(err: &str) -> f64 {
+    let after = err
+        .split("asked for ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no size in: {err}"));
+    let mut words = after.split_whitespace();
+    let n: f64 = words.next().unwrap().parse().unwrap();
+    match words.next().unwrap() {
+        "MiB" => n,
+        "GiB" => n * 1024.0,
+        other => panic!("unexpected unit {other} in: {err}"),
+    }
+}
+
+/// Linear memory grows in place into nearly all of the VM: it used to be
+/// an allocation grown by copying, which stopped at about half.
+#[test]
+fn linear_memory_grows_to_nine_tenths_of_the_vm() {
+    let path = fixture("memory_hog.wat");
+    for (memory, mib) in [("1G", 1024.0), ("4G", 4096.0)] {
+        let out = run(&["run", "--memory", memory, path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: out of memory"), "{err}");
+        let asked = asked_mib(&err);
+        assert!(
+            asked >= 0.9 * mib,
+            "at --memory {memory} the module got only {asked} MiB: {err}"
+        );
+        assert!(
+            err.contains(&format!("this VM's {} GiB of memory", mib as u64 / 1024)),
+            "{err}"
+        );
+    }
+}
+
+/// A memory64 module's out-of-memory message gives its size as asked.
+#[test]
+fn a_memory64_grow_is_reported_at_its_size() {
+    let path = fixture("memory64_grow.wat");
+    let out = run(&["run", path.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("asked for 16 TiB of linear memory"), "{err}");
+}
+
 #[test]
 fn output_beyond_the_limit_is_cut_off() {
     let path = fixture("flood.wat");

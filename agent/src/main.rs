@@ -17,6 +17,7 @@ mod cpu;
 mod files;
 mod heap;
 mod limits;
+mod linear;
 mod misbehave;
 mod port;
 mod rt;
@@ -63,6 +64,7 @@ fn prepare(boot: &BootInfo) -> Result<(Engine, Module, Linker<Ctx>), String> {
     // run on, so every feature it reports is really usable.
     unsafe { config.detect_host_feature(cpu::detect_feature) };
     config.with_custom_code_memory(Some(Arc::new(IdentityCodeMemory)));
+    config.with_host_memory(Arc::new(linear::Creator));
     let engine = Engine::new(&config).map_err(|e| format!("engine: {e}"))?;
 
     let len = usize::try_from(boot.module_len).map_err(|_| String::from("module too large"))?;
@@ -149,7 +151,8 @@ pub extern "C" fn agent_main() -> ! {
         Ok(fs) => fs,
         Err(e) => fail(&mut channel, &e),
     };
-    let mut store = Store::new(&engine, Ctx::new(channel, limits::Limits::new(heap), fs));
+    let limits = limits::Limits::new(boot.mem_size, heap);
+    let mut store = Store::new(&engine, Ctx::new(channel, limits, fs));
     store.limiter(|ctx| &mut ctx.limits);
     // Clocks run during instantiation and `wisp_init` too (a wait there
     // must end); each request restarts them at its own time.
