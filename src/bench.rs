@@ -64,8 +64,21 @@ pub fn time(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
 /// Prints one result row and returns its summary.
 pub fn row(name: &str, samples: &[Duration]) -> Summary {
     let summary = Summary::of(samples).expect("at least one run");
-    println!("{name:<44} {summary}");
+    println!("{name:<44} {}", columns(&summary));
     summary
+}
+
+/// A row's columns: p50, p99, min and max in milliseconds, and the count.
+fn columns(s: &Summary) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "p50 {:>9.3} ms  p99 {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  (n={})",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.min),
+        ms(s.max),
+        s.count
+    )
 }
 
 /// The ratio of two medians.
