@@ -1,8 +1,9 @@
 //! `wisp-bench` end to end, shrunk: every scenario runs against a real
 //! daemon with real micro-VMs, and the results it writes must hold up.
 //!
-//! It measures the `wisp` binary beside it, which `cargo test --workspace`
-//! builds; `cargo test -p wisp-bench` alone does not rebuild it.
+//! It measures the `wisp` binary beside `wisp-bench`, which cargo builds
+//! only with its own package: `cargo test --workspace` builds both, while
+//! this test run alone measures whichever `wisp` was built last.
 
 use std::process::Command;
 
