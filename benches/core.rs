@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wisp::bench::{ratio, require_kvm, row, runs_arg, time};
 use wisp::compile::Compiler;
+use wisp_bench::harness::{ratio, require_kvm, row, runs_arg, time};
 use wisp_vmm::{BufferIo, Invocation, Outcome, Vm, VmConfig};
 
 const FIB_N: u32 = 30;

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
-use wisp::bench::{count_arg, require_kvm, row, runs_arg};
 use wisp::client::Client;
 use wisp::compile::Compiler;
 use wisp::daemon::images::guest_files;
-use wisp::daemon::process::DaemonProcess;
+use wisp_bench::daemon_process::DaemonProcess;
+use wisp_bench::harness::{count_arg, require_kvm, row, runs_arg};
 use wisp_images::{oci, ArtifactCache, Store, Tag};
 use wisp_vmm::{BufferIo, Image, Invocation, Outcome, Vm, VmConfig};
 

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{self, DeployRequest, FunctionConfig};
-use wisp::bench::require_kvm;
 use wisp::client::{Client, Connection, Response};
-use wisp::daemon::process::DaemonProcess;
 use wisp::stats::Summary;
+use wisp_bench::daemon_process::DaemonProcess;
+use wisp_bench::harness::require_kvm;
 
 /// Concurrent clients per level.
 const LEVELS: [usize; 4] = [1, 16, 256, 1000];

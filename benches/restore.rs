@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wisp::bench::{proc_kib, ratio, require_kvm, row, runs_arg, time};
 use wisp::compile::Compiler;
 use wisp::stats::Summary;
+use wisp_bench::harness::{ratio, require_kvm, row, runs_arg, time};
+use wisp_bench::procfs::proc_kib;
 use wisp_vmm::{BufferIo, Image, Invocation, Outcome, Prefault, Shell, Vm, VmConfig};
 
 /// Shells are pre-created in batches of this many, outside the timing.

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
-use wisp::bench::{count_arg, proc_kib, require_kvm};
 use wisp::client::Connection;
-use wisp::daemon::process::DaemonProcess;
+use wisp_bench::daemon_process::DaemonProcess;
+use wisp_bench::harness::{count_arg, require_kvm};
+use wisp_bench::procfs::proc_kib;
 
 /// Concurrent clients.
 const CLIENTS: usize = 32;

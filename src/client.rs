@@ -77,7 +77,7 @@ const IDLE_CHECK_AFTER: Duration = Duration::from_millis(5);
 ///
 /// The close must be noticed before writing, not after: a runtime that
 /// was not running while the connection sat idle (a single-threaded one
-/// outside `block_on`, as `wisp bench` uses) has not yet read the EOF and
+/// outside `block_on`, as `wisp-bench` uses) has not yet read the EOF and
 /// would write into the closed socket (`Broken pipe`). So a connection
 /// idle for a while first yields once, which lets the runtime poll its
 /// I/O driver and hyper see the close, and then hands the request back

@@ -5,9 +5,7 @@
 //! `wisp-abi`.
 
 pub mod api;
-pub mod bench;
 pub mod client;
-pub mod coldstart;
 pub mod compile;
 pub mod daemon;
 pub mod hostfs;

@@ -39,9 +39,6 @@ enum Command {
     /// images (a module and its files, as OCI images) in a local store.
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
-    /// Measure cold, warm, fresh-boot, burst and density against a private
-    /// daemon, and the same functions through the alternatives.
-    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,7 +52,6 @@ fn main() -> ExitCode {
         Command::Ls(args) => cmd::client::ls(args),
         Command::Inspect(args) => cmd::client::inspect(args),
         Command::Rm(args) => cmd::client::rm(args),
-        Command::Bench(args) => cmd::bench::run(args),
         Command::Image(command) => cmd::image::run(command),
     };
     match result {

@@ -1,6 +1,6 @@
-//! Latency summaries for benchmarks: percentiles over a set of samples.
+//! Latency percentiles over a set of samples: the daemon's recent p50/p99
+//! per function (`GET /v1/functions/{name}`), and every benchmark's rows.
 
-use std::fmt;
 use std::time::Duration;
 
 /// Percentiles of a set of latency samples.
@@ -46,25 +46,6 @@ impl Summary {
             max: sorted[sorted.len() - 1],
             mean: total / sorted.len() as u32,
         })
-    }
-}
-
-/// Milliseconds with microsecond precision.
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "p50 {:>9.3} ms  p99 {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  (n={})",
-            ms(self.p50),
-            ms(self.p99),
-            ms(self.min),
-            ms(self.max),
-            self.count
-        )
     }
 }
 

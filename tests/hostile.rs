@@ -234,7 +234,7 @@ fn the_memory_budget_bounds_running_instances() {
 /// The daemon's peak resident size, from /proc.
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    wisp::bench::proc_kib(&status, "VmHWM").unwrap()
+    wisp_bench::procfs::proc_kib(&status, "VmHWM").unwrap()
 }
 
 /// Settings that could never run are refused at deploy with a 400, and
@@ -347,7 +347,7 @@ fn exhaustion_is_503_with_retry_after() {
 /// The process's virtual size in bytes.
 fn vm_size(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    wisp::bench::proc_kib(&status, "VmSize").unwrap() << 10
+    wisp_bench::procfs::proc_kib(&status, "VmSize").unwrap() << 10
 }
 
 /// Sets `pid`'s soft RLIMIT_AS to `bytes`; returns the old soft limit.

@@ -459,7 +459,7 @@ fn a_request_that_may_have_reached_the_server_is_not_sent_again() {
 /// alternatives run, then deploys the burst's function.
 #[test]
 fn the_benchmarks_daemon_connection_survives_a_long_idle_period() {
-    use wisp::coldstart::daemon::{BenchDaemon, Function};
+    use wisp_bench::coldstart::daemon::{BenchDaemon, Function};
     common::require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = BenchDaemon::start(

@@ -44,7 +44,7 @@ fn wisp(program: &Path, flags: &[&str], args: &[&str]) -> Output {
 
 /// `wasmtime run`, if the CLI is installed.
 fn wasmtime(program: &Path, dir: (&Path, &str), args: &[&str]) -> Option<Output> {
-    let wasmtime = wisp::coldstart::process::find_program("wasmtime")?;
+    let wasmtime = wisp_bench::coldstart::process::find_program("wasmtime")?;
     let output = Command::new(wasmtime)
         .arg("run")
         .arg("--dir")

@@ -1,6 +1,5 @@
 //! One module per `wisp` subcommand, plus the options they share.
 
-pub mod bench;
 pub mod client;
 pub mod image;
 pub mod run;

@@ -36,7 +36,6 @@ pub mod metrics;
 pub mod pool;
 pub mod pool_manager;
 pub mod privileges;
-pub mod process;
 pub mod recovery;
 pub mod registry;
 pub mod server;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hyper::Method;
 use wisp::api::{DeployRequest, FunctionConfig};
 use wisp::client::{Client, Response};
-use wisp::daemon::process::DaemonProcess;
+use wisp_bench::daemon_process::DaemonProcess;
 
 /// A running daemon; killed when dropped, its log printed if the test
 /// failed.

@@ -1,19 +1,27 @@
-//! `wisp bench`: the operator benchmark (`wisp::coldstart`).
+//! `wisp-bench`: the operator benchmark ([`wisp_bench::coldstart`]), a
+//! program of its own so that the `wisp` binary links neither charts nor
+//! progress bars. `scripts/bench-coldstart` builds what it measures and
+//! runs it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::Args;
-use clap::ValueEnum;
-use wisp::coldstart::{self, plot, Alternative, Plan};
+use anyhow::{ensure, Context, Result};
+use clap::{Parser, ValueEnum};
+use wisp_bench::coldstart::{self, plot, Alternative, Plan};
 
-#[derive(Args)]
-pub struct BenchArgs {
+/// Measure cold, warm, fresh-boot, burst and density against a private
+/// daemon, and the same functions through the alternatives.
+#[derive(Parser)]
+#[command(name = "wisp-bench")]
+struct BenchArgs {
     /// Results directory [default: ./wisp-bench-<unix time>].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The `wisp` binary to measure [default: the one beside this program].
+    #[arg(long)]
+    wisp: Option<PathBuf>,
     /// Invocations per daemon scenario (cold, warm).
     #[arg(long, default_value_t = 2000)]
     runs: usize,
@@ -45,14 +53,21 @@ pub struct BenchArgs {
     no_alternatives: bool,
 }
 
+fn main() -> ExitCode {
+    run(BenchArgs::parse()).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs the benchmark, prints the table and writes results and charts.
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    wisp::bench::require_kvm();
+fn run(args: BenchArgs) -> Result<ExitCode> {
+    wisp_bench::harness::require_kvm();
     let plan = Plan {
-        wisp: std::env::current_exe().context("finding the wisp binary")?,
+        wisp: wisp_binary(args.wisp)?,
         out: args
             .out
-            .unwrap_or_else(|| coldstart::default_out(std::path::Path::new("."))),
+            .unwrap_or_else(|| coldstart::default_out(Path::new("."))),
         runs: args.runs.max(1),
         process_runs: args.process_runs.max(1),
         burst_clients: args.burst,
@@ -92,4 +107,22 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `wisp` binary to measure: `--wisp`, else the one built or installed
+/// beside this program (cargo puts both in one directory).
+fn wisp_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(wisp) = given {
+        ensure!(wisp.is_file(), "--wisp {}: no such program", wisp.display());
+        return Ok(wisp);
+    }
+    let beside = std::env::current_exe()
+        .context("finding the wisp-bench binary")?
+        .with_file_name("wisp");
+    ensure!(
+        beside.is_file(),
+        "no `wisp` beside this program ({}): build it (cargo build --release --workspace) or give --wisp",
+        beside.display()
+    );
+    Ok(beside)
 }

@@ -10,11 +10,12 @@ use bytes::Bytes;
 use hyper::Method;
 use serde::Serialize;
 
+use wisp::api::{self, DeployRequest, FunctionConfig, FunctionInfo};
+use wisp::client::{Connection, Response};
+
 use super::series::{measure, progress, Sample, Series, Start};
-use crate::api::{self, DeployRequest, FunctionConfig, FunctionInfo};
-use crate::bench::proc_kib;
-use crate::client::{Connection, Response};
-use crate::daemon::process::DaemonProcess;
+use crate::daemon_process::DaemonProcess;
+use crate::procfs::proc_kib;
 
 /// A request taking longer than this is an error (the daemon is stuck).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,7 +1,9 @@
-//! `wisp bench` end to end, shrunk: every scenario runs against a real
+//! `wisp-bench` end to end, shrunk: every scenario runs against a real
 //! daemon with real micro-VMs, and the results it writes must hold up.
-
-mod common;
+//!
+//! It measures the `wisp` binary beside `wisp-bench`, which cargo builds
+//! only with its own package: `cargo test --workspace` builds both, while
+//! this test run alone measures whichever `wisp` was built last.
 
 use std::process::Command;
 
@@ -9,11 +11,11 @@ use serde_json::Value;
 
 #[test]
 fn bench_runs_every_scenario_and_writes_its_results() {
-    common::require_kvm();
+    require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
-    let output = Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .args(["bench", "--runs", "30", "--process-runs", "3"])
+    let output = Command::new(env!("CARGO_BIN_EXE_wisp-bench"))
+        .args(["--runs", "30", "--process-runs", "3"])
         .args([
             "--burst",
             "50",
@@ -126,7 +128,7 @@ fn bench_runs_every_scenario_and_writes_its_results() {
 
 #[test]
 fn bench_rejects_bad_inputs_before_measuring() {
-    common::require_kvm();
+    require_kvm();
     let dir = tempfile::tempdir().unwrap();
     for (args, message) in [
         (
@@ -137,10 +139,13 @@ fn bench_rejects_bad_inputs_before_measuring() {
             ["--wasmtime", "/nonexistent/wasmtime"],
             "--wasmtime /nonexistent/wasmtime: no such program",
         ),
+        (
+            ["--wisp", "/nonexistent/wisp"],
+            "--wisp /nonexistent/wisp: no such program",
+        ),
     ] {
         let out = dir.path().join("results");
-        let output = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .arg("bench")
+        let output = Command::new(env!("CARGO_BIN_EXE_wisp-bench"))
             .args(args)
             .arg("--out")
             .arg(&out)
@@ -153,5 +158,13 @@ fn bench_rejects_bad_inputs_before_measuring() {
             "{stderr}"
         );
         assert!(!out.exists(), "nothing is written for a bad command line");
+    }
+}
+
+/// Fails the test loudly if KVM is not usable here: the benchmark boots
+/// real micro-VMs.
+fn require_kvm() {
+    if let Err(e) = wisp_bench::harness::kvm_usable() {
+        panic!("\n\n*** /dev/kvm is not usable ({e}): this test boots real micro-VMs. ***\n\n");
     }
 }

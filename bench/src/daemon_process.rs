@@ -1,13 +1,13 @@
 //! A `wisp serve` run as a child process on a private socket and state
-//! directory: what the benchmarks, the integration tests and operator
-//! scripts use to get a real daemon. Killed when dropped.
+//! directory: what the benchmarks and the integration tests use to get a
+//! real daemon. Killed when dropped.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
+use wisp::client::Client;
 
 /// How long a daemon may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,4 +1,4 @@
-//! The results of a `wisp bench` run: the table people read, the targets,
+//! The results of a `wisp-bench` run: the table people read, the targets,
 //! and every sample as CSV and JSON for whoever wants to look further.
 
 use std::fmt::Write as _;

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-
-use crate::stats::Summary;
+use wisp::stats::Summary;
 
 /// How an invocation started, as the daemon reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::bench::proc_kib;
+use crate::procfs::proc_kib;
 
 /// What the results were measured on.
 #[derive(Clone, Debug, Serialize)]

@@ -1,4 +1,4 @@
-//! The operator benchmark behind `wisp bench` and `scripts/bench-coldstart`:
+//! The operator benchmark behind `wisp-bench` and `scripts/bench-coldstart`:
 //! wisp's cold, warm, fresh-boot, burst and density scenarios against a
 //! real daemon, and the same functions through the alternatives a user
 //! would otherwise pick (a native process, `wasmtime run`, a `crun`
@@ -31,7 +31,7 @@ use self::report::{Report, Skipped, COLD, ECHO, NATIVE, WARM, WASMTIME};
 use self::series::Start;
 
 /// The trivial function: wisp's example.
-const HELLO_WAT: &[u8] = include_bytes!("../../examples/hello.wat");
+const HELLO_WAT: &[u8] = include_bytes!("../../../examples/hello.wat");
 /// What it prints.
 const HELLO_OUT: &[u8] = b"hello, world!\n";
 

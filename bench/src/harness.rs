@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stats::Summary;
+use wisp::stats::Summary;
 
 /// `--runs N` from the benchmark's command line, else `default`.
 pub fn runs_arg(default: usize) -> usize {
@@ -28,23 +28,19 @@ pub fn count_arg(flag: &str, default: usize) -> usize {
     }
 }
 
-/// A `Name:  value kB` field of a `/proc` file's text (`/proc/meminfo`,
-/// `/proc/<pid>/status`, `smaps_rollup`), in KiB.
-pub fn proc_kib(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
+/// Whether `/dev/kvm` opens for reading and writing, as booting a VM needs.
+pub fn kvm_usable() -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
 }
 
 /// Exits with a loud message unless `/dev/kvm` can be opened: every
 /// benchmark here boots real micro-VMs.
 pub fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = kvm_usable() {
         eprintln!("*** /dev/kvm is not usable ({e}): this benchmark boots real micro-VMs. ***");
         std::process::exit(1);
     }
@@ -64,8 +60,21 @@ pub fn time(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
 /// Prints one result row and returns its summary.
 pub fn row(name: &str, samples: &[Duration]) -> Summary {
     let summary = Summary::of(samples).expect("at least one run");
-    println!("{name:<44} {summary}");
+    println!("{name:<44} {}", columns(&summary));
     summary
+}
+
+/// A row's columns: p50, p99, min and max in milliseconds, and the count.
+fn columns(s: &Summary) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "p50 {:>9.3} ms  p99 {:>9.3} ms  min {:>9.3} ms  max {:>9.3} ms  (n={})",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.min),
+        ms(s.max),
+        s.count
+    )
 }
 
 /// The ratio of two medians.

@@ -6,11 +6,11 @@
 use std::sync::mpsc;
 
 use anyhow::{Context, Result};
+use wisp::compile::Compiler;
 use wisp_vmm::{BufferIo, Invocation, Outcome, Vm, VmConfig};
 
 use super::daemon::Function;
 use super::series::{measure, Series, Start};
-use crate::compile::Compiler;
 
 /// Boots, runs and discards a VM `runs` times.
 pub fn fresh_boot(function: &Function, runs: usize) -> Result<Series> {
