@@ -143,7 +143,7 @@ fn measure(case: &Case, module_wasm: &[u8], runs: usize, cold_runs: usize) {
         "{} — {} files, {:.1} MiB in files:",
         case.label,
         files_seen.0,
-        files_seen.1 as f64 / (1 << 20) as f64
+        files_seen.1 as f64 / f64::from(1 << 20)
     );
     let import = row("  import (OCI layout tar → store)", &import);
     let read = row("  read module (checked)", &read_module);

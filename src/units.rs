@@ -34,8 +34,8 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("99999999999G").is_err());
+        parse_size("lots").unwrap_err();
+        parse_size("12X").unwrap_err();
+        parse_size("99999999999G").unwrap_err();
     }
 }

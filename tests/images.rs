@@ -500,7 +500,7 @@ fn a_flipped_byte_in_a_stored_blob_is_caught() {
     ]);
     let store = Store::open(&store_dir).unwrap();
     let image = store.open_image("hello:1").unwrap();
-    let layer = wisp_images::Digest::from_oci(image.file_layers()[0].digest()).unwrap();
+    let layer = Digest::from_oci(image.file_layers()[0].digest()).unwrap();
     let path = store.blobs().path(&layer);
     let mut bytes = fs::read(&path).unwrap();
     bytes[600] ^= 0x04;
@@ -654,7 +654,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
         .filter_map(|l| l.strip_prefix("evicted image "))
         .collect();
     assert_eq!(evicted, ["old:1", "mid:1"], "{out}");
-    assert!(store.resolve("new:1").is_ok());
+    store.resolve("new:1").unwrap();
     for d in images[3].blob_digests() {
         store.blobs().verify(&d).unwrap();
     }
@@ -674,7 +674,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
         "{}",
         common::stderr(&out)
     );
-    assert!(store.resolve("new:1").is_err());
+    store.resolve("new:1").unwrap_err();
     assert_eq!(
         store.open_image("deployed:1").unwrap().module().unwrap(),
         module
@@ -1011,7 +1011,7 @@ fn import_refuses_bad_file_layers_naming_the_layer_and_the_entry() {
     // A good image first (a leading `/` is stripped, as containerd does),
     // so that "unchanged" means something.
     let mut good = Layout::new(&dir.path().join("good"));
-    let layer = raw_tar(&[("/etc/app.toml", tar::EntryType::Regular, b"x = 1")]);
+    let layer = raw_tar(&[("/etc/app.toml", Regular, b"x = 1")]);
     wasm_artifact(&mut good, &module, TAR, &layer, "good:1");
     ok(&["image", "import", s(&good.root), "--store", s(&store_dir)]);
     let image = Store::open(&store_dir)

@@ -259,7 +259,7 @@ fn the_filter_allows_what_invocations_do() {
                 return 5;
             }
             let mut cpus: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of_val(&cpus), &mut cpus) != 0 {
+            if libc::sched_getaffinity(0, size_of_val(&cpus), &mut cpus) != 0 {
                 return 6;
             }
         }
@@ -280,6 +280,7 @@ fn other_system_calls_fail_with_eperm() {
     let overcommit = CString::new("/proc/sys/vm/overcommit_memory").unwrap();
     // SAFETY (all closures): raw system calls; none is harmful if it were
     // let through, and then the test fails.
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     denied("openat for writing", || unsafe {
         libc::openat(
             libc::AT_FDCWD,
@@ -291,6 +292,7 @@ fn other_system_calls_fail_with_eperm() {
     });
     assert!(!written.exists());
     // What glibc's malloc opens the first time it shrinks a thread's heap.
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     denied("openat of overcommit_memory", || unsafe {
         libc::openat(
             libc::AT_FDCWD,
@@ -299,6 +301,7 @@ fn other_system_calls_fail_with_eperm() {
         )
         .into()
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     denied("madvise(MADV_DONTFORK)", || unsafe {
         let page = libc::mmap(
             std::ptr::null_mut(),
@@ -310,10 +313,12 @@ fn other_system_calls_fail_with_eperm() {
         );
         libc::madvise(page, 4096, libc::MADV_DONTFORK).into()
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     denied("a realtime-clock timer", || unsafe {
         let mut timer: libc::timer_t = std::ptr::null_mut();
         libc::timer_create(libc::CLOCK_REALTIME, std::ptr::null_mut(), &mut timer).into()
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     denied("sysinfo", || unsafe {
         let mut info: libc::sysinfo = std::mem::zeroed();
         libc::sysinfo(&mut info).into()
@@ -328,28 +333,34 @@ fn reaching_system_calls_kill_the_process() {
     let envp = [std::ptr::null()];
     // SAFETY (all closures): raw system calls; none is harmful if it were
     // let through, and then the test fails.
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("socket", || unsafe {
         libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("execve", || unsafe {
         libc::execve(true_bin.as_ptr(), argv.as_ptr(), envp.as_ptr());
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("fork", || unsafe {
         if libc::fork() == 0 {
             libc::syscall(libc::SYS_exit, 0);
         }
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("ptrace", || unsafe {
         libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("a signal to another process", || unsafe {
         libc::kill(1, 0);
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("an executable mapping", || unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -361,6 +372,7 @@ fn reaching_system_calls_kill_the_process() {
         );
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("making memory executable", || unsafe {
         let page = libc::mmap(
             std::ptr::null_mut(),
@@ -373,6 +385,7 @@ fn reaching_system_calls_kill_the_process() {
         libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC);
         0
     });
+    // SAFETY: raw system calls on valid arguments, in a forked child.
     killed("a non-KVM ioctl", || unsafe {
         let mut n: libc::c_int = 0;
         libc::ioctl(0, libc::FIONREAD, &mut n);

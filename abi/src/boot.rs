@@ -40,7 +40,7 @@ pub struct BootInfo {
 
 impl BootInfo {
     /// Size of the encoded record.
-    pub const SIZE: usize = core::mem::size_of::<BootInfo>();
+    pub const SIZE: usize = size_of::<BootInfo>();
 
     /// The record as the bytes the agent reads through a `#[repr(C)]` pointer.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {

@@ -9,6 +9,7 @@
 //!
 //! It depends on `wisp`, never the other way round, so the daemon links
 //! none of it (no charts, no progress bars, no test helpers).
+#![forbid(unsafe_code)]
 
 pub mod coldstart;
 pub mod daemon_process;

@@ -2,6 +2,7 @@
 //! program of its own so that the `wisp` binary links neither charts nor
 //! progress bars. `scripts/bench-coldstart` builds what it measures and
 //! runs it.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

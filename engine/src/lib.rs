@@ -6,6 +6,7 @@
 //! artifact whose tunables differ from the loading engine's, so both sides
 //! build their `Config` here and cannot drift.
 #![no_std]
+#![forbid(unsafe_code)]
 
 use wasmtime::Config;
 

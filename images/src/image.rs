@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn modules_are_checked() {
-        assert!(check_module(b"\0asm\x01\0\0\0").is_ok());
+        check_module(b"\0asm\x01\0\0\0").unwrap();
         assert!(matches!(check_module(b"(module)"), Err(Error::NotWasm(_))));
         let err = check_module(b"\0asm\x0d\0\x01\0").unwrap_err();
         assert!(err.to_string().contains("component"), "{err}");

@@ -18,8 +18,7 @@
 //! - [`oci`]: OCI image layout import and export (directory and tar)
 //! - [`artifacts`]: the compiled-artifact cache (memory and disk)
 //! - [`gc`]: garbage collection
-
-#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod artifacts;
 pub mod blobs;

@@ -197,8 +197,8 @@ mod tests {
             Reference::parse("abcd").unwrap(),
             Reference::Tag(_)
         ));
-        assert!(Reference::parse("sha256:xyz").is_err());
-        assert!(Reference::parse("sha256:ab").is_err());
+        Reference::parse("sha256:xyz").unwrap_err();
+        Reference::parse("sha256:ab").unwrap_err();
         assert!(matches!(
             Reference::parse("Bad Ref").unwrap_err(),
             Error::InvalidReference { .. }

@@ -39,7 +39,6 @@
 //! # Ok(())
 //! # }
 //! ```
-#![deny(missing_docs)]
 
 mod builder;
 mod cpu;

@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn compat_reports_the_first_differing_field() {
-        assert!(compat().check(&compat()).is_ok());
+        compat().check(&compat()).unwrap();
         let mut other = compat();
         other.abi_version += 1;
         match compat().check(&other) {

@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn names_are_checked_once_by_type() {
-        assert!(FunctionName::parse("hello-1_x").is_ok());
+        FunctionName::parse("hello-1_x").unwrap();
         for bad in ["", "-x", "Upper", "a/b", &"x".repeat(64)] {
             let e = FunctionName::parse(bad).unwrap_err();
             assert_eq!(e.code, "invalid_name", "{bad}");
@@ -400,7 +400,7 @@ mod tests {
         assert!(check(&config).unwrap_err().contains("NUL"));
         let mut config = FunctionConfig::default();
         config.env.insert("FITS".into(), "x".repeat(60_000));
-        assert!(check(&config).is_ok());
+        check(&config).unwrap();
     }
 
     #[test]
@@ -421,7 +421,7 @@ mod tests {
             reserved: 3,
             ..FunctionConfig::default()
         };
-        assert!(check(&config).is_ok());
+        check(&config).unwrap();
     }
 
     #[test]

@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn the_default_image_store_is_the_default_daemons() {
-        let state = store::Store::open(&tempfile::tempdir().unwrap().path().join("s")).unwrap();
+        let state = Store::open(&tempfile::tempdir().unwrap().path().join("s")).unwrap();
         assert!(state.images_dir().ends_with("images"));
         assert_eq!(
             Path::new(DEFAULT_IMAGE_DIR),

@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(store.put_module(b"(module)").unwrap(), sha);
         assert_eq!(store.get_module(&sha).unwrap(), b"(module)");
         fs::write(store.module_path(&sha), b"tampered").unwrap();
-        assert!(store.get_module(&sha).is_err());
+        store.get_module(&sha).unwrap_err();
     }
 
     #[test]
@@ -147,7 +147,7 @@ mod tests {
         assert!(live.exists());
         assert!(!dead.exists() && !gone.exists());
         assert!(!gone.parent().unwrap().exists());
-        assert!(store.get_module(&keep).is_ok());
-        assert!(store.get_module(&drop).is_err());
+        store.get_module(&keep).unwrap();
+        store.get_module(&drop).unwrap_err();
     }
 }

@@ -17,7 +17,7 @@
 //! `no_std` + `alloc`, so it runs in the agent and is unit-tested on the
 //! host.
 #![no_std]
-#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -268,7 +268,7 @@ fn renumber_and_descriptor_limits() {
     assert_eq!(open(&mut v, 3, "c", oflags::CREAT, RW), Ok(a));
     let host = crate::Foreign {
         host: 7,
-        filetype: crate::filetype::DIRECTORY,
+        filetype: filetype::DIRECTORY,
         flags: 0,
         rights: rights::DIRECTORY,
         inheriting: rights::INHERITABLE,
@@ -277,7 +277,7 @@ fn renumber_and_descriptor_limits() {
     let f = v.add_foreign(host.clone()).unwrap();
     assert_eq!(v.prestat(f), Ok(&b"/work"[..]));
     assert_eq!(v.foreign(f), Some(&host));
-    assert_eq!(v.fdstat(f).unwrap().filetype, crate::filetype::DIRECTORY);
+    assert_eq!(v.fdstat(f).unwrap().filetype, filetype::DIRECTORY);
     // Renumbering over it hands back the host handle to close.
     assert_eq!(v.renumber(b, f), Ok(Some(7)));
     assert!(v.foreign(f).is_none() && !v.is_open(b));

@@ -279,7 +279,7 @@ mod tests {
             .file("x/y", b"1".to_vec())
             .unwrap();
         let files = builder.build();
-        let mut mounts = wisp_abi::files::mounts(files.bytes()).unwrap();
+        let mut mounts = files::mounts(files.bytes()).unwrap();
         let data = mounts.next().unwrap().unwrap();
         assert_eq!(data.path, b"/data");
         let entries: Vec<_> = data
@@ -324,8 +324,8 @@ mod tests {
         for bad in ["", "/x", "a/../b", "a//b", "./a"] {
             assert!(b.file(bad, vec![]).is_err(), "{bad}");
         }
-        assert!(FilesBuilder::new()
+        FilesBuilder::new()
             .host_dir(Path::new("/nonexistent"), "/x")
-            .is_err());
+            .unwrap_err();
     }
 }

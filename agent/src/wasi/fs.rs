@@ -606,7 +606,7 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
                 let n = match host_of(cx, dir) {
                     Some(host) => {
                         let mut c = Call::new(Op::Readlink, host);
-                        (c.a, c.s1) = (buf_len as u32 as u64, &path);
+                        (c.a, c.s1) = (u64::from(buf_len as u32), &path);
                         let (_, target) = remote::call(cx, &c)?;
                         let dst = m.slice_mut(buf, buf_len as u32)?;
                         let n = target.len().min(dst.len());

@@ -28,7 +28,7 @@ pub fn call(ctx: &mut Ctx, call: &Call<'_>) -> Result<(u64, Vec<u8>), Errno> {
     ctx.stdio.notified();
     ctx.channel.notify();
     let mut reply = None;
-    let crate::wasi::Ctx { channel, stdio, .. } = ctx;
+    let Ctx { channel, stdio, .. } = ctx;
     while let Some(got) = channel.recv(|m| match m {
         Incoming::FsReply(bytes) => Some(bytes.to_vec()),
         other => {

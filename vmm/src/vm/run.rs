@@ -366,9 +366,9 @@ mod tests {
     /// A 1-byte write to `NOTIFY` used to be taken as a notify.
     #[test]
     fn ports_take_their_own_width_only() {
-        assert!(check_width(ports::NOTIFY, 4).is_ok());
-        assert!(check_width(ports::PANIC, 4).is_ok());
-        assert!(check_width(ports::FAULT, 1).is_ok());
+        check_width(ports::NOTIFY, 4).unwrap();
+        check_width(ports::PANIC, 4).unwrap();
+        check_width(ports::FAULT, 1).unwrap();
         for (port, bytes) in [
             (ports::NOTIFY, 1),
             (ports::NOTIFY, 2),
