@@ -116,6 +116,148 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
     Ok(())
 }
 
+/// Pages in a 2 MiB block.
+const BLOCK_PAGES: u64 = LARGE_PAGE_SIZE / PAGE_SIZE;
+
+/// Which 2 MiB blocks of a snapshot's memory hold data. A block without
+/// any is backed by fresh anonymous memory in a restored VM (see
+/// [`anonymous_over`]): the guest's first touches of it then cost what a
+/// fresh VM's do (one transparent huge page for the block) instead of a
+/// host page fault per 4 KiB page through the file mapping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blocks {
+    data: Vec<bool>,
+}
+
+impl Blocks {
+    /// The blocks of `mem_size` bytes of memory whose data lies in the
+    /// page runs `data`. Runs past the end are ignored.
+    pub fn of(data: &[(u64, u64)], mem_size: u64) -> Blocks {
+        let count = mem_size.div_ceil(LARGE_PAGE_SIZE) as usize;
+        let mut blocks = vec![false; count];
+        for &(start, pages) in data {
+            let end = start.saturating_add(pages);
+            let (first, last) = (start / BLOCK_PAGES, end.div_ceil(BLOCK_PAGES));
+            for block in first..last.min(count as u64) {
+                blocks[block as usize] = true;
+            }
+        }
+        Blocks { data: blocks }
+    }
+
+    /// Every block counted as holding data (nothing is put over it).
+    pub fn all_data(mem_size: u64) -> Blocks {
+        Blocks {
+            data: vec![true; mem_size.div_ceil(LARGE_PAGE_SIZE) as usize],
+        }
+    }
+
+    /// The blocks without data, as merged `(first byte, length)` ranges.
+    pub fn holes(&self) -> Vec<(u64, u64)> {
+        let mut holes: Vec<(u64, u64)> = Vec::new();
+        for (block, _) in self.data.iter().enumerate().filter(|b| !*b.1) {
+            let start = block as u64 * LARGE_PAGE_SIZE;
+            match holes.last_mut() {
+                Some((s, len)) if *s + *len == start => *len += LARGE_PAGE_SIZE,
+                _ => holes.push((start, LARGE_PAGE_SIZE)),
+            }
+        }
+        holes
+    }
+
+    /// Splits page runs into those in blocks with data and, per block
+    /// without, `(block, pages written in it)`.
+    pub fn split(&self, runs: &[(u64, u64)]) -> (Vec<(u64, u64)>, Vec<(u64, Vec<(u64, u64)>)>) {
+        let (mut data, mut holes): (Vec<(u64, u64)>, Vec<(u64, Vec<(u64, u64)>)>) =
+            (Vec::new(), Vec::new());
+        for &(start, pages) in runs {
+            let mut page = start;
+            let end = start + pages;
+            while page < end {
+                let block = page / BLOCK_PAGES;
+                let stop = end.min((block + 1) * BLOCK_PAGES);
+                let run = (page, stop - page);
+                if self.data.get(block as usize).copied().unwrap_or(true) {
+                    data.push(run);
+                } else {
+                    match holes.last_mut() {
+                        Some((b, runs)) if *b == block => runs.push(run),
+                        _ => holes.push((block, vec![run])),
+                    }
+                }
+                page = stop;
+            }
+        }
+        (data, holes)
+    }
+}
+
+/// Puts fresh anonymous memory over the byte `ranges` of `mem` (replacing
+/// what was mapped there), asking for transparent huge pages: the ranges
+/// read as zeroes, and the guest's first touch of a 2 MiB block populates
+/// it whole.
+pub fn anonymous_over(mem: &GuestRam, ranges: &[(u64, u64)]) -> Result<()> {
+    let (base, size) = host_range(mem);
+    for &(offset, len) in ranges {
+        if offset.checked_add(len).is_none_or(|end| end > size as u64) {
+            return Err(Error::OutOfRange { addr: offset, len });
+        }
+        // SAFETY: the range lies inside this live mapping (checked above),
+        // which the VM owns; replacing its pages with zeroed anonymous ones
+        // invalidates no Rust reference (guest memory is only accessed
+        // through vm-memory's volatile API), and the mapping's owner unmaps
+        // the whole range, these pages included, when it is dropped.
+        let mapped = unsafe {
+            libc::mmap(
+                base.add(offset as usize).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(Error::MapMemory {
+                mib: len >> 20,
+                source: Box::new(std::io::Error::last_os_error()),
+            });
+        }
+        // Advisory: without huge pages it only costs speed.
+        let _ = madvise(mem, offset, len, libc::MADV_HUGEPAGE);
+    }
+    Ok(())
+}
+
+/// Brings the written pages of snapshot holes back to zero, block by
+/// block: a block mostly written is dropped whole (its huge page goes back
+/// to the host; the next touch takes a fresh zeroed one, as in a fresh
+/// VM), a block barely written has just those pages zeroed, so they stay
+/// resident for the next invocation. Returns the page runs dropped.
+pub fn clear_holes(mem: &GuestRam, holes: &[(u64, Vec<(u64, u64)>)]) -> Result<Vec<(u64, u64)>> {
+    const ZEROES: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+    let mut dropped = Vec::new();
+    for (block, runs) in holes {
+        let written: u64 = runs.iter().map(|r| r.1).sum();
+        if written * 2 >= BLOCK_PAGES {
+            madvise(
+                mem,
+                block * LARGE_PAGE_SIZE,
+                LARGE_PAGE_SIZE,
+                libc::MADV_DONTNEED,
+            )?;
+            dropped.push((block * BLOCK_PAGES, BLOCK_PAGES));
+            continue;
+        }
+        for &(start, pages) in runs {
+            for page in start..start + pages {
+                write(mem, page * PAGE_SIZE, &ZEROES)?;
+            }
+        }
+    }
+    Ok(dropped)
+}
+
 /// How [`populate`] pre-faults pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {
@@ -310,6 +452,43 @@ mod tests {
             page_runs(&[(0x1000, 1), (0x1fff, 2), (0x5000, 0), (0x8000, 0x2000)]),
             vec![(1, 2), (8, 2)]
         );
+    }
+
+    #[test]
+    fn blocks_without_data_are_the_holes() {
+        // 16 MiB: data in block 0, pages 600..700 (blocks 1), and block 5.
+        let blocks = Blocks::of(
+            &[(0, 10), (600, 100), (5 * 512 + 3, 1), (9999, 5)],
+            16 << 20,
+        );
+        assert_eq!(blocks.holes(), vec![(2 << 21, 3 << 21), (6 << 21, 2 << 21)]);
+        let (data, holes) = blocks.split(&[(5, 10), (1020, 10), (2 * 512, 3), (3 * 512 - 1, 2)]);
+        assert_eq!(data, vec![(5, 10), (1020, 4)]);
+        assert_eq!(
+            holes,
+            vec![
+                (2, vec![(1024, 6), (1024, 3), (1535, 1)]),
+                (3, vec![(1536, 1)])
+            ]
+        );
+        assert!(Blocks::all_data(16 << 20).holes().is_empty());
+    }
+
+    #[test]
+    fn anonymous_memory_over_holes_reads_zero_and_clears() {
+        let mem = create(16 << 20).unwrap();
+        write(&mem, 4 << 20, b"data").unwrap();
+        anonymous_over(&mem, &[(4 << 20, 2 << 20)]).unwrap();
+        assert_eq!(read(&mem, 4 << 20, 4).unwrap(), [0; 4]);
+        write(&mem, (4 << 20) + 8192, b"x").unwrap();
+        let dropped = clear_holes(&mem, &[(2, vec![(1026, 1)])]).unwrap();
+        assert!(dropped.is_empty());
+        assert_eq!(read(&mem, (4 << 20) + 8192, 1).unwrap(), [0]);
+        write(&mem, 4 << 20, &[1; 2 << 20]).unwrap();
+        let dropped = clear_holes(&mem, &[(2, vec![(1024, 512)])]).unwrap();
+        assert_eq!(dropped, vec![(1024, 512)]);
+        assert_eq!(read(&mem, 4 << 20, 8).unwrap(), [0; 8]);
+        assert!(anonymous_over(&mem, &[(15 << 20, 2 << 20)]).is_err());
     }
 
     #[test]

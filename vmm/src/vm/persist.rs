@@ -105,6 +105,8 @@ pub struct Image {
     working_set: WorkingSet,
     /// Runs of pages holding data in the memory file.
     data: Vec<(u64, u64)>,
+    /// Which 2 MiB blocks hold data; the others get anonymous memory.
+    blocks: memory::Blocks,
     module: Option<String>,
 }
 
@@ -139,19 +141,21 @@ impl Image {
             .memory_file()
             .try_clone()
             .map_err(|e| Error::MapSnapshot(Box::new(e)))?;
+        let data: Vec<(u64, u64)> = snap
+            .manifest()
+            .memory
+            .extents
+            .iter()
+            .map(|e| (e.start_page, e.pages))
+            .collect();
         Ok(Image {
             memory: Arc::new(memory),
             mem_size: vm.mem_size,
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
             working_set,
-            data: snap
-                .manifest()
-                .memory
-                .extents
-                .iter()
-                .map(|e| (e.start_page, e.pages))
-                .collect(),
+            blocks: memory::Blocks::of(&data, vm.mem_size),
+            data,
             module: snap.meta(META_MODULE).map(str::to_owned),
         })
     }
@@ -171,12 +175,18 @@ impl Image {
         &self.working_set
     }
 
-    /// Maps fresh guest memory holding the snapshot's contents.
+    /// Maps fresh guest memory holding the snapshot's contents: the file,
+    /// copy-on-write, where it has data, and anonymous memory (huge pages,
+    /// as a fresh VM has) over the 2 MiB blocks where it has none, so that
+    /// memory the snapshot never used costs a restored VM no more to touch
+    /// than a fresh one.
     fn map_memory(&self, how: Prefault) -> Result<GuestRam> {
         let mem = match how {
             Prefault::CopyToHugePages => memory::create(self.mem_size)?,
             Prefault::None | Prefault::WorkingSet => {
-                memory::map_private(&self.memory, self.mem_size)?
+                let mem = memory::map_private(&self.memory, self.mem_size)?;
+                memory::anonymous_over(&mem, &self.blocks.holes())?;
+                mem
             }
         };
         self.prepare(&mem, how)?;
@@ -241,6 +251,9 @@ impl Vm {
                     channel,
                     working_set: WorkingSet::default(),
                     data: Vec::new(),
+                    // Where the data is is not known yet: keep the file
+                    // mapping everywhere.
+                    blocks: memory::Blocks::all_data(mem_size),
                     module: None,
                 };
                 record_working_set(image, &self.config, invocation)?
@@ -287,9 +300,10 @@ impl Vm {
     /// Returns a restored VM to its snapshot's state, whatever its last
     /// invocation did: the pages the guest wrote (KVM's dirty log) and the
     /// host wrote (the channel's record) are copied back from the snapshot
-    /// file, then the vCPU and channel state are reloaded. Pages only read
-    /// stay mapped, with KVM's mappings of them, so the next invocation does
-    /// not fault them in again.
+    /// file where it has data, and zeroed (or, for a block mostly written,
+    /// dropped) where it has none; then the vCPU and channel state are
+    /// reloaded. Pages only read stay mapped, with KVM's mappings of them,
+    /// so the next invocation does not fault them in again.
     pub fn reset(&mut self) -> Result<()> {
         let image = self.image.clone().ok_or(Error::NotRestored("be reset"))?;
         let t0 = Instant::now();
@@ -304,7 +318,11 @@ impl Vm {
         self.note_written(&bitmap);
         let mut written = memory::bitmap_runs(&bitmap);
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
-        memory::copy_from_file(&self.mem, &image.memory, &memory::merge_runs(written))?;
+        let (data, holes) = image.blocks.split(&memory::merge_runs(written));
+        memory::copy_from_file(&self.mem, &image.memory, &data)?;
+        for (start, pages) in memory::clear_holes(&self.mem, &holes)? {
+            self.note_dropped(start, pages);
+        }
         let t1 = Instant::now();
         image.vcpu.reload(&self.shell.vcpu)?;
         self.channel.restore(&image.channel);
@@ -338,6 +356,16 @@ impl Vm {
     pub fn private_bytes(&self) -> u64 {
         let pages: u32 = self.written.iter().map(|w| w.count_ones()).sum();
         u64::from(pages) * PAGE_SIZE
+    }
+
+    /// Forgets `pages` pages from `start` as written: they went back to the
+    /// host.
+    fn note_dropped(&mut self, start: u64, pages: u64) {
+        for page in start..start + pages {
+            if let Some(word) = self.written.get_mut((page / 64) as usize) {
+                *word &= !(1 << (page % 64));
+            }
+        }
     }
 
     fn note_written(&mut self, bitmap: &[u64]) {
