@@ -119,6 +119,12 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
 /// Pages in a 2 MiB block.
 const BLOCK_PAGES: u64 = LARGE_PAGE_SIZE / PAGE_SIZE;
 
+/// Page runs `(first page, page count)`.
+pub type PageRuns = Vec<(u64, u64)>;
+
+/// Per block without snapshot data, `(block, pages written in it)`.
+pub type HoleWrites = Vec<(u64, PageRuns)>;
+
 /// Which 2 MiB blocks of a snapshot's memory hold data. A block without
 /// any is backed by fresh anonymous memory in a restored VM (see
 /// [`anonymous_over`]): the guest's first touches of it then cost what a
@@ -167,9 +173,8 @@ impl Blocks {
 
     /// Splits page runs into those in blocks with data and, per block
     /// without, `(block, pages written in it)`.
-    pub fn split(&self, runs: &[(u64, u64)]) -> (Vec<(u64, u64)>, Vec<(u64, Vec<(u64, u64)>)>) {
-        let (mut data, mut holes): (Vec<(u64, u64)>, Vec<(u64, Vec<(u64, u64)>)>) =
-            (Vec::new(), Vec::new());
+    pub fn split(&self, runs: &[(u64, u64)]) -> (PageRuns, HoleWrites) {
+        let (mut data, mut holes): (PageRuns, HoleWrites) = (Vec::new(), Vec::new());
         for &(start, pages) in runs {
             let mut page = start;
             let end = start + pages;
@@ -234,7 +239,7 @@ pub fn anonymous_over(mem: &GuestRam, ranges: &[(u64, u64)]) -> Result<()> {
 /// to the host; the next touch takes a fresh zeroed one, as in a fresh
 /// VM), a block barely written has just those pages zeroed, so they stay
 /// resident for the next invocation. Returns the page runs dropped.
-pub fn clear_holes(mem: &GuestRam, holes: &[(u64, Vec<(u64, u64)>)]) -> Result<Vec<(u64, u64)>> {
+pub fn clear_holes(mem: &GuestRam, holes: &[(u64, PageRuns)]) -> Result<PageRuns> {
     const ZEROES: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
     let mut dropped = Vec::new();
     for (block, runs) in holes {
