@@ -52,6 +52,11 @@ struct BenchArgs {
     /// Measure wisp's daemon scenarios only, none of the alternatives.
     #[arg(long, conflicts_with = "without")]
     no_alternatives: bool,
+    /// Another `wisp` binary (say, the build before a change): its daemon's
+    /// cold and warm scenarios run beside this one's, alternating, as the
+    /// `baseline cold` and `baseline warm` rows.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +71,10 @@ fn run(args: BenchArgs) -> Result<ExitCode> {
     wisp_bench::harness::require_kvm();
     let plan = Plan {
         wisp: wisp_binary(args.wisp)?,
+        baseline: match args.baseline {
+            Some(b) if !b.is_file() => anyhow::bail!("--baseline {}: no such program", b.display()),
+            b => b,
+        },
         out: args
             .out
             .unwrap_or_else(|| coldstart::default_out(Path::new("."))),

@@ -81,15 +81,16 @@ impl BenchDaemon {
         reserved: u32,
         max_ready: u32,
     ) -> Result<()> {
-        let request = DeployRequest::module(
-            &function.module,
-            FunctionConfig {
-                memory_mib: function.memory_mib,
-                reserved,
-                max_ready,
-                ..FunctionConfig::default()
-            },
-        );
+        let module = DeployRequest::module(&function.module, FunctionConfig::default());
+        // Only the settings the benchmark chooses, the rest left to the
+        // daemon's defaults: so a `--baseline` build from before a setting
+        // existed accepts the request too.
+        let request = serde_json::json!({
+            "module_base64": module.module_base64,
+            "memory_mib": function.memory_mib,
+            "reserved": reserved,
+            "max_ready": max_ready,
+        });
         self.request(
             Method::PUT,
             &format!("/v1/functions/{name}"),

@@ -27,7 +27,9 @@ use clap::ValueEnum;
 
 use self::daemon::{BenchDaemon, Function};
 use self::process::{find_program, ProcessRun};
-use self::report::{Report, Skipped, COLD, ECHO, NATIVE, WARM, WASMTIME};
+use self::report::{
+    Report, Skipped, BASELINE_COLD, BASELINE_WARM, COLD, ECHO, NATIVE, WARM, WASMTIME,
+};
 use self::series::Start;
 
 /// The trivial function: wisp's example.
@@ -60,6 +62,9 @@ pub struct Plan {
     pub wasmtime: Option<PathBuf>,
     /// Alternatives left out.
     pub without: Vec<Alternative>,
+    /// Another `wisp` build (say, the one before a change) whose daemon's
+    /// cold and warm scenarios run beside `wisp`'s, in the same run.
+    pub baseline: Option<PathBuf>,
 }
 
 /// The ways to run a function other than wisp's daemon.
@@ -150,27 +155,43 @@ pub fn run(plan: &Plan) -> Result<Report> {
     };
     let daemon_dir = plan.out.join("daemon");
     std::fs::create_dir_all(&daemon_dir)?;
-    let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, &["--memory-budget", "8G"])?;
+    let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, DAEMON_FLAGS)?;
+    let mut baseline = match &plan.baseline {
+        Some(wisp) => {
+            let dir = plan.out.join("baseline");
+            std::fs::create_dir_all(&dir)?;
+            let daemon = BenchDaemon::start(wisp, &dir, DAEMON_FLAGS)
+                .with_context(|| format!("starting the baseline {}", wisp.display()))?;
+            Some(daemon)
+        }
+        None => None,
+    };
 
     for f in &functions {
-        let cold = format!("{}-cold", f.label);
-        let warm = format!("{}-warm", f.label);
-        daemon.deploy(&cold, f, 0, 0)?;
-        daemon.deploy(&warm, f, 2, 2)?;
-        // A short untimed run first, so first-touch page-cache costs of a
-        // just-written snapshot don't land in the measured samples.
-        let _ = daemon.series(COLD, &cold, f, 10, Some(Start::Cold));
-        report
-            .series
-            .push(daemon.series(COLD, &cold, f, plan.runs, Some(Start::Cold)));
-        // A warm request can find both instances still being reset (they
-        // are reset after the response is sent) and start cold: that is
-        // what a client sees, so it is counted, not failed, and reported.
-        report
-            .series
-            .push(daemon.series(WARM, &warm, f, plan.runs, None));
-        daemon.delete(&cold)?;
-        daemon.delete(&warm)?;
+        let mut daemons = vec![(&mut daemon, [COLD, WARM])];
+        if let Some(baseline) = baseline.as_mut() {
+            daemons.push((baseline, [BASELINE_COLD, BASELINE_WARM]));
+        }
+        for (daemon, _) in &mut daemons {
+            deploy_cold_and_warm(daemon, f)?;
+        }
+        // Scenario by scenario, each daemon in turn, so that a drift of
+        // the machine lands on both builds alike.
+        for (which, start) in [(0, Some(Start::Cold)), (1, None)] {
+            for (daemon, labels) in &mut daemons {
+                let name = format!("{}-{}", f.label, ["cold", "warm"][which]);
+                // A warm request can find both instances still being reset
+                // (they are reset after the response is sent) and start
+                // cold: that is what a client sees, so it is counted, not
+                // failed, and reported.
+                let series = daemon.series(labels[which], &name, f, plan.runs, start);
+                report.series.push(series);
+            }
+        }
+        for (daemon, _) in &mut daemons {
+            daemon.delete(&format!("{}-cold", f.label))?;
+            daemon.delete(&format!("{}-warm", f.label))?;
+        }
         report.series.push(fresh::fresh_boot(f, plan.process_runs)?);
     }
 
@@ -204,6 +225,21 @@ pub fn run(plan: &Plan) -> Result<Report> {
     }
     report.skipped = skipped;
     Ok(report)
+}
+
+/// How the benchmark's daemons run: with room for every scenario.
+const DAEMON_FLAGS: &[&str] = &["--memory-budget", "8G"];
+
+/// Deploys `f` as `<label>-cold` (no pool: every invocation restores) and
+/// `<label>-warm` (two pooled instances), then makes a few untimed cold
+/// invocations, so first-touch page-cache costs of a just-written snapshot
+/// don't land in the measured samples.
+fn deploy_cold_and_warm(daemon: &mut BenchDaemon, f: &Function) -> Result<()> {
+    let cold = format!("{}-cold", f.label);
+    daemon.deploy(&cold, f, 0, 0)?;
+    daemon.deploy(&format!("{}-warm", f.label), f, 2, 2)?;
+    let _ = daemon.series(COLD, &cold, f, 10, Some(Start::Cold));
+    Ok(())
 }
 
 /// The process-per-invocation alternatives for `f` that this host has;

@@ -35,6 +35,10 @@ pub type Skipped = Vec<(String, String)>;
 pub const COLD: &str = "wisp cold";
 /// The warm scenario.
 pub const WARM: &str = "wisp warm";
+/// The cold scenario on the `--baseline` build.
+pub const BASELINE_COLD: &str = "baseline cold";
+/// The warm scenario on the `--baseline` build.
+pub const BASELINE_WARM: &str = "baseline warm";
 /// The native process alternative.
 pub const NATIVE: &str = "native fork/exec";
 /// A dynamically linked `/bin/echo` per invocation (hello only).
@@ -111,6 +115,20 @@ impl Report {
                 ratio(WARM),
                 s.failures()
             );
+        }
+        for (base, new) in [(BASELINE_COLD, COLD), (BASELINE_WARM, WARM)] {
+            for s in self.series.iter().filter(|s| s.scenario == base) {
+                if let Some((b, n)) = self.p50(base, &s.function).zip(self.p50(new, &s.function)) {
+                    let change = (n.as_secs_f64() / b.as_secs_f64() - 1.0) * 100.0;
+                    let _ = writeln!(
+                        out,
+                        "baseline: {new} {} p50 {:.3} ms against {:.3} ms ({change:+.1}%)",
+                        s.function,
+                        ms(n),
+                        ms(b)
+                    );
+                }
+            }
         }
         for s in &self.series {
             let cold = s.count(super::series::Start::Cold);
