@@ -474,6 +474,7 @@ fn the_benchmarks_daemon_connection_survives_a_long_idle_period() {
         input: Bytes::new(),
         expected: Bytes::from_static(b"hello, world!\n"),
         memory_mib: 16,
+        max_runs: usize::MAX,
     };
     daemon.deploy("before", &hello, 0, 1).unwrap();
     std::thread::sleep(PAST_IDLE);

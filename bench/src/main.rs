@@ -52,6 +52,10 @@ struct BenchArgs {
     /// Measure wisp's daemon scenarios only, none of the alternatives.
     #[arg(long, conflicts_with = "without")]
     no_alternatives: bool,
+    /// MiB the `touch` function writes, a byte per 4 KiB page, cold, warm,
+    /// freshly booted and through the alternatives (0 leaves it out).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(0..=i64::from(coldstart::MAX_TOUCH_MIB)))]
+    touch_mib: u32,
     /// Another `wisp` binary (say, the build before a change): its daemon's
     /// cold and warm scenarios run beside this one's, alternating, as the
     /// `baseline cold` and `baseline warm` rows.
@@ -71,6 +75,7 @@ fn run(args: BenchArgs) -> Result<ExitCode> {
     wisp_bench::harness::require_kvm();
     let plan = Plan {
         wisp: wisp_binary(args.wisp)?,
+        touch_mib: args.touch_mib,
         baseline: match args.baseline {
             Some(b) if !b.is_file() => anyhow::bail!("--baseline {}: no such program", b.display()),
             b => b,

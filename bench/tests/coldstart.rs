@@ -15,7 +15,7 @@ fn bench_runs_every_scenario_and_writes_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
     let output = Command::new(env!("CARGO_BIN_EXE_wisp-bench"))
-        .args(["--runs", "30", "--process-runs", "3"])
+        .args(["--runs", "30", "--process-runs", "3", "--touch-mib", "64"])
         .args([
             "--burst",
             "50",
@@ -86,6 +86,16 @@ fn bench_runs_every_scenario_and_writes_its_results() {
             "{scenario}: {unlike} of {runs} samples did not start {start}"
         );
     }
+    // The memory toucher: its own rows, at most 20 invocations each.
+    for (scenario, runs) in [("wisp cold", 20), ("wisp warm", 20), ("wisp fresh boot", 3)] {
+        let touch = series
+            .iter()
+            .find(|s| s["scenario"] == scenario && s["function"] == "touch")
+            .unwrap_or_else(|| panic!("no `{scenario}` touch series in {stdout}"));
+        let samples = touch["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), runs, "{scenario} touch");
+        assert!(samples.iter().all(|s| s["ok"] == true), "{touch}");
+    }
     assert!(series
         .iter()
         .all(|s| s["scenario"] != "wasmtime run" && s["scenario"] != "crun container"));
@@ -154,6 +164,10 @@ fn bench_rejects_bad_inputs_before_measuring() {
             "--wisp /nonexistent/wisp: no such program",
         ),
         (
+            ["--touch-mib", "5000"],
+            "invalid value '5000' for '--touch-mib <TOUCH_MIB>'",
+        ),
+        (
             ["--baseline", "/nonexistent/wisp"],
             "--baseline /nonexistent/wisp: no such program",
         ),
@@ -165,8 +179,9 @@ fn bench_rejects_bad_inputs_before_measuring() {
             .arg(&out)
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(1));
+        // 2 is clap's status for a command line it refuses itself.
         let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(matches!(output.status.code(), Some(1 | 2)), "{stderr}");
         assert!(
             stderr.contains("error:") && stderr.contains(message),
             "{stderr}"

@@ -42,6 +42,9 @@ pub struct Function {
     pub expected: Bytes,
     /// Guest memory.
     pub memory_mib: u32,
+    /// At most this many invocations per scenario: a heavy function's
+    /// rows need fewer samples than a trivial one's.
+    pub max_runs: usize,
 }
 
 impl BenchDaemon {
@@ -132,20 +135,25 @@ impl BenchDaemon {
         want: Option<Start>,
     ) -> Series {
         let path = format!("/v1/functions/{name}/invoke");
-        measure(scenario, &function.label, runs, || {
-            let response = self
-                .request(Method::POST, &path, function.input.clone())
-                .map_err(|e| format!("{e:#}"))?;
-            let start = check(&response, &function.expected)?;
-            if let Some(want) = want.filter(|&w| w != start) {
-                return Err(format!(
-                    "started {} instead of {}",
-                    start.as_str(),
-                    want.as_str()
-                ));
-            }
-            Ok(start)
-        })
+        measure(
+            scenario,
+            &function.label,
+            runs.min(function.max_runs),
+            || {
+                let response = self
+                    .request(Method::POST, &path, function.input.clone())
+                    .map_err(|e| format!("{e:#}"))?;
+                let start = check(&response, &function.expected)?;
+                if let Some(want) = want.filter(|&w| w != start) {
+                    return Err(format!(
+                        "started {} instead of {}",
+                        start.as_str(),
+                        want.as_str()
+                    ));
+                }
+                Ok(start)
+            },
+        )
     }
 
     /// Bytes of memory the daemon process has resident.

@@ -25,8 +25,11 @@ pub fn fresh_boot(function: &Function, runs: usize) -> Result<Series> {
         args: vec![function.label.clone().into_bytes()],
         env: vec![],
     };
-    let (teardown, dead) = mpsc::channel::<Vm>();
+    // Bounded: a heavy function's VMs must not pile up faster than the
+    // reaper frees them.
+    let (teardown, dead) = mpsc::sync_channel::<Vm>(2);
     let reaper = std::thread::spawn(move || dead.into_iter().for_each(drop));
+    let runs = runs.min(function.max_runs);
     let series = measure("wisp fresh boot", &function.label, runs, || {
         let mut vm = Vm::boot(config.clone(), &artifact).map_err(|e| format!("boot: {e}"))?;
         let mut io = BufferIo::with_stdin(&function.input[..]);

@@ -62,6 +62,8 @@ pub struct Plan {
     pub wasmtime: Option<PathBuf>,
     /// Alternatives left out.
     pub without: Vec<Alternative>,
+    /// MiB the `touch` function writes, one byte per page (0: no `touch`).
+    pub touch_mib: u32,
     /// Another `wisp` build (say, the one before a change) whose daemon's
     /// cold and warm scenarios run beside `wisp`'s, in the same run.
     pub baseline: Option<PathBuf>,
@@ -97,6 +99,46 @@ const HELLO_MIB: u32 = 16;
 /// Guest memory of the realistic function.
 const TRANSFORM_MIB: u32 = 64;
 
+/// Invocations per scenario of the `touch` function: each writes
+/// hundreds of MiB, so a few dozen samples give its p50.
+const TOUCH_RUNS: usize = 20;
+/// Most MiB `--touch-mib` may ask for (its VM has a third more memory).
+pub const MAX_TOUCH_MIB: u32 = 3000;
+
+/// A function that grows its linear memory by `mib` MiB and writes one byte
+/// in each 4 KiB page of it: what a function that really uses memory costs
+/// (first touches of pages, in a restored, reset or fresh VM alike).
+fn touch(mib: u32) -> Function {
+    let pages = mib * 16;
+    let end = 65536 + (u64::from(mib) << 20);
+    let wat = format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "touched\n")
+  (func (export "_start") (local $at i32)
+    (if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
+    (local.set $at (i32.const 65536))
+    (loop $touch
+      (i32.store8 (local.get $at) (i32.const 1))
+      (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+      (br_if $touch (i32.lt_u (local.get $at) (i32.const {end}))))
+    (i32.store (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 20) (i32.const 8))
+    (if (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24))
+      (then unreachable))))"#
+    );
+    Function {
+        label: "touch".into(),
+        module: wat.into_bytes(),
+        input: Bytes::new(),
+        expected: Bytes::from_static(b"touched\n"),
+        // Room for the agent and the module beside the touched memory.
+        memory_mib: (mib + mib / 3 + 32).next_multiple_of(2),
+        max_runs: TOUCH_RUNS,
+    }
+}
+
 /// The functions to measure, with what each must answer.
 fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
     let mut functions = vec![Function {
@@ -105,7 +147,11 @@ fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
         input: Bytes::new(),
         expected: Bytes::from_static(HELLO_OUT),
         memory_mib: HELLO_MIB,
+        max_runs: usize::MAX,
     }];
+    if plan.touch_mib > 0 {
+        functions.push(touch(plan.touch_mib));
+    }
     let mut skipped = Vec::new();
     let Some(dir) = &plan.functions_dir else {
         skipped.push((
@@ -134,6 +180,7 @@ fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
         input: Bytes::from(payload),
         expected: Bytes::from(expected.stdout),
         memory_mib: TRANSFORM_MIB,
+        max_runs: usize::MAX,
     });
     Ok((functions, skipped))
 }
@@ -197,7 +244,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
 
     for f in &functions {
         for alternative in alternatives(plan, f, &mut skipped)? {
-            match alternative.series(&f.label, plan.process_runs) {
+            match alternative.series(&f.label, plan.process_runs.min(f.max_runs)) {
                 Ok(series) => report.series.push(series),
                 Err(why) => skipped.push((format!("{} / {}", alternative.scenario, f.label), why)),
             }
