@@ -15,6 +15,7 @@ pub mod files;
 pub mod hostfs;
 pub mod layout;
 pub mod msg;
+pub mod paths;
 pub mod ports;
 pub mod wasi;
 
