@@ -21,4 +21,4 @@ pub mod wasi;
 
 /// Version of this contract. The host refuses to run an agent built against a
 /// different version (the agent reports it in its boot handshake).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
