@@ -9,24 +9,29 @@
 //! the guest's bytes along and copies the answer back.
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use cap_fs_ext::{
-    DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, OsMetadataExt,
-};
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OsMetadataExt};
 use cap_std::fs::{Dir, File, FileExt, Metadata, OpenOptions};
-use wisp_abi::hostfs::{encode_reply_header, Call, Op, REPLY_HEADER};
-use wisp_vfs::Errno;
+use wisp_abi::hostfs::{encode_reply_header, Call, Op, REPLY_HEADER, WRITE_APPEND};
+use wisp_abi::paths::{split_parent, strip_trailing_slashes, Base};
+use wisp_abi::wasi::{
+    check_fstflags, filetype, fstflags, oflags, open_flags_error, write_dirents, Errno, FileStat,
+    OpenMode, LOOKUP_SYMLINK_FOLLOW,
+};
 
 /// Most handles open at once.
 const MAX_HANDLES: usize = 1024;
 
-/// WASI's errno for a host error. cap-std refuses an escape with
-/// `PermissionDenied` and no OS error: `EPERM`, as wasmtime answers.
+/// WASI's errno for a host error, as wasmtime maps them. cap-std refuses
+/// an escape with `PermissionDenied` and no OS error: `EPERM`, as
+/// wasmtime answers. Where wasmtime answers `EIO` for an error WASI has
+/// a name for (`EROFS`, on a read-only mount), the name is kept (README,
+/// "Conformance with `wasmtime run`").
 fn wasi_errno(e: &io::Error) -> Errno {
     let Some(code) = e.raw_os_error() else {
         return match e.kind() {
@@ -59,6 +64,12 @@ fn wasi_errno(e: &io::Error) -> Errno {
         libc::ELOOP => Errno::Loop,
         libc::EOPNOTSUPP => Errno::Notsup,
         libc::EOVERFLOW => Errno::Overflow,
+        libc::EPIPE => Errno::Pipe,
+        libc::ENOMEM => Errno::Nomem,
+        libc::EILSEQ => Errno::Ilseq,
+        libc::EALREADY => Errno::Already,
+        libc::EINPROGRESS => Errno::Inprogress,
+        libc::EINTR => Errno::Intr,
         _ => Errno::Io,
     }
 }
@@ -156,32 +167,18 @@ impl HostDirs {
             Op::Read => {
                 let file = self.file(c.h)?;
                 let n = (c.a as usize).min(out.len());
-                let read = if c.b == u64::MAX {
-                    (&*file).read(&mut out[..n])
-                } else {
-                    file.read_at(&mut out[..n], c.b)
-                };
-                Ok((0, read.map_err(io)?))
+                Ok((0, file.read_at(&mut out[..n], c.b).map_err(io)?))
             }
             Op::Write => {
                 let file = self.file(c.h)?;
-                let written = if c.b == u64::MAX {
-                    (&*file).write(c.s1)
+                let at = if c.flags & WRITE_APPEND != 0 {
+                    file.metadata().map_err(io)?.len()
                 } else {
-                    file.write_at(c.s1, c.b)
+                    c.b
                 };
-                Ok((written.map_err(io)? as u64, 0))
-            }
-            Op::Seek => {
-                let mut file = self.file(c.h).map_err(|_| Errno::Badf)?;
-                let delta = c.a as i64;
-                let to = match c.flags {
-                    0 => SeekFrom::Start(u64::try_from(delta).map_err(|_| Errno::Inval)?),
-                    1 => SeekFrom::Current(delta),
-                    2 => SeekFrom::End(delta),
-                    _ => return Err(Errno::Inval),
-                };
-                Ok((file.seek(to).map_err(io)?, 0))
+                let written = file.write_at(c.s1, at).map_err(io)?;
+                let end = at.saturating_add(written as u64);
+                put(out, &end.to_le_bytes()).map(|(_, n)| (written as u64, n))
             }
             Op::Filestat => {
                 let meta = match self.get(c.h)? {
@@ -192,7 +189,7 @@ impl HostDirs {
             }
             Op::PathFilestat => {
                 let (dir, path) = (self.dir(c.h)?, path(c.s1)?);
-                let meta = if c.flags & 1 != 0 {
+                let meta = if c.flags & LOOKUP_SYMLINK_FOLLOW != 0 {
                     dir.metadata(path)
                 } else {
                     dir.symlink_metadata(path)
@@ -216,7 +213,7 @@ impl HostDirs {
                 let (dir, path) = (self.dir(c.h)?, path(c.s1)?);
                 let (atime, mtime) = times(c.a, c.b, c.c)?;
                 let (atime, mtime) = (atime.map(cap_time), mtime.map(cap_time));
-                if c.flags & 1 != 0 {
+                if c.flags & LOOKUP_SYMLINK_FOLLOW != 0 {
                     DirExt::set_times(dir, path, atime, mtime)
                 } else {
                     dir.set_symlink_times(path, atime, mtime)
@@ -238,7 +235,7 @@ impl HostDirs {
                 .and(done),
             Op::Rename => {
                 let (from, to) = (self.dir(c.h)?, self.dir(c.h2)?);
-                from.rename(path(c.s1)?, to, path(c.s2)?).map_err(io)?;
+                rename(from, c.s1, to, c.s2)?;
                 done
             }
             Op::Symlink => {
@@ -259,33 +256,40 @@ impl HostDirs {
             }
             Op::Link => {
                 let (from, to) = (self.dir(c.h)?, self.dir(c.h2)?);
+                if c.flags != 0 {
+                    // Following the source is refused, as wasmtime does.
+                    return Err(Errno::Inval);
+                }
                 from.hard_link(path(c.s1)?, to, path(c.s2)?).map_err(io)?;
                 done
             }
             Op::Sync => {
-                if let Handle::File(f) = self.get(c.h)? {
-                    f.sync_all().map_err(io)?;
-                }
+                self.file(c.h)
+                    .map_err(|_| Errno::Badf)?
+                    .sync_all()
+                    .map_err(io)?;
                 done
             }
         }
     }
 
-    /// `path_open` beneath directory `c.h`.
+    /// `path_open` beneath directory `c.h`, as wasmtime opens: the mode
+    /// from the rights asked for ([`OpenMode::of`]), appending left to
+    /// each write.
     fn open_at(&mut self, c: &Call<'_>) -> Reply {
-        use wisp_vfs::{fdflags, oflags, rights};
         let dir = self.dir(c.h)?;
         let path = path(c.s1)?;
         let (oflags, flags) = ((c.a & 0xffff) as u16, ((c.a >> 16) & 0xffff) as u16);
-        let write = c.b & rights::WRITING != 0 || oflags & oflags::TRUNC != 0;
+        if let Some(e) = open_flags_error(oflags, flags) {
+            return Err(e);
+        }
+        let mode = OpenMode::of(oflags, c.b);
         let mut options = OpenOptions::new();
         options
-            .read(!write || c.b & (rights::FD_READ | rights::FD_READDIR) != 0)
-            .write(write)
-            .append(flags & fdflags::APPEND != 0)
+            .read(mode.read)
+            .write(mode.write)
             .truncate(oflags & oflags::TRUNC != 0)
-            .maybe_dir(!write)
-            .follow(if c.flags & 1 != 0 {
+            .follow(if c.flags & LOOKUP_SYMLINK_FOLLOW != 0 {
                 FollowSymlinks::Yes
             } else {
                 FollowSymlinks::No
@@ -299,21 +303,48 @@ impl HostDirs {
         }
         let file = dir.open_with(path, &options).map_err(|e| wasi_errno(&e))?;
         let meta = file.metadata().map_err(|e| wasi_errno(&e))?;
-        let is_dir = meta.is_dir();
-        if oflags & oflags::DIRECTORY != 0 && !is_dir {
-            return Err(Errno::Notdir);
-        }
-        let (handle, filetype) = if is_dir {
+        let (handle, filetype) = if meta.is_dir() {
             (
                 Handle::Dir(Dir::from_std_file(file.into_std())),
-                wisp_vfs::filetype::DIRECTORY,
+                filetype::DIRECTORY,
             )
+        } else if oflags & oflags::DIRECTORY != 0 {
+            return Err(Errno::Notdir);
         } else {
-            (Handle::File(file), filetype(&meta))
+            (Handle::File(file), filetype_of(&meta))
         };
         let h = self.insert(handle)?;
         Ok((u64::from(h) | u64::from(filetype) << 32, 0))
     }
+}
+
+/// `path_rename` as wasmtime's cap-std renames: a trailing slash on either
+/// path requires the source to be a directory (a symlink is not followed
+/// for that, as `renameat` does not follow it on Linux), and a last
+/// component that is `.` (`d/.`, `./`) is `EBUSY` once its directory
+/// opened.
+fn rename(from: &Dir, old: &[u8], to: &Dir, new: &[u8]) -> Result<(), Errno> {
+    let io = |e: io::Error| wasi_errno(&e);
+    let requires_dir = old.ends_with(b"/") || new.ends_with(b"/");
+    let (old, new) = (strip_trailing_slashes(old), strip_trailing_slashes(new));
+    let mut dot = false;
+    for (dir, p) in [(from, old), (to, new)] {
+        // Both directories are opened first, for their errors (a path
+        // leading out or nowhere), as cap-std does.
+        let (parent, base) = split_parent(p)?;
+        if !parent.is_empty() {
+            dir.open_dir(path(parent)?).map_err(io)?;
+        }
+        dot |= base == Base::Dot;
+    }
+    if dot {
+        return Err(Errno::Busy);
+    }
+    let (old, new) = (path(old)?, path(new)?);
+    if requires_dir && !from.symlink_metadata(old).map_err(io)?.is_dir() {
+        return Err(Errno::Notdir);
+    }
+    from.rename(old, to, new).map_err(io)
 }
 
 /// A guest path as a host path; NUL bytes are refused.
@@ -334,16 +365,16 @@ fn put(out: &mut [u8], bytes: &[u8]) -> Reply {
     Ok((0, bytes.len()))
 }
 
-fn filetype(meta: &Metadata) -> u8 {
+fn filetype_of(meta: &Metadata) -> u8 {
     let t = meta.file_type();
     if t.is_dir() {
-        wisp_vfs::filetype::DIRECTORY
+        filetype::DIRECTORY
     } else if t.is_file() {
-        wisp_vfs::filetype::REGULAR_FILE
+        filetype::REGULAR_FILE
     } else if t.is_symlink() {
-        wisp_vfs::filetype::SYMBOLIC_LINK
+        filetype::SYMBOLIC_LINK
     } else {
-        wisp_vfs::filetype::UNKNOWN
+        filetype::UNKNOWN
     }
 }
 
@@ -353,11 +384,13 @@ fn nanos(secs: i64, nsec: i64) -> u64 {
         .saturating_add(nsec.max(0) as u64)
 }
 
+/// The `filestat` record of `meta`. The device is 1, as wasmtime reports
+/// it for every file.
 fn filestat(meta: &Metadata) -> [u8; 64] {
-    wisp_vfs::FileStat {
-        dev: meta.dev(),
+    FileStat {
+        dev: 1,
         ino: meta.ino(),
-        filetype: filetype(meta),
+        filetype: filetype_of(meta),
         nlink: meta.nlink(),
         size: meta.len(),
         atim: nanos(meta.atime(), meta.atime_nsec()),
@@ -379,8 +412,9 @@ fn times(
     ),
     Errno,
 > {
-    use wisp_vfs::fstflags::*;
-    let flags = flags as u16;
+    use fstflags::*;
+    let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
+    check_fstflags(flags)?;
     let pick = |given: u16, now: u16, at: u64| match (flags & given != 0, flags & now != 0) {
         (true, true) => Err(Errno::Inval),
         (true, false) => Ok(Some(fs_set_times::SystemTimeSpec::Absolute(
@@ -401,7 +435,8 @@ fn cap_time(t: fs_set_times::SystemTimeSpec) -> cap_fs_ext::SystemTimeSpec {
     }
 }
 
-/// `fd_readdir` records from `cookie` into `out`: `.` and `..`, then the
+/// `fd_readdir` records from `cookie` into `out`: `.` and `..` (both
+/// with the directory's inode number, as wasmtime gives them), then the
 /// entries sorted by name (so cookies stay valid between calls).
 fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, Errno> {
     let io = |e: io::Error| wasi_errno(&e);
@@ -410,15 +445,18 @@ fn readdir(dir: &Dir, cookie: u64, out: &mut [u8]) -> Result<usize, Errno> {
         let entry = entry.map_err(io)?;
         let name = entry.file_name().as_bytes().to_vec();
         let meta = entry.metadata().map_err(io)?;
-        entries.push((name, meta.ino(), filetype(&meta)));
+        entries.push((name, meta.ino(), filetype_of(&meta)));
     }
     entries.sort();
-    let dir_type = wisp_vfs::filetype::DIRECTORY;
-    let dots = [(&b"."[..], 0, dir_type), (&b".."[..], 0, dir_type)];
+    let ino = dir.dir_metadata().map_err(io)?.ino();
+    let dots = [
+        (&b"."[..], ino, filetype::DIRECTORY),
+        (&b".."[..], ino, filetype::DIRECTORY),
+    ];
     let all = dots
         .into_iter()
         .chain(entries.iter().map(|(n, ino, t)| (n.as_slice(), *ino, *t)));
-    Ok(wisp_vfs::write_dirents(all, cookie, out))
+    Ok(write_dirents(all, cookie, out))
 }
 
 /// A request to the file-system thread: the guest's call, the most bytes
@@ -491,7 +529,7 @@ mod tests {
         let mut dirs = HostDirs::open(&[tmp.path().join("inside")]).unwrap();
         for p in [&b"../secret"[..], b"/etc/passwd", b"up"] {
             let mut c = Call::new(Op::Open, 0);
-            (c.flags, c.s1, c.b) = (1, p, wisp_vfs::rights::FD_READ);
+            (c.flags, c.s1, c.b) = (1, p, wisp_abi::wasi::rights::FD_READ);
             assert_eq!(
                 call(&mut dirs, &c).0,
                 Errno::Perm as u16,
@@ -550,7 +588,7 @@ mod tests {
                 Op::Rmdir,
                 Op::Readdir,
                 Op::Close,
-                Op::Seek,
+                Op::Sync,
                 Op::SetSize,
             ][(r >> 8) as usize % 13];
             (c.h2, c.flags) = ((r >> 16) as u32 % 4, (r >> 20) as u32 % 3);
@@ -582,20 +620,33 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut dirs = HostDirs::open(&[tmp.path().to_path_buf()]).unwrap();
         let mut open = Call::new(Op::Open, 0);
-        open.a = u64::from(wisp_vfs::oflags::CREAT);
-        open.b = wisp_vfs::rights::FD_READ | wisp_vfs::rights::FD_WRITE;
+        open.a = u64::from(oflags::CREAT);
+        open.b = wisp_abi::wasi::rights::FD_READ | wisp_abi::wasi::rights::FD_WRITE;
         open.s1 = b"f.txt";
         let (e, v, _) = call(&mut dirs, &open);
         assert_eq!(e, 0);
         let h = v as u32;
-        assert_eq!((v >> 32) as u8, wisp_vfs::filetype::REGULAR_FILE);
+        assert_eq!((v >> 32) as u8, filetype::REGULAR_FILE);
         let mut w = Call::new(Op::Write, h);
-        (w.b, w.s1) = (u64::MAX, b"hello");
-        assert_eq!(call(&mut dirs, &w).1, 5);
+        (w.b, w.s1) = (0, b"hello");
+        let (e, n, end) = call(&mut dirs, &w);
+        assert_eq!((e, n, end), (0, 5, 5u64.to_le_bytes().to_vec()));
+        // Appending writes at the end whatever the offset, and says where
+        // it ended.
+        (w.b, w.s1, w.flags) = (1, b"!!", WRITE_APPEND);
+        assert_eq!(call(&mut dirs, &w).2, 7u64.to_le_bytes());
         let mut r = Call::new(Op::Read, h);
-        (r.a, r.b) = (100, 0);
-        assert_eq!(call(&mut dirs, &r).2, b"hello");
-        assert_eq!(std::fs::read(tmp.path().join("f.txt")).unwrap(), b"hello");
+        (r.a, r.b) = (100, 1);
+        assert_eq!(call(&mut dirs, &r).2, b"ello!!");
+        assert_eq!(std::fs::read(tmp.path().join("f.txt")).unwrap(), b"hello!!");
+        // A directory opened with a right to write is refused by the host
+        // (EISDIR), one without it is a directory handle.
+        let mut open_dir = Call::new(Op::Open, 0);
+        (open_dir.s1, open_dir.b) = (b".", wisp_abi::wasi::rights::FD_WRITE);
+        assert_eq!(call(&mut dirs, &open_dir).0, Errno::Isdir as u16);
+        open_dir.b = wisp_abi::wasi::rights::ALL & !wisp_abi::wasi::rights::FD_WRITE;
+        let (e, v, _) = call(&mut dirs, &open_dir);
+        assert_eq!((e, (v >> 32) as u8), (0, filetype::DIRECTORY));
         assert_eq!(call(&mut dirs, &Call::new(Op::Close, h)).0, 0);
         assert_eq!(
             call(&mut dirs, &Call::new(Op::Close, h)).0,

@@ -21,6 +21,9 @@ pub const CALL_HEADER: usize = 48;
 /// Bytes of a reply's header.
 pub const REPLY_HEADER: usize = 16;
 
+/// [`Op::Write`] flag: write at the end of the file, whatever the offset.
+pub const WRITE_APPEND: u32 = 1;
+
 /// The operations. `h`/`h2` are host handles (directories or files),
 /// `path` is `s1` unless said otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,15 +34,13 @@ pub enum Op {
     Open = 1,
     /// `fd_close` of `h`.
     Close,
-    /// `fd_read`/`fd_pread`: `a` most bytes, `b` offset or `u64::MAX` for
-    /// the current position. Data: what was read.
+    /// `fd_read`/`fd_pread`: `a` most bytes, `b` offset (the guest keeps
+    /// the position). Data: what was read.
     Read,
-    /// `fd_write`/`fd_pwrite` of `s1`: `b` offset or `u64::MAX`. Value:
-    /// bytes written.
+    /// `fd_write`/`fd_pwrite` of `s1`: `b` offset, or the end of the file
+    /// if `flags` has [`WRITE_APPEND`]. Value: bytes written; data: the
+    /// offset after them, 8 bytes.
     Write,
-    /// `fd_seek`: `a` delta (two's complement), `flags` whence. Value: the
-    /// new position.
-    Seek,
     /// `fd_filestat_get`. Data: the 64-byte filestat.
     Filestat,
     /// `path_filestat_get`: `flags` lookupflags. Data: the filestat.
@@ -74,12 +75,11 @@ pub enum Op {
 impl Op {
     fn from_u8(v: u8) -> Option<Op> {
         use Op::*;
-        const ALL: [Op; 19] = [
+        const ALL: [Op; 18] = [
             Open,
             Close,
             Read,
             Write,
-            Seek,
             Filestat,
             PathFilestat,
             SetSize,

@@ -15,9 +15,10 @@ pub mod files;
 pub mod hostfs;
 pub mod layout;
 pub mod msg;
+pub mod paths;
 pub mod ports;
 pub mod wasi;
 
 /// Version of this contract. The host refuses to run an agent built against a
 /// different version (the agent reports it in its boot handshake).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;

@@ -37,15 +37,8 @@ pub fn mount(boot: &BootInfo, heap: u64) -> Result<Vfs, String> {
         let mount = mount.map_err(|e| format!("{e}"))?;
         if mount.flags & files::MOUNT_HOST != 0 {
             // Served by the host, which numbers its directories in order.
-            fs.add_foreign(Foreign {
-                host: host_dirs,
-                filetype: wisp_vfs::filetype::DIRECTORY,
-                flags: 0,
-                rights: wisp_vfs::rights::DIRECTORY,
-                inheriting: wisp_vfs::rights::INHERITABLE,
-                preopen: Some(mount.path.to_vec()),
-            })
-            .map_err(|e| format!("mounting a host directory: {e:?}"))?;
+            fs.add_foreign(Foreign::preopen(host_dirs, mount.path))
+                .map_err(|e| format!("mounting a host directory: {e:?}"))?;
             host_dirs += 1;
             continue;
         }

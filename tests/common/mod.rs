@@ -91,10 +91,11 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `tests/wasi/<name>.<ext>` built into a wasm32-wasi program by
+/// `tests/<dir>/<name>.<ext>` built into a wasm32-wasi program by
 /// `compile(source, output)`, once per test binary; fails loudly, with
 /// `hint`, if that cannot be done.
 fn wasi_build(
+    dir: &str,
     name: &str,
     ext: &str,
     hint: &str,
@@ -103,15 +104,17 @@ fn wasi_build(
         &std::path::Path,
     ) -> std::io::Result<std::process::ExitStatus>,
 ) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/wasi")
+        .join("tests")
+        .join(dir)
         .join(format!("{name}.{ext}"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("wasi-programs")
+        .join(dir)
         .join(format!("{name}.wasm"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|b| b == name) {
+    if built.contains(&out) {
         return out;
     }
     std::fs::create_dir_all(out.parent().expect("a parent")).expect("create the output dir");
@@ -122,14 +125,14 @@ fn wasi_build(
             source.display()
         ),
     }
-    built.push(name.to_string());
+    built.push(out.clone());
     out
 }
 
-/// The C test program `tests/wasi/<name>.c`, built with Debian's clang-14
-/// and wasi-libc.
-pub fn wasi_program(name: &str) -> PathBuf {
+/// `tests/<dir>/<name>.c` built with Debian's clang-14 and wasi-libc.
+fn c_program(dir: &str, name: &str) -> PathBuf {
     wasi_build(
+        dir,
         name,
         "c",
         "These tests run real C programs: install Debian's clang-14 lld-14 wasi-libc \
@@ -151,12 +154,23 @@ pub fn wasi_program(name: &str) -> PathBuf {
     )
 }
 
+/// The C test program `tests/wasi/<name>.c`.
+pub fn wasi_program(name: &str) -> PathBuf {
+    c_program("wasi", name)
+}
+
+/// The conformance program `tests/conformance/<name>.c`.
+pub fn conformance_program(name: &str) -> PathBuf {
+    c_program("conformance", name)
+}
+
 /// The Rust test program `tests/wasi/<name>.rs`, built with Debian's rustc
 /// (`/usr/bin/rustc` with `libstd-rust-dev-wasm32`: rustup cannot add
 /// targets here), or `$WISP_WASI_RUSTC`.
 pub fn wasi_rust_program(name: &str) -> PathBuf {
     let rustc = std::env::var("WISP_WASI_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
     wasi_build(
+        "wasi",
         name,
         "rs",
         "These tests run real Rust programs: install Debian's rustc and \

@@ -1,6 +1,10 @@
-//! Path resolution, confined to the directory a path is relative to.
+//! Path resolution beneath a directory, as wasmtime resolves paths on
+//! Linux: the kernel's lookup with `RESOLVE_BENEATH` (`openat2`) for whole
+//! paths, and cap-std's split into a parent directory and a last component
+//! for the calls that act on that component (`mkdirat`, `unlinkat`,
+//! `renameat`, …). Matching both is what makes every errno the one
+//! `wasmtime run` gives, trailing slashes and `.` included.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::tree::{Ino, Kind, Tree};
@@ -13,26 +17,191 @@ pub const MAX_PATH: usize = 4096;
 /// Longest name of one directory entry.
 pub const MAX_NAME: usize = 255;
 
-/// Where a path leads.
+/// What a path resolved to.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Found {
-    /// The directory holding the final component.
-    pub parent: Ino,
-    /// The final component, or `None` when the path ends in `.` or `..`
-    /// (it names a directory but no entry of `parent` that could be
-    /// created, removed or renamed).
-    pub name: Option<Vec<u8>>,
-    /// What the path names, if it exists.
-    pub ino: Option<Ino>,
-    /// The path ended in `/`: it must name a directory.
-    pub trailing_slash: bool,
+pub enum Resolved {
+    /// An existing inode.
+    Exists(Ino),
+    /// Nothing, under `name` in directory `dir` (where it could be
+    /// created).
+    Missing {
+        /// The directory the last component would be in.
+        dir: Ino,
+        /// The last component.
+        name: Vec<u8>,
+    },
 }
 
-/// Resolves `path` relative to directory `base`. Symlinks in the middle are
-/// followed; in the final component only if `follow`. `..` never leaves
-/// `base`, and absolute paths or symlink targets are refused, with `EPERM`
-/// as wasmtime's capability-based directories answer.
-pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Found, Errno> {
+/// A resolution in progress: the directories from the base to where it
+/// stands (so `..` never leaves the base), and the symlinks followed.
+pub struct Walk<'t> {
+    tree: &'t Tree,
+    stack: Vec<Ino>,
+    links: usize,
+}
+
+/// The last component of a path as the kernel classifies it.
+enum Last<'p> {
+    Name(&'p [u8]),
+    Dot,
+    DotDot,
+}
+
+impl<'t> Walk<'t> {
+    /// A walk from directory `base`.
+    pub fn new(tree: &'t Tree, base: Ino) -> Walk<'t> {
+        Walk {
+            tree,
+            stack: alloc::vec![base],
+            links: 0,
+        }
+    }
+
+    fn here(&self) -> Ino {
+        *self.stack.last().expect("never empty")
+    }
+
+    /// Walks every component of `path` but the last, following symlinks;
+    /// returns the last and whether slashes follow it.
+    fn parent<'p>(&mut self, path: &'p [u8]) -> Result<(Last<'p>, bool), Errno> {
+        check(path)?;
+        if path[0] == b'/' {
+            // Beneath the base, an absolute path is an escape.
+            return Err(Errno::Perm);
+        }
+        let trimmed = trim_slashes(path);
+        let trailing = trimmed.len() < path.len();
+        let mut parts = trimmed.split(|&b| b == b'/').filter(|p| !p.is_empty());
+        let mut last = parts.next().ok_or(Errno::Noent)?;
+        for next in parts {
+            self.enter(last)?;
+            last = next;
+        }
+        Ok((
+            match last {
+                b"." => Last::Dot,
+                b".." => Last::DotDot,
+                name => Last::Name(name),
+            },
+            trailing,
+        ))
+    }
+
+    /// Steps into the directory `component` names.
+    fn enter(&mut self, component: &[u8]) -> Result<(), Errno> {
+        match component {
+            b"." => Ok(()),
+            b".." => self.up(),
+            name => {
+                let child = self.child(name)?.ok_or(Errno::Noent)?;
+                let dir = match &self.tree.get(child).kind {
+                    Kind::Symlink(target) => match self.follow(target, false)? {
+                        Resolved::Exists(ino) => ino,
+                        Resolved::Missing { .. } => return Err(Errno::Noent),
+                    },
+                    _ => child,
+                };
+                if !self.tree.get(dir).is_dir() {
+                    return Err(Errno::Notdir);
+                }
+                if dir != self.here() {
+                    self.stack.push(dir);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn up(&mut self) -> Result<(), Errno> {
+        if self.stack.len() == 1 {
+            return Err(Errno::Perm);
+        }
+        self.stack.pop();
+        Ok(())
+    }
+
+    fn child(&self, name: &[u8]) -> Result<Option<Ino>, Errno> {
+        if name.len() > MAX_NAME {
+            return Err(Errno::Nametoolong);
+        }
+        Ok(self.tree.get(self.here()).entries()?.get(name).copied())
+    }
+
+    /// Resolves a symlink's `target` from where the walk stands.
+    fn follow(&mut self, target: &[u8], create: bool) -> Result<Resolved, Errno> {
+        self.links += 1;
+        if self.links > MAX_SYMLINKS {
+            return Err(Errno::Loop);
+        }
+        self.resolve(target, true, create)
+    }
+
+    /// Resolves all of `path`, following a symlink in the last component if
+    /// `follow` (or if a slash follows it). With `create` (`O_CREAT`), a
+    /// last name with a slash after it is `EISDIR`, as the kernel answers.
+    pub fn resolve(&mut self, path: &[u8], follow: bool, create: bool) -> Result<Resolved, Errno> {
+        let (last, trailing) = self.parent(path)?;
+        let name = match last {
+            Last::Dot => return Ok(Resolved::Exists(self.here())),
+            Last::DotDot => {
+                self.up()?;
+                return Ok(Resolved::Exists(self.here()));
+            }
+            Last::Name(name) => name,
+        };
+        if create && trailing {
+            return Err(Errno::Isdir);
+        }
+        let Some(child) = self.child(name)? else {
+            return Ok(Resolved::Missing {
+                dir: self.here(),
+                name: name.to_vec(),
+            });
+        };
+        let found = match &self.tree.get(child).kind {
+            Kind::Symlink(target) if follow || trailing => self.follow(target, create)?,
+            _ => Resolved::Exists(child),
+        };
+        if trailing {
+            match found {
+                Resolved::Exists(ino) if !self.tree.get(ino).is_dir() => return Err(Errno::Notdir),
+                Resolved::Missing { .. } => return Err(Errno::Noent),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// The existing inode `path` names (`ENOENT` if none).
+    pub fn existing(&mut self, path: &[u8], follow: bool) -> Result<Ino, Errno> {
+        match self.resolve(path, follow, false)? {
+            Resolved::Exists(ino) => Ok(ino),
+            Resolved::Missing { .. } => Err(Errno::Noent),
+        }
+    }
+
+    /// The directory `path` names, following symlinks, as cap-std opens a
+    /// parent directory (`O_DIRECTORY`); the empty path is the base.
+    pub fn directory(&mut self, path: &[u8]) -> Result<Ino, Errno> {
+        if path.is_empty() {
+            return Ok(self.here());
+        }
+        let ino = self.existing(path, true)?;
+        if !self.tree.get(ino).is_dir() {
+            return Err(Errno::Notdir);
+        }
+        Ok(ino)
+    }
+}
+
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let end = path.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    &path[..end]
+}
+
+/// `ENOENT` for an empty path, `ENAMETOOLONG` past [`MAX_PATH`], `EINVAL`
+/// for a NUL byte (no C string can hold it).
+fn check(path: &[u8]) -> Result<(), Errno> {
     if path.is_empty() {
         return Err(Errno::Noent);
     }
@@ -42,120 +211,7 @@ pub fn resolve(tree: &Tree, base: Ino, path: &[u8], follow: bool) -> Result<Foun
     if path.contains(&0) {
         return Err(Errno::Inval);
     }
-    if path[0] == b'/' {
-        return Err(Errno::Perm);
-    }
-    let trailing_slash = path.ends_with(b"/");
-    let mut stack: Vec<Ino> = alloc::vec![base];
-    let mut parts: VecDeque<Vec<u8>> = components(path)?;
-    let mut links = 0;
-    // A path of only slashes and dots names `base` itself.
-    let mut found = Found {
-        parent: base,
-        name: None,
-        ino: Some(base),
-        trailing_slash,
-    };
-    while let Some(part) = parts.pop_front() {
-        let last = parts.is_empty();
-        let here = *stack.last().expect("never empty");
-        match part.as_slice() {
-            b"." => {
-                tree.get(here).entries()?;
-                found = dir_itself(&stack, trailing_slash);
-                continue;
-            }
-            b".." => {
-                tree.get(here).entries()?;
-                if stack.len() == 1 {
-                    return Err(Errno::Perm);
-                }
-                stack.pop();
-                found = dir_itself(&stack, trailing_slash);
-                continue;
-            }
-            _ => {}
-        }
-        let child = tree.get(here).entries()?.get(&part).copied();
-        let Some(child) = child else {
-            if last {
-                return Ok(Found {
-                    parent: here,
-                    name: Some(part),
-                    ino: None,
-                    trailing_slash,
-                });
-            }
-            return Err(Errno::Noent);
-        };
-        if let Kind::Symlink(target) = &tree.get(child).kind {
-            if !last || follow || trailing_slash {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(Errno::Loop);
-                }
-                if target.first() == Some(&b'/') {
-                    return Err(Errno::Perm);
-                }
-                if target.is_empty() {
-                    return Err(Errno::Noent);
-                }
-                for p in components(target)?.into_iter().rev() {
-                    parts.push_front(p);
-                }
-                continue;
-            }
-        }
-        if last {
-            found = Found {
-                parent: here,
-                name: Some(part),
-                ino: Some(child),
-                trailing_slash,
-            };
-        } else if tree.get(child).is_dir() {
-            stack.push(child);
-        } else {
-            return Err(Errno::Notdir);
-        }
-    }
-    if trailing_slash {
-        if let Some(ino) = found.ino {
-            if !tree.get(ino).is_dir() {
-                return Err(Errno::Notdir);
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// The directory on top of `stack`, named by `.` or `..`.
-fn dir_itself(stack: &[Ino], trailing_slash: bool) -> Found {
-    let here = *stack.last().expect("never empty");
-    Found {
-        parent: if stack.len() > 1 {
-            stack[stack.len() - 2]
-        } else {
-            here
-        },
-        name: None,
-        ino: Some(here),
-        trailing_slash,
-    }
-}
-
-/// The non-empty components of `path`, each at most [`MAX_NAME`] bytes.
-fn components(path: &[u8]) -> Result<VecDeque<Vec<u8>>, Errno> {
-    path.split(|&b| b == b'/')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            if p.len() > MAX_NAME {
-                Err(Errno::Nametoolong)
-            } else {
-                Ok(p.to_vec())
-            }
-        })
-        .collect()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -165,7 +221,7 @@ mod tests {
     use super::*;
     use crate::tree::Data;
 
-    /// root/{a/{f, up -> .., out -> ../.., abs -> /etc, self -> self}, l -> a/f}
+    /// root/{a/{f, up -> .., out -> ../.., abs -> /etc, self -> self}, l -> a/f, fs -> a/f/}
     fn tree() -> (Tree, Ino, Ino, Ino) {
         let mut t = Tree::new(1 << 20);
         let dir = |parent| Kind::Dir {
@@ -186,30 +242,33 @@ mod tests {
         link(&mut t, a, b"abs", b"/etc");
         link(&mut t, a, b"self", b"self");
         link(&mut t, root, b"l", b"a/f");
+        link(&mut t, root, b"fs", b"a/f/");
         (t, root, a, f)
     }
 
-    fn ino(t: &Tree, base: Ino, path: &str, follow: bool) -> Result<Option<Ino>, Errno> {
-        resolve(t, base, path.as_bytes(), follow).map(|f| f.ino)
+    fn ino(t: &Tree, base: Ino, path: &str, follow: bool) -> Result<Ino, Errno> {
+        Walk::new(t, base).existing(path.as_bytes(), follow)
     }
 
     #[test]
     fn resolves_inside_the_base() {
         let (t, root, a, f) = tree();
-        assert_eq!(ino(&t, root, "a/f", false), Ok(Some(f)));
-        assert_eq!(ino(&t, root, "./a//./f", false), Ok(Some(f)));
-        assert_eq!(ino(&t, root, "a/../a/f", false), Ok(Some(f)));
-        assert_eq!(ino(&t, root, ".", false), Ok(Some(root)));
-        assert_eq!(ino(&t, root, "a/", false), Ok(Some(a)));
-        assert_eq!(ino(&t, root, "l", true), Ok(Some(f)));
-        assert_eq!(ino(&t, root, "a/up/a/f", false), Ok(Some(f)));
-        let new = resolve(&t, root, b"a/new", false).unwrap();
+        assert_eq!(ino(&t, root, "a/f", false), Ok(f));
+        assert_eq!(ino(&t, root, "./a//./f", false), Ok(f));
+        assert_eq!(ino(&t, root, "a/../a/f", false), Ok(f));
+        assert_eq!(ino(&t, root, ".", false), Ok(root));
+        assert_eq!(ino(&t, root, "a/", false), Ok(a));
+        assert_eq!(ino(&t, root, "l", true), Ok(f));
+        assert_eq!(ino(&t, root, "a/up/a/f", false), Ok(f));
         assert_eq!(
-            (new.parent, new.name.as_deref(), new.ino),
-            (a, Some(&b"new"[..]), None)
+            Walk::new(&t, root).resolve(b"a/new", false, false),
+            Ok(Resolved::Missing {
+                dir: a,
+                name: b"new".to_vec()
+            })
         );
         // Without follow the final symlink itself is found.
-        assert_ne!(ino(&t, root, "l", false), Ok(Some(f)));
+        assert_ne!(ino(&t, root, "l", false), Ok(f));
     }
 
     #[test]
@@ -221,15 +280,11 @@ mod tests {
         assert_eq!(ino(&t, root, "/a", false), Err(Errno::Perm));
         assert_eq!(ino(&t, root, "a/out/x", false), Err(Errno::Perm));
         assert_eq!(ino(&t, root, "a/abs", true), Err(Errno::Perm));
-        assert_eq!(
-            ino(&t, a, "up", true),
-            Err(Errno::Perm),
-            "a symlink to .. of the base"
-        );
+        assert_eq!(ino(&t, a, "up", true), Err(Errno::Perm), "a symlink to ..");
     }
 
     #[test]
-    fn errors_are_posix_ones() {
+    fn errors_are_the_kernel_s() {
         let (t, root, _, _) = tree();
         assert_eq!(ino(&t, root, "", false), Err(Errno::Noent));
         assert_eq!(ino(&t, root, "nope/x", false), Err(Errno::Noent));
@@ -237,7 +292,19 @@ mod tests {
         assert_eq!(ino(&t, root, "a/f/", false), Err(Errno::Notdir));
         assert_eq!(ino(&t, root, "a/self", true), Err(Errno::Loop));
         assert_eq!(ino(&t, root, "a\0", false), Err(Errno::Inval));
+        assert_eq!(
+            ino(&t, root, "fs", true),
+            Err(Errno::Notdir),
+            "a target's slash"
+        );
         let long = "x".repeat(MAX_NAME + 1);
         assert_eq!(ino(&t, root, &long, false), Err(Errno::Nametoolong));
+        // Creating through a trailing slash is EISDIR, even in a target.
+        let mut w = Walk::new(&t, root);
+        assert_eq!(w.resolve(b"new/", true, true), Err(Errno::Isdir));
+        assert_eq!(
+            Walk::new(&t, root).resolve(b"fs", true, true),
+            Err(Errno::Isdir)
+        );
     }
 }

@@ -2,16 +2,26 @@
 //! the agent's stdio; the table hands out 3 and up: the preopened
 //! directories first, in mount order, then whatever the module opens.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use crate::path::{resolve, Found};
-use crate::tree::{Data, Ino, Kind, Tree};
-use crate::{fdflags, fstflags, oflags, rights, Errno, LOOKUP_SYMLINK_FOLLOW};
+use wisp_abi::wasi::{
+    check_fstflags, fdflags, filetype, fstflags, oflags, open_flags_error, rights, write_dirents,
+    Errno, FileStat, OpenMode, LOOKUP_SYMLINK_FOLLOW,
+};
 
-/// The first descriptor the table hands out.
-const FIRST_FD: u32 = 3;
-/// Most descriptors open at once.
+use wisp_abi::paths::{single_name, split_parent, strip_trailing_slashes, Base};
+
+use crate::path::{Resolved, Walk, MAX_NAME, MAX_PATH};
+use crate::tree::{Data, Ino, Kind, Tree};
+
+/// Directories are open for reading only.
+const DIR_MODE: OpenMode = OpenMode {
+    read: true,
+    write: false,
+};
+
+/// Most descriptors open at once (stdio included).
 const MAX_FDS: usize = 1024;
 
 /// A mounted directory tree.
@@ -21,16 +31,37 @@ struct Mount {
     writable: bool,
 }
 
-/// An open descriptor.
+/// An open file or directory of the in-memory tree.
 #[derive(Clone)]
 struct Handle {
     ino: Ino,
     /// Mount whose preopen this is, for `fd_prestat_*`.
     preopen: Option<usize>,
-    rights: u64,
-    inheriting: u64,
-    flags: u16,
+    mode: OpenMode,
+    /// `fdflags::APPEND` (files only).
+    append: bool,
+    /// `fdflags::NONBLOCK` (files only; nothing here blocks).
+    nonblock: bool,
     pos: u64,
+}
+
+/// One of the standard streams, which the agent serves itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdio {
+    /// Standard input (fd 0 at start).
+    In,
+    /// Standard output (fd 1 at start).
+    Out,
+    /// Standard error (fd 2 at start).
+    Err,
+}
+
+/// What a descriptor number stands for.
+#[derive(Clone)]
+enum Entry {
+    Local(Handle),
+    Foreign(Foreign),
+    Stdio(Stdio),
 }
 
 /// `fd_fdstat_get`'s answer.
@@ -44,72 +75,6 @@ pub struct FdStat {
     pub rights: u64,
     /// Rights of what it opens.
     pub inheriting: u64,
-}
-
-/// `*_filestat_get`'s answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileStat {
-    /// Device (one for the whole tree).
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// `filetype`.
-    pub filetype: u8,
-    /// Hard links.
-    pub nlink: u64,
-    /// Size in bytes (entries, for a directory).
-    pub size: u64,
-    /// Access, modification and status-change times, ns since the epoch.
-    pub atim: u64,
-    /// Modification time.
-    pub mtim: u64,
-    /// Status-change time.
-    pub ctim: u64,
-}
-
-impl FileStat {
-    /// The 64-byte `filestat` record.
-    pub fn to_bytes(&self) -> [u8; 64] {
-        let mut b = [0u8; 64];
-        b[0..8].copy_from_slice(&self.dev.to_le_bytes());
-        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
-        b[16] = self.filetype;
-        b[24..32].copy_from_slice(&self.nlink.to_le_bytes());
-        b[32..40].copy_from_slice(&self.size.to_le_bytes());
-        b[40..48].copy_from_slice(&self.atim.to_le_bytes());
-        b[48..56].copy_from_slice(&self.mtim.to_le_bytes());
-        b[56..64].copy_from_slice(&self.ctim.to_le_bytes());
-        b
-    }
-}
-
-/// Writes `fd_readdir` records for `entries` (name, inode, filetype) into
-/// `out`, skipping the first `cookie`; a record's cookie is its index + 1.
-/// The last record may be cut short, as WASI specifies. Returns the bytes
-/// used: fewer than `out.len()` means the listing ended.
-pub fn write_dirents<'a>(
-    entries: impl Iterator<Item = (&'a [u8], u64, u8)>,
-    cookie: u64,
-    out: &mut [u8],
-) -> usize {
-    let mut used = 0;
-    let skip = usize::try_from(cookie).unwrap_or(usize::MAX);
-    for (index, (name, ino, filetype)) in entries.enumerate().skip(skip) {
-        let mut record = [0u8; 24];
-        record[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
-        record[8..16].copy_from_slice(&ino.to_le_bytes());
-        record[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
-        record[20] = filetype;
-        for part in [&record[..], name] {
-            let n = part.len().min(out.len() - used);
-            out[used..used + n].copy_from_slice(&part[..n]);
-            used += n;
-        }
-        if used == out.len() {
-            break;
-        }
-    }
-    used
 }
 
 /// What a new directory entry is (for images being mounted).
@@ -130,22 +95,66 @@ pub struct Foreign {
     pub host: u32,
     /// `filetype`.
     pub filetype: u8,
-    /// `fdflags`.
-    pub flags: u16,
-    /// Rights of the descriptor.
-    pub rights: u64,
-    /// Rights of what it opens.
-    pub inheriting: u64,
+    /// Whether it was opened to read and to write.
+    pub mode: OpenMode,
+    /// `fdflags::APPEND`: writes go to the end of the file.
+    pub append: bool,
+    /// `fdflags::NONBLOCK`, reported back only.
+    pub nonblock: bool,
+    /// The position `fd_read`/`fd_write` use; the host reads and writes at
+    /// explicit offsets.
+    pub pos: u64,
     /// The guest path, for a preopened directory.
     pub preopen: Option<Vec<u8>>,
+}
+
+impl Foreign {
+    /// A preopened host directory named `path`.
+    pub fn preopen(host: u32, path: &[u8]) -> Foreign {
+        Foreign {
+            host,
+            filetype: filetype::DIRECTORY,
+            mode: OpenMode {
+                read: true,
+                write: false,
+            },
+            append: false,
+            nonblock: false,
+            pos: 0,
+            preopen: Some(path.to_vec()),
+        }
+    }
+}
+
+/// What a descriptor is, for the calls that treat kinds differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// A standard stream.
+    Stdio(Stdio),
+    /// A directory (here or the host's).
+    Dir,
+    /// A regular file, symlink or other non-directory (here or the host's).
+    File,
+}
+
+/// The answer to the descriptor-level checks every call makes first.
+fn kind_of(entry: &Entry, tree: &Tree) -> FdKind {
+    match entry {
+        Entry::Stdio(s) => FdKind::Stdio(*s),
+        Entry::Local(h) if tree.get(h.ino).is_dir() => FdKind::Dir,
+        Entry::Foreign(f) if f.filetype == filetype::DIRECTORY => FdKind::Dir,
+        _ => FdKind::File,
+    }
 }
 
 /// The filesystem and its descriptors.
 pub struct Vfs {
     tree: Tree,
     mounts: Vec<Mount>,
-    fds: BTreeMap<u32, Handle>,
-    foreign: BTreeMap<u32, Foreign>,
+    fds: BTreeMap<u32, Entry>,
+    /// Numbers given back by `fd_close` and `fd_renumber`, reused highest
+    /// first, as wasmtime does.
+    free: BTreeSet<u32>,
     now: u64,
 }
 
@@ -156,13 +165,18 @@ impl Default for Vfs {
 }
 
 impl Vfs {
-    /// An empty filesystem; owned file data may take `budget` bytes.
+    /// A filesystem with only the standard streams (fds 0-2); owned file
+    /// data may take `budget` bytes.
     pub fn new(budget: u64) -> Vfs {
+        let mut fds = BTreeMap::new();
+        fds.insert(0, Entry::Stdio(Stdio::In));
+        fds.insert(1, Entry::Stdio(Stdio::Out));
+        fds.insert(2, Entry::Stdio(Stdio::Err));
         Vfs {
             tree: Tree::new(budget),
             mounts: Vec::new(),
-            fds: BTreeMap::new(),
-            foreign: BTreeMap::new(),
+            fds,
+            free: BTreeSet::new(),
             now: 0,
         }
     }
@@ -198,12 +212,12 @@ impl Vfs {
             name: name.to_vec(),
             writable,
         });
-        self.insert(Handle {
+        self.insert_local(Handle {
             ino: root,
             preopen: Some(mount),
-            rights: rights::DIRECTORY,
-            inheriting: rights::INHERITABLE,
-            flags: 0,
+            mode: DIR_MODE,
+            append: false,
+            nonblock: false,
             pos: 0,
         })
     }
@@ -211,84 +225,116 @@ impl Vfs {
     /// Adds `path` (relative, parents first) under the preopen `fd`, whatever
     /// the mount's writability: this is how images are filled.
     pub fn add(&mut self, fd: u32, path: &[u8], kind: DirEntryKind) -> Result<(), Errno> {
-        let base = self.dir(fd, 0)?;
-        let found = resolve(&self.tree, base, path, false)?;
-        let name = found.name.ok_or(Errno::Exist)?;
-        if found.ino.is_some() {
-            return Err(Errno::Exist);
-        }
+        let (parent, name) = match self.walk(fd)?.resolve(path, false, false)? {
+            Resolved::Missing { dir, name } => (dir, name),
+            Resolved::Exists(_) => return Err(Errno::Exist),
+        };
         match kind {
             DirEntryKind::Dir => {
-                self.new_dir(found.parent, name);
+                self.new_dir(parent, name);
             }
             DirEntryKind::File(bytes) => {
-                self.link_new(found.parent, name, Kind::File(Data::Static(bytes)));
+                self.link_new(parent, name, Kind::File(Data::Static(bytes)));
             }
             DirEntryKind::Symlink(target) => {
-                self.link_new(found.parent, name, Kind::Symlink(target.to_vec()));
+                self.link_new(parent, name, Kind::Symlink(target.to_vec()));
             }
         }
         Ok(())
     }
 
-    /// The lowest free descriptor.
-    fn free_fd(&self) -> Result<u32, Errno> {
-        if self.fds.len() + self.foreign.len() >= MAX_FDS {
+    /// The number a new descriptor gets: the highest one given back, else
+    /// one past the highest open.
+    fn insert(&mut self, entry: Entry) -> Result<u32, Errno> {
+        if self.fds.len() >= MAX_FDS {
             return Err(Errno::Mfile);
         }
-        Ok((FIRST_FD..)
-            .find(|fd| !self.is_open(*fd))
-            .expect("fewer than MAX_FDS are open"))
+        let fd = match self.free.pop_last() {
+            Some(fd) => fd,
+            None => match self.fds.last_key_value() {
+                Some((&last, _)) => last.checked_add(1).ok_or(Errno::Mfile)?,
+                None => 0,
+            },
+        };
+        self.fds.insert(fd, entry);
+        Ok(fd)
     }
 
-    fn insert(&mut self, handle: Handle) -> Result<u32, Errno> {
-        let fd = self.free_fd()?;
-        self.tree.get_mut(handle.ino).open += 1;
-        self.fds.insert(fd, handle);
+    fn insert_local(&mut self, handle: Handle) -> Result<u32, Errno> {
+        let ino = handle.ino;
+        let fd = self.insert(Entry::Local(handle))?;
+        self.tree.get_mut(ino).open += 1;
         Ok(fd)
     }
 
     /// Gives a descriptor to something the host serves.
     pub fn add_foreign(&mut self, foreign: Foreign) -> Result<u32, Errno> {
-        let fd = self.free_fd()?;
-        self.foreign.insert(fd, foreign);
-        Ok(fd)
+        self.insert(Entry::Foreign(foreign))
     }
 
     /// What the host serves behind `fd`, if it does.
     pub fn foreign(&self, fd: u32) -> Option<&Foreign> {
-        self.foreign.get(&fd)
+        match self.fds.get(&fd) {
+            Some(Entry::Foreign(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The host's descriptor behind `fd`, to move its position.
+    pub fn foreign_mut(&mut self, fd: u32) -> Option<&mut Foreign> {
+        match self.fds.get_mut(&fd) {
+            Some(Entry::Foreign(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The standard stream behind `fd`, if it is one.
+    pub fn stdio(&self, fd: u32) -> Option<Stdio> {
+        match self.fds.get(&fd) {
+            Some(Entry::Stdio(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// What kind of descriptor `fd` is (`EBADF` if none).
+    pub fn kind(&self, fd: u32) -> Result<FdKind, Errno> {
+        self.fds
+            .get(&fd)
+            .map(|e| kind_of(e, &self.tree))
+            .ok_or(Errno::Badf)
     }
 
     fn handle(&self, fd: u32) -> Result<&Handle, Errno> {
-        self.fds.get(&fd).ok_or(Errno::Badf)
+        match self.fds.get(&fd) {
+            Some(Entry::Local(h)) => Ok(h),
+            _ => Err(Errno::Badf),
+        }
     }
 
-    /// The directory behind `fd`, if it has `right`.
-    fn dir(&self, fd: u32, right: u64) -> Result<Ino, Errno> {
+    fn handle_mut(&mut self, fd: u32) -> Result<&mut Handle, Errno> {
+        match self.fds.get_mut(&fd) {
+            Some(Entry::Local(h)) => Ok(h),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    /// The directory behind `fd`: `EBADF` for anything else, as wasmtime
+    /// answers for path calls on files and stdio.
+    fn dir(&self, fd: u32) -> Result<Ino, Errno> {
         let h = self.handle(fd)?;
         if !self.tree.get(h.ino).is_dir() {
-            return Err(Errno::Notdir);
-        }
-        if h.rights & right != right {
-            return Err(Errno::Notcapable);
+            return Err(Errno::Badf);
         }
         Ok(h.ino)
     }
 
-    /// The file behind `fd`, if it has `right` (`EBADF` otherwise, as for
-    /// a read on a write-only descriptor).
-    fn file(&self, fd: u32, right: u64) -> Result<&Handle, Errno> {
+    /// The file behind `fd` (`EBADF` for a directory or stdio).
+    fn file(&self, fd: u32) -> Result<&Handle, Errno> {
         let h = self.handle(fd)?;
         match self.tree.get(h.ino).kind {
-            Kind::File(_) => {}
-            Kind::Dir { .. } => return Err(Errno::Isdir),
-            Kind::Symlink(_) => return Err(Errno::Badf),
+            Kind::File(_) => Ok(h),
+            _ => Err(Errno::Badf),
         }
-        if h.rights & right != right {
-            return Err(Errno::Badf);
-        }
-        Ok(h)
     }
 
     fn writable(&self, ino: Ino) -> Result<(), Errno> {
@@ -320,30 +366,38 @@ impl Vfs {
 
     // --- descriptors -------------------------------------------------------
 
-    /// `fd_prestat_get` / `fd_prestat_dir_name`: the preopen's name.
+    /// `fd_prestat_get` / `fd_prestat_dir_name`: the preopen's name
+    /// (`EBADF` for anything else).
     pub fn prestat(&self, fd: u32) -> Result<&[u8], Errno> {
-        if let Some(f) = self.foreign.get(&fd) {
-            return f.preopen.as_deref().ok_or(Errno::Badf);
+        match self.fds.get(&fd) {
+            Some(Entry::Foreign(f)) => f.preopen.as_deref().ok_or(Errno::Badf),
+            Some(Entry::Local(Handle {
+                preopen: Some(mount),
+                ..
+            })) => Ok(&self.mounts[*mount].name),
+            _ => Err(Errno::Badf),
         }
-        let mount = self.handle(fd)?.preopen.ok_or(Errno::Badf)?;
-        Ok(&self.mounts[mount].name)
     }
 
-    /// Whether `fd` is open here.
+    /// Whether `fd` is open.
     pub fn is_open(&self, fd: u32) -> bool {
-        self.fds.contains_key(&fd) || self.foreign.contains_key(&fd)
+        self.fds.contains_key(&fd)
     }
 
     /// `fd_close`; for a foreign descriptor, returns the host handle to
     /// close.
     pub fn close(&mut self, fd: u32) -> Result<Option<u32>, Errno> {
-        if let Some(f) = self.foreign.remove(&fd) {
-            return Ok(Some(f.host));
-        }
-        let h = self.fds.remove(&fd).ok_or(Errno::Badf)?;
-        self.tree.get_mut(h.ino).open -= 1;
-        self.tree.release(h.ino);
-        Ok(None)
+        let entry = self.fds.remove(&fd).ok_or(Errno::Badf)?;
+        self.free.insert(fd);
+        Ok(match entry {
+            Entry::Foreign(f) => Some(f.host),
+            Entry::Local(h) => {
+                self.tree.get_mut(h.ino).open -= 1;
+                self.tree.release(h.ino);
+                None
+            }
+            Entry::Stdio(_) => None,
+        })
     }
 
     /// `fd_renumber`: `from` takes the place of `to`, which is closed (its
@@ -356,67 +410,100 @@ impl Vfs {
             return Ok(None);
         }
         let displaced = self.close(to)?;
-        if let Some(f) = self.foreign.remove(&from) {
-            self.foreign.insert(to, f);
-        } else {
-            let h = self.fds.remove(&from).expect("checked above");
-            self.fds.insert(to, h);
-        }
+        let entry = self.fds.remove(&from).expect("checked above");
+        self.free.insert(from);
+        self.free.remove(&to);
+        self.fds.insert(to, entry);
         Ok(displaced)
     }
 
-    /// `fd_fdstat_get`.
+    /// `fd_fdstat_get`, with the rights wasmtime reports: fixed sets for
+    /// stdio and preopens, otherwise what the kind and open mode allow.
     pub fn fdstat(&self, fd: u32) -> Result<FdStat, Errno> {
-        if let Some(f) = self.foreign.get(&fd) {
-            return Ok(FdStat {
-                filetype: f.filetype,
-                flags: f.flags,
-                rights: f.rights,
-                inheriting: f.inheriting,
-            });
-        }
-        let h = self.handle(fd)?;
-        Ok(FdStat {
-            filetype: self.tree.get(h.ino).filetype(),
-            flags: h.flags,
-            rights: h.rights,
-            inheriting: h.inheriting,
+        let stat = |filetype, flags, rights, inheriting| FdStat {
+            filetype,
+            flags,
+            rights,
+            inheriting,
+        };
+        let file_flags = |append: bool, nonblock: bool| {
+            (if append { fdflags::APPEND } else { 0 })
+                | if nonblock { fdflags::NONBLOCK } else { 0 }
+        };
+        Ok(match self.fds.get(&fd).ok_or(Errno::Badf)? {
+            // Stdio is never a terminal here: a pipe's answers.
+            Entry::Stdio(Stdio::In) => stat(filetype::UNKNOWN, 0, rights::FD_READ, rights::FD_READ),
+            Entry::Stdio(_) => stat(filetype::UNKNOWN, 0, rights::FD_WRITE, rights::FD_WRITE),
+            Entry::Local(Handle {
+                preopen: Some(_), ..
+            }) => stat(
+                filetype::DIRECTORY,
+                0,
+                rights::PREOPEN,
+                rights::PREOPEN_INHERITING,
+            ),
+            Entry::Foreign(f) if f.preopen.is_some() => stat(
+                filetype::DIRECTORY,
+                0,
+                rights::PREOPEN,
+                rights::PREOPEN_INHERITING,
+            ),
+            Entry::Local(h) => {
+                let inode = self.tree.get(h.ino);
+                let r = rights::of_opened(inode.is_dir(), h.mode);
+                let flags = if inode.is_dir() {
+                    0
+                } else {
+                    file_flags(h.append, h.nonblock)
+                };
+                stat(inode.filetype(), flags, r, r)
+            }
+            Entry::Foreign(f) => {
+                let dir = f.filetype == filetype::DIRECTORY;
+                let r = rights::of_opened(dir, f.mode);
+                let flags = if dir {
+                    0
+                } else {
+                    file_flags(f.append, f.nonblock)
+                };
+                stat(f.filetype, flags, r, r)
+            }
         })
     }
 
-    /// `fd_fdstat_set_flags`: only `APPEND` changes anything in memory.
+    /// `fd_fdstat_set_flags`: files only (`EBADF` otherwise); `APPEND` and
+    /// `NONBLOCK` can change, the synchronous flags are refused with
+    /// `EINVAL`, as wasmtime does.
     pub fn set_flags(&mut self, fd: u32, flags: u16) -> Result<(), Errno> {
-        let known =
-            fdflags::APPEND | fdflags::DSYNC | fdflags::NONBLOCK | fdflags::RSYNC | fdflags::SYNC;
-        if flags & !known != 0 {
+        if flags & !fdflags::ALL != 0 {
             return Err(Errno::Inval);
         }
-        if let Some(f) = self.foreign.get_mut(&fd) {
-            f.flags = flags;
-            return Ok(());
+        if self.kind(fd)? != FdKind::File {
+            return Err(Errno::Badf);
         }
-        let h = self.fds.get_mut(&fd).ok_or(Errno::Badf)?;
-        h.flags = flags;
+        if flags & fdflags::SYNCS != 0 {
+            return Err(Errno::Inval);
+        }
+        let (append, nonblock) = (flags & fdflags::APPEND != 0, flags & fdflags::NONBLOCK != 0);
+        match self.fds.get_mut(&fd) {
+            Some(Entry::Local(h)) => (h.append, h.nonblock) = (append, nonblock),
+            Some(Entry::Foreign(f)) => (f.append, f.nonblock) = (append, nonblock),
+            _ => unreachable!("a file"),
+        }
         Ok(())
     }
 
-    /// `fd_fdstat_set_rights`: rights can only be dropped.
+    /// `fd_fdstat_set_rights`: rights are not enforced, so they cannot be
+    /// changed either: `ENOTSUP` for a file or directory, `EBADF` for stdio
+    /// or nothing, as wasmtime answers.
     pub fn set_rights(&mut self, fd: u32, base: u64, inheriting: u64) -> Result<(), Errno> {
-        if let Some(f) = self.foreign.get_mut(&fd) {
-            if base & !f.rights != 0 || inheriting & !f.inheriting != 0 {
-                return Err(Errno::Notcapable);
-            }
-            f.rights = base;
-            f.inheriting = inheriting;
-            return Ok(());
+        if (base | inheriting) & !rights::ALL != 0 {
+            return Err(Errno::Inval);
         }
-        let h = self.fds.get_mut(&fd).ok_or(Errno::Badf)?;
-        if base & !h.rights != 0 || inheriting & !h.inheriting != 0 {
-            return Err(Errno::Notcapable);
+        match self.kind(fd)? {
+            FdKind::Stdio(_) => Err(Errno::Badf),
+            _ => Err(Errno::Notsup),
         }
-        h.rights = base;
-        h.inheriting = inheriting;
-        Ok(())
     }
 
     fn stat(&self, ino: Ino) -> FileStat {
@@ -433,27 +520,85 @@ impl Vfs {
         }
     }
 
-    /// `fd_filestat_get`.
+    /// `fd_filestat_get` (stdio: zeros, as a pipe is reported).
     pub fn filestat(&self, fd: u32) -> Result<FileStat, Errno> {
+        if self.stdio(fd).is_some() {
+            return Ok(FileStat {
+                dev: 0,
+                ino: 0,
+                filetype: filetype::UNKNOWN,
+                nlink: 0,
+                size: 0,
+                atim: 0,
+                mtim: 0,
+                ctim: 0,
+            });
+        }
         Ok(self.stat(self.handle(fd)?.ino))
     }
 
-    /// `path_filestat_get`.
+    /// `path_filestat_get`. Not following symlinks, a path that is a
+    /// single name to Rust's `Path` (`f`, `f/`, `f/.`) is looked up as that
+    /// name, trailing slash or not, as wasmtime does (with `fstatat`).
     pub fn path_filestat(&self, fd: u32, lookup: u32, path: &[u8]) -> Result<FileStat, Errno> {
-        let found = self.lookup(fd, rights::PATH_FILESTAT_GET, path, lookup)?;
-        Ok(self.stat(found.ino.ok_or(Errno::Noent)?))
+        let follow = lookup & LOOKUP_SYMLINK_FOLLOW != 0;
+        let ino = match single_name(path) {
+            Some(name) if !follow => {
+                check_path(path)?;
+                self.entry(self.dir(fd)?, name)?.ok_or(Errno::Noent)?
+            }
+            _ => self.walk(fd)?.existing(path, follow)?,
+        };
+        Ok(self.stat(ino))
     }
 
-    fn lookup(&self, fd: u32, right: u64, path: &[u8], lookup: u32) -> Result<Found, Errno> {
-        let base = self.dir(fd, right)?;
-        resolve(&self.tree, base, path, lookup & LOOKUP_SYMLINK_FOLLOW != 0)
+    /// A resolution beneath directory `fd`.
+    fn walk(&self, fd: u32) -> Result<Walk<'_>, Errno> {
+        Ok(Walk::new(&self.tree, self.dir(fd)?))
     }
 
-    /// `fd_filestat_set_size`.
+    /// What `name` is in directory `dir`.
+    fn entry(&self, dir: Ino, name: &[u8]) -> Result<Option<Ino>, Errno> {
+        if name.len() > MAX_NAME {
+            return Err(Errno::Nametoolong);
+        }
+        Ok(self.tree.get(dir).entries()?.get(name).copied())
+    }
+
+    /// The directory holding `path`'s last component, and that component,
+    /// as cap-std's `open_parent` finds them (see [`split_parent`]).
+    fn open_parent<'p>(&self, fd: u32, path: &'p [u8]) -> Result<(Ino, Base<'p>), Errno> {
+        check_path(path)?;
+        let (dir, base) = split_parent(path)?;
+        let dir = self.walk(fd)?.directory(dir)?;
+        if let Base::Name(name) = &base {
+            if name.len() > MAX_NAME {
+                return Err(Errno::Nametoolong);
+            }
+        }
+        Ok((dir, base))
+    }
+
+    /// The inode `path` names, opened without `O_CREAT` the way the kernel
+    /// opens it (see [`Vfs::open_checks`]).
+    fn open_existing(&self, fd: u32, path: &[u8], follow: bool, write: bool) -> Result<Ino, Errno> {
+        let ino = self.walk(fd)?.existing(path, follow)?;
+        self.open_checks(ino, write)?;
+        Ok(ino)
+    }
+
+    /// `fd_filestat_set_size`: files opened for writing (`EINVAL`
+    /// otherwise, as `ftruncate` answers).
     pub fn set_size(&mut self, fd: u32, size: u64) -> Result<(), Errno> {
-        let ino = self.file(fd, rights::FD_FILESTAT_SET_SIZE)?.ino;
-        self.writable(ino)?;
-        let size = usize::try_from(size).map_err(|_| Errno::Fbig)?;
+        let h = self.file(fd)?;
+        let ino = h.ino;
+        if !h.mode.write {
+            return Err(Errno::Inval);
+        }
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|s| *s <= i64::MAX as usize)
+            .ok_or(Errno::Inval)?;
         self.tree.set_len(ino, size)?;
         self.modified(ino);
         Ok(())
@@ -467,11 +612,11 @@ impl Vfs {
     }
 
     fn set_times_of(&mut self, ino: Ino, atim: u64, mtim: u64, flags: u16) -> Result<(), Errno> {
-        if flags & (fstflags::ATIM | fstflags::ATIM_NOW) == fstflags::ATIM | fstflags::ATIM_NOW
-            || flags & (fstflags::MTIM | fstflags::MTIM_NOW) == fstflags::MTIM | fstflags::MTIM_NOW
-            || flags & !0xf != 0
-        {
-            return Err(Errno::Inval);
+        check_fstflags(flags)?;
+        if flags == 0 {
+            // Both times left as they are: `utimensat` changes nothing and
+            // checks nothing, not even a read-only mount.
+            return Ok(());
         }
         self.writable(ino)?;
         let now = self.now;
@@ -490,9 +635,16 @@ impl Vfs {
         Ok(())
     }
 
-    /// `fd_filestat_set_times`.
+    /// `fd_filestat_set_times` (files and directories; `EBADF` for stdio,
+    /// and for a preopen: wasmtime holds those as `O_PATH` descriptors,
+    /// whose times `futimens` cannot set).
     pub fn set_times(&mut self, fd: u32, atim: u64, mtim: u64, flags: u16) -> Result<(), Errno> {
-        let ino = self.handle(fd)?.ino;
+        check_fstflags(flags)?;
+        let h = self.handle(fd)?;
+        if h.preopen.is_some() {
+            return Err(Errno::Badf);
+        }
+        let ino = h.ino;
         self.set_times_of(ino, atim, mtim, flags)
     }
 
@@ -506,25 +658,44 @@ impl Vfs {
         mtim: u64,
         flags: u16,
     ) -> Result<(), Errno> {
-        let found = self.lookup(fd, rights::PATH_FILESTAT_SET_TIMES, path, lookup)?;
-        self.set_times_of(found.ino.ok_or(Errno::Noent)?, atim, mtim, flags)
+        check_fstflags(flags)?;
+        let ino = if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
+            // wasmtime opens the path to write, then (a directory) to read.
+            match self.open_existing(fd, path, true, true) {
+                Err(Errno::Isdir) => self.open_existing(fd, path, true, false)?,
+                other => other?,
+            }
+        } else {
+            match self.open_parent(fd, path)? {
+                (dir, Base::Dot) => dir,
+                (dir, Base::Name(name)) => self.entry(dir, name)?.ok_or(Errno::Noent)?,
+            }
+        };
+        self.set_times_of(ino, atim, mtim, flags)
     }
 
-    // --- data --------------------------------------------------------------
+    // --- data ---------------------------------------------------------------
 
-    /// `fd_read` into one buffer; 0 at end of file.
+    /// `fd_read` into one buffer; 0 at end of file. A file not opened for
+    /// reading, or a directory, is `EBADF`.
     pub fn read(&mut self, fd: u32, dst: &mut [u8]) -> Result<usize, Errno> {
-        let h = self.file(fd, rights::FD_READ)?;
+        let h = self.file(fd)?;
+        if !h.mode.read {
+            return Err(Errno::Badf);
+        }
         let (ino, pos) = (h.ino, h.pos);
         let n = self.read_at(ino, dst, pos);
-        self.fds.get_mut(&fd).expect("checked").pos = pos + n as u64;
+        self.handle_mut(fd)?.pos = pos + n as u64;
         Ok(n)
     }
 
     /// `fd_pread` into one buffer.
     pub fn pread(&mut self, fd: u32, dst: &mut [u8], offset: u64) -> Result<usize, Errno> {
-        let ino = self.file(fd, rights::FD_READ | rights::FD_SEEK)?.ino;
-        Ok(self.read_at(ino, dst, offset))
+        let h = self.file(fd)?;
+        if !h.mode.read {
+            return Err(Errno::Badf);
+        }
+        Ok(self.read_at(h.ino, dst, offset))
     }
 
     fn read_at(&self, ino: Ino, dst: &mut [u8], offset: u64) -> usize {
@@ -542,22 +713,36 @@ impl Vfs {
 
     /// `fd_write` of one buffer (at the end with `APPEND`).
     pub fn write(&mut self, fd: u32, src: &[u8]) -> Result<usize, Errno> {
-        let h = self.file(fd, rights::FD_WRITE)?;
-        let (ino, append, pos) = (h.ino, h.flags & fdflags::APPEND != 0, h.pos);
-        let at = if append {
-            self.tree.get(ino).size()
-        } else {
-            pos
-        };
+        let h = self.file(fd)?;
+        let (ino, pos) = (h.ino, h.pos);
+        let at = self.write_offset(fd, pos)?;
         let n = self.write_at(ino, src, at)?;
-        self.fds.get_mut(&fd).expect("checked").pos = at + n as u64;
+        // Appending leaves the position at the end, as wasmtime does.
+        self.handle_mut(fd)?.pos = at + n as u64;
         Ok(n)
     }
 
-    /// `fd_pwrite` of one buffer; the position does not move.
+    /// `fd_pwrite` of one buffer; the position does not move. With
+    /// `APPEND` the data goes to the end whatever the offset, as on Linux
+    /// and in wasmtime.
     pub fn pwrite(&mut self, fd: u32, src: &[u8], offset: u64) -> Result<usize, Errno> {
-        let ino = self.file(fd, rights::FD_WRITE | rights::FD_SEEK)?.ino;
-        self.write_at(ino, src, offset)
+        let ino = self.file(fd)?.ino;
+        let at = self.write_offset(fd, offset)?;
+        self.write_at(ino, src, at)
+    }
+
+    /// Where a write to `fd` asked at `offset` goes; `EBADF` if it was
+    /// not opened for writing.
+    fn write_offset(&self, fd: u32, offset: u64) -> Result<u64, Errno> {
+        let h = self.file(fd)?;
+        if !h.mode.write {
+            return Err(Errno::Badf);
+        }
+        Ok(if h.append {
+            self.tree.get(h.ino).size()
+        } else {
+            offset
+        })
     }
 
     fn write_at(&mut self, ino: Ino, src: &[u8], offset: u64) -> Result<usize, Errno> {
@@ -565,7 +750,10 @@ impl Vfs {
         if src.is_empty() {
             return Ok(0);
         }
-        let start = usize::try_from(offset).map_err(|_| Errno::Fbig)?;
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|o| *o <= i64::MAX as usize)
+            .ok_or(Errno::Inval)?;
         let end = start.checked_add(src.len()).ok_or(Errno::Fbig)?;
         let v = self.tree.file_mut(ino, end)?;
         v[start..end].copy_from_slice(src);
@@ -573,49 +761,57 @@ impl Vfs {
         Ok(src.len())
     }
 
-    /// `fd_seek`: `whence` 0 = set, 1 = current, 2 = end.
+    /// `fd_seek`: `whence` 0 = set, 1 = current, 2 = end. Positions are
+    /// any `u64` the arithmetic reaches without going below zero, as in
+    /// wasmtime.
     pub fn seek(&mut self, fd: u32, delta: i64, whence: u8) -> Result<u64, Errno> {
-        let right = if delta == 0 && whence == 1 {
-            rights::FD_TELL
-        } else {
-            rights::FD_SEEK
-        };
-        let h = self
-            .file(fd, right)
-            .map_err(|e| if e == Errno::Isdir { Errno::Badf } else { e })?;
-        let base = match whence {
-            0 => 0,
-            1 => h.pos,
-            2 => self.tree.get(h.ino).size(),
-            _ => return Err(Errno::Inval),
-        };
-        let pos = base.checked_add_signed(delta).ok_or(Errno::Inval)?;
-        if pos > i64::MAX as u64 {
+        if whence > 2 {
             return Err(Errno::Inval);
         }
-        self.fds.get_mut(&fd).expect("checked").pos = pos;
+        let h = self.seekable(fd)?;
+        let pos = match whence {
+            0 => u64::try_from(delta).map_err(|_| Errno::Inval)?,
+            1 => h.pos.checked_add_signed(delta).ok_or(Errno::Inval)?,
+            _ => self
+                .tree
+                .get(h.ino)
+                .size()
+                .checked_add_signed(delta)
+                .ok_or(Errno::Inval)?,
+        };
+        self.handle_mut(fd)?.pos = pos;
         Ok(pos)
     }
 
-    /// `fd_advise`, `fd_sync`, `fd_datasync`: nothing to do in memory, but
-    /// the descriptor must be valid.
-    pub fn check(&self, fd: u32) -> Result<(), Errno> {
-        self.handle(fd).map(|_| ())
+    /// `fd_tell`.
+    pub fn tell(&self, fd: u32) -> Result<u64, Errno> {
+        Ok(self.seekable(fd)?.pos)
+    }
+
+    /// Bytes between the position of file `fd` and its end.
+    pub fn remaining(&self, fd: u32) -> Result<u64, Errno> {
+        let h = self.file(fd)?;
+        Ok(self.tree.get(h.ino).size().saturating_sub(h.pos))
+    }
+
+    /// A file that can be sought: `ESPIPE` for stdio, `EBADF` for anything
+    /// else that is not a file.
+    fn seekable(&self, fd: u32) -> Result<&Handle, Errno> {
+        if self.stdio(fd).is_some() {
+            return Err(Errno::Spipe);
+        }
+        self.file(fd)
     }
 
     /// `fd_readdir`: writes `dirent` records from `cookie` into `out` and
     /// returns the bytes used; fewer than `out.len()` means the end. The
     /// last record may be cut short, as WASI specifies.
     pub fn readdir(&self, fd: u32, cookie: u64, out: &mut [u8]) -> Result<usize, Errno> {
-        let h = self.handle(fd)?;
-        let inode = self.tree.get(h.ino);
-        let Kind::Dir { entries, parent } = &inode.kind else {
-            return Err(Errno::Notdir);
+        let ino = self.dir(fd)?;
+        let Kind::Dir { entries, parent } = &self.tree.get(ino).kind else {
+            unreachable!("a directory")
         };
-        if h.rights & rights::FD_READDIR == 0 {
-            return Err(Errno::Notcapable);
-        }
-        let dots = [(&b"."[..], h.ino), (&b".."[..], *parent)];
+        let dots = [(&b"."[..], ino), (&b".."[..], *parent)];
         let all = dots
             .into_iter()
             .chain(entries.iter().map(|(n, &i)| (n.as_slice(), i)))
@@ -625,7 +821,12 @@ impl Vfs {
 
     // --- paths -------------------------------------------------------------
 
-    /// `path_open`: returns the new descriptor.
+    /// `path_open`: returns the new descriptor. The open mode comes from
+    /// the rights asked for ([`OpenMode::of`]); asking for rights a
+    /// descriptor cannot have is no error, as in wasmtime. The path is
+    /// opened as the kernel opens it: `O_EXCL` follows no symlink, a
+    /// dangling one is followed to create its target, a directory cannot
+    /// be opened to write or created over.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         &mut self,
@@ -634,70 +835,81 @@ impl Vfs {
         path: &[u8],
         oflags: u16,
         rights_base: u64,
-        rights_inheriting: u64,
+        _rights_inheriting: u64,
         flags: u16,
     ) -> Result<u32, Errno> {
-        let dir_handle = self.handle(fd)?.clone();
-        let found = self.lookup(fd, rights::PATH_OPEN, path, lookup)?;
-        let create = oflags & oflags::CREAT != 0;
-        let ino = match found.ino {
-            Some(_) if create && oflags & oflags::EXCL != 0 => return Err(Errno::Exist),
-            Some(ino) => ino,
-            None if create => {
-                if found.trailing_slash || oflags & oflags::DIRECTORY != 0 {
+        match self.kind(fd)? {
+            FdKind::Dir => {}
+            FdKind::File => return Err(Errno::Notdir),
+            FdKind::Stdio(_) => return Err(Errno::Badf),
+        }
+        if let Some(e) = open_flags_error(oflags, flags) {
+            return Err(e);
+        }
+        let mode = OpenMode::of(oflags, rights_base);
+        let (create, excl) = (oflags & oflags::CREAT != 0, oflags & oflags::EXCL != 0);
+        let follow = lookup & LOOKUP_SYMLINK_FOLLOW != 0 && !(create && excl);
+        let found = self.walk(fd)?.resolve(path, follow, create)?;
+        let ino = match found {
+            Resolved::Missing { dir, name } if create => {
+                self.writable(dir)?;
+                self.link_new(dir, name, Kind::File(Data::Owned(Vec::new())))
+            }
+            Resolved::Missing { .. } => return Err(Errno::Noent),
+            Resolved::Exists(ino) => {
+                let is_dir = self.tree.get(ino).is_dir();
+                if create && excl {
+                    return Err(Errno::Exist);
+                }
+                if create && is_dir {
                     return Err(Errno::Isdir);
                 }
-                if dir_handle.rights & rights::PATH_CREATE_FILE == 0 {
-                    return Err(Errno::Notcapable);
-                }
-                self.writable(found.parent)?;
-                let name = found.name.ok_or(Errno::Exist)?;
-                self.link_new(found.parent, name, Kind::File(Data::Owned(Vec::new())))
-            }
-            None => return Err(Errno::Noent),
-        };
-        let wants_write = rights_base & rights::WRITING != 0 || oflags & oflags::TRUNC != 0;
-        let file_rights = match &self.tree.get(ino).kind {
-            Kind::Symlink(_) => return Err(Errno::Loop),
-            Kind::Dir { .. } => {
-                if wants_write {
-                    return Err(Errno::Isdir);
-                }
-                rights::DIRECTORY
-            }
-            Kind::File(_) => {
-                if oflags & oflags::DIRECTORY != 0 {
-                    return Err(Errno::Notdir);
-                }
-                if wants_write {
-                    self.writable(ino)?;
-                }
-                rights::FILE
+                self.open_checks(ino, mode.write)?;
+                ino
             }
         };
-        if oflags & oflags::TRUNC != 0 {
+        let dir = self.tree.get(ino).is_dir();
+        if !dir && oflags & oflags::TRUNC != 0 {
             self.tree.set_len(ino, 0)?;
             self.modified(ino);
         }
-        self.insert(Handle {
+        if !dir && oflags & oflags::DIRECTORY != 0 {
+            return Err(Errno::Notdir);
+        }
+        self.insert_local(Handle {
             ino,
             preopen: None,
-            rights: rights_base & file_rights & dir_handle.inheriting,
-            inheriting: rights_inheriting & dir_handle.inheriting,
-            flags,
+            mode: if dir { DIR_MODE } else { mode },
+            append: !dir && flags & fdflags::APPEND != 0,
+            nonblock: !dir && flags & fdflags::NONBLOCK != 0,
             pos: 0,
         })
     }
 
-    /// `path_create_directory`.
+    /// What the kernel checks opening an existing `ino`: `ELOOP` for a
+    /// symlink, `EISDIR` for a directory to write, `EROFS` for a file to
+    /// write on a read-only mount.
+    fn open_checks(&self, ino: Ino, write: bool) -> Result<(), Errno> {
+        match self.tree.get(ino).kind {
+            Kind::Symlink(_) => Err(Errno::Loop),
+            Kind::Dir { .. } if write => Err(Errno::Isdir),
+            Kind::File(_) if write => self.writable(ino),
+            _ => Ok(()),
+        }
+    }
+
+    /// `path_create_directory`: `mkdirat` of the last component, trailing
+    /// slashes stripped first.
     pub fn create_dir(&mut self, fd: u32, path: &[u8]) -> Result<(), Errno> {
-        let found = self.lookup(fd, rights::PATH_CREATE_DIRECTORY, path, 0)?;
-        if found.ino.is_some() {
+        let (dir, base) = self.open_parent(fd, strip_trailing_slashes(path))?;
+        let Base::Name(name) = base else {
+            return Err(Errno::Exist);
+        };
+        if self.entry(dir, name)?.is_some() {
             return Err(Errno::Exist);
         }
-        self.writable(found.parent)?;
-        let name = found.name.ok_or(Errno::Exist)?;
-        self.new_dir(found.parent, name);
+        self.writable(dir)?;
+        self.new_dir(dir, name.to_vec());
         Ok(())
     }
 
@@ -717,34 +929,35 @@ impl Vfs {
         dir
     }
 
-    /// `path_remove_directory`.
+    /// `path_remove_directory`: `rmdir` of the last component (`.`, what a
+    /// trailing slash leaves, is `EINVAL`).
     pub fn remove_dir(&mut self, fd: u32, path: &[u8]) -> Result<(), Errno> {
-        let found = self.lookup(fd, rights::PATH_REMOVE_DIRECTORY, path, 0)?;
-        let ino = found.ino.ok_or(Errno::Noent)?;
-        let name = found.name.ok_or(Errno::Inval)?;
-        let entries = self.tree.get(ino).entries()?;
-        if !entries.is_empty() {
+        let (dir, base) = self.open_parent(fd, path)?;
+        let Base::Name(name) = base else {
+            return Err(Errno::Inval);
+        };
+        self.writable(dir)?;
+        let ino = self.entry(dir, name)?.ok_or(Errno::Noent)?;
+        if !self.tree.get(ino).entries()?.is_empty() {
             return Err(Errno::Notempty);
         }
-        self.writable(ino)?;
-        self.unlink_entry(found.parent, &name, ino);
-        self.tree.get_mut(found.parent).nlink -= 1;
+        self.unlink_entry(dir, name, ino);
+        self.tree.get_mut(dir).nlink -= 1;
         Ok(())
     }
 
-    /// `path_unlink_file`.
+    /// `path_unlink_file`: `unlink` of the last component.
     pub fn unlink(&mut self, fd: u32, path: &[u8]) -> Result<(), Errno> {
-        let found = self.lookup(fd, rights::PATH_UNLINK_FILE, path, 0)?;
-        let ino = found.ino.ok_or(Errno::Noent)?;
-        let name = found.name.ok_or(Errno::Isdir)?;
+        let (dir, base) = self.open_parent(fd, path)?;
+        let Base::Name(name) = base else {
+            return Err(Errno::Isdir);
+        };
+        self.writable(dir)?;
+        let ino = self.entry(dir, name)?.ok_or(Errno::Noent)?;
         if self.tree.get(ino).is_dir() {
             return Err(Errno::Isdir);
         }
-        if found.trailing_slash {
-            return Err(Errno::Notdir);
-        }
-        self.writable(ino)?;
-        self.unlink_entry(found.parent, &name, ino);
+        self.unlink_entry(dir, name, ino);
         Ok(())
     }
 
@@ -764,55 +977,62 @@ impl Vfs {
         self.tree.release(ino);
     }
 
-    /// `path_rename`.
+    /// `path_rename`, as `renameat` of the two last components: a trailing
+    /// slash on either path requires the source to be a directory (a
+    /// symlink is not followed for it), `.` is `EBUSY`.
     pub fn rename(&mut self, fd: u32, old: &[u8], new_fd: u32, new: &[u8]) -> Result<(), Errno> {
-        let from = self.lookup(fd, rights::PATH_RENAME_SOURCE, old, 0)?;
-        let to = self.lookup(new_fd, rights::PATH_RENAME_TARGET, new, 0)?;
-        let ino = from.ino.ok_or(Errno::Noent)?;
-        let (Some(from_name), Some(to_name)) = (from.name, to.name) else {
-            return Err(Errno::Inval);
-        };
-        let moving_dir = self.tree.get(ino).is_dir();
-        if (from.trailing_slash || to.trailing_slash) && !moving_dir {
-            return Err(Errno::Notdir);
-        }
-        if self.tree.get(ino).mount != self.tree.get(to.parent).mount {
+        let requires_dir = old.ends_with(b"/") || new.ends_with(b"/");
+        let (from_dir, from) = self.open_parent(fd, strip_trailing_slashes(old))?;
+        let (to_dir, to) = self.open_parent(new_fd, strip_trailing_slashes(new))?;
+        if self.tree.get(from_dir).mount != self.tree.get(to_dir).mount {
             return Err(Errno::Xdev);
         }
-        self.writable(ino)?;
-        if to.ino == Some(ino) {
-            return Ok(());
+        let (Base::Name(from), Base::Name(to)) = (from, to) else {
+            return Err(Errno::Busy);
+        };
+        self.writable(from_dir)?;
+        let ino = self.entry(from_dir, from)?.ok_or(Errno::Noent)?;
+        let moving_dir = self.tree.get(ino).is_dir();
+        if requires_dir && !moving_dir {
+            return Err(Errno::Notdir);
         }
-        if moving_dir && self.tree.is_ancestor(ino, to.parent) {
+        let existing = self.entry(to_dir, to)?;
+        if moving_dir && self.tree.is_ancestor(ino, to_dir) {
             return Err(Errno::Inval);
         }
-        if let Some(existing) = to.ino {
+        if let Some(existing) = existing {
+            if existing == ino {
+                return Ok(());
+            }
+            if self.tree.is_ancestor(existing, from_dir) {
+                return Err(Errno::Notempty);
+            }
             match (moving_dir, self.tree.get(existing).entries()) {
                 (true, Ok(e)) if !e.is_empty() => return Err(Errno::Notempty),
                 (true, Err(_)) => return Err(Errno::Notdir),
                 (false, Ok(_)) => return Err(Errno::Isdir),
                 _ => {}
             }
-            self.unlink_entry(to.parent, &to_name, existing);
+            self.unlink_entry(to_dir, to, existing);
             if moving_dir {
-                self.tree.get_mut(to.parent).nlink -= 1;
+                self.tree.get_mut(to_dir).nlink -= 1;
             }
         }
         self.tree
-            .entries_mut(from.parent)
+            .entries_mut(from_dir)
             .expect("parent is a directory")
-            .remove(&from_name);
-        self.touch_dir(from.parent);
+            .remove(from);
+        self.touch_dir(from_dir);
         self.tree
-            .entries_mut(to.parent)
+            .entries_mut(to_dir)
             .expect("parent is a directory")
-            .insert(to_name, ino);
-        self.touch_dir(to.parent);
+            .insert(to.to_vec(), ino);
+        self.touch_dir(to_dir);
         if moving_dir {
-            self.tree.get_mut(from.parent).nlink -= 1;
-            self.tree.get_mut(to.parent).nlink += 1;
+            self.tree.get_mut(from_dir).nlink -= 1;
+            self.tree.get_mut(to_dir).nlink += 1;
             if let Kind::Dir { parent, .. } = &mut self.tree.get_mut(ino).kind {
-                *parent = to.parent;
+                *parent = to_dir;
             }
         }
         let now = self.now;
@@ -823,28 +1043,34 @@ impl Vfs {
     /// `path_symlink`: `path` becomes a symlink to the relative `target`
     /// (stored as given; resolution keeps it inside).
     pub fn symlink(&mut self, target: &[u8], fd: u32, path: &[u8]) -> Result<(), Errno> {
-        let found = self.lookup(fd, rights::PATH_SYMLINK, path, 0)?;
         // It could never be followed.
         if target.first() == Some(&b'/') {
             return Err(Errno::Perm);
         }
-        if found.ino.is_some() {
+        let (dir, base) = self.open_parent(fd, path)?;
+        let Base::Name(name) = base else {
+            return Err(Errno::Exist);
+        };
+        if self.entry(dir, name)?.is_some() {
             return Err(Errno::Exist);
         }
-        if found.trailing_slash {
+        if target.is_empty() {
             return Err(Errno::Noent);
         }
-        self.writable(found.parent)?;
-        let name = found.name.ok_or(Errno::Exist)?;
-        self.link_new(found.parent, name, Kind::Symlink(target.to_vec()));
+        check_path(target)?;
+        self.writable(dir)?;
+        self.link_new(dir, name.to_vec(), Kind::Symlink(target.to_vec()));
         Ok(())
     }
 
     /// `path_readlink`: copies the target into `out` (cut to fit); returns
     /// the bytes written.
     pub fn readlink(&self, fd: u32, path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
-        let found = self.lookup(fd, rights::PATH_READLINK, path, 0)?;
-        let ino = found.ino.ok_or(Errno::Noent)?;
+        let (dir, base) = self.open_parent(fd, path)?;
+        let Base::Name(name) = base else {
+            return Err(Errno::Inval);
+        };
+        let ino = self.entry(dir, name)?.ok_or(Errno::Noent)?;
         let Kind::Symlink(target) = &self.tree.get(ino).kind else {
             return Err(Errno::Inval);
         };
@@ -853,38 +1079,49 @@ impl Vfs {
         Ok(n)
     }
 
-    /// `path_link`: a hard link `new` to the file `old`.
-    pub fn link(
-        &mut self,
-        fd: u32,
-        lookup: u32,
-        old: &[u8],
-        new_fd: u32,
-        new: &[u8],
-    ) -> Result<(), Errno> {
-        let from = self.lookup(fd, rights::PATH_LINK_SOURCE, old, lookup)?;
-        let to = self.lookup(new_fd, rights::PATH_LINK_TARGET, new, 0)?;
-        let ino = from.ino.ok_or(Errno::Noent)?;
+    /// `path_link`: a hard link `new` to `old`, no symlink followed, as
+    /// `linkat` of the two last components.
+    pub fn link(&mut self, fd: u32, old: &[u8], new_fd: u32, new: &[u8]) -> Result<(), Errno> {
+        let (from_dir, from) = self.open_parent(fd, old)?;
+        let (to_dir, to) = self.open_parent(new_fd, new)?;
+        let ino = match from {
+            Base::Dot => from_dir,
+            Base::Name(name) => self.entry(from_dir, name)?.ok_or(Errno::Noent)?,
+        };
+        let Base::Name(name) = to else {
+            return Err(Errno::Exist);
+        };
+        if self.entry(to_dir, name)?.is_some() {
+            return Err(Errno::Exist);
+        }
+        self.writable(to_dir)?;
+        if self.tree.get(ino).mount != self.tree.get(to_dir).mount {
+            return Err(Errno::Xdev);
+        }
         if self.tree.get(ino).is_dir() {
             return Err(Errno::Perm);
         }
-        if to.ino.is_some() {
-            return Err(Errno::Exist);
-        }
-        if self.tree.get(ino).mount != self.tree.get(to.parent).mount {
-            return Err(Errno::Xdev);
-        }
-        self.writable(to.parent)?;
-        let name = to.name.ok_or(Errno::Exist)?;
         self.tree
-            .entries_mut(to.parent)
+            .entries_mut(to_dir)
             .expect("parent is a directory")
-            .insert(name, ino);
-        self.touch_dir(to.parent);
+            .insert(name.to_vec(), ino);
+        self.touch_dir(to_dir);
         let now = self.now;
         let inode = self.tree.get_mut(ino);
         inode.nlink += 1;
         inode.ctim = now;
         Ok(())
     }
+}
+
+/// What the kernel refuses in any path before looking it up: a NUL byte
+/// (`EINVAL`) or more than [`MAX_PATH`] bytes.
+fn check_path(path: &[u8]) -> Result<(), Errno> {
+    if path.contains(&0) {
+        return Err(Errno::Inval);
+    }
+    if path.len() > MAX_PATH {
+        return Err(Errno::Nametoolong);
+    }
+    Ok(())
 }

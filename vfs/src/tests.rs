@@ -102,7 +102,7 @@ fn files_are_created_written_read_and_sought() {
 }
 
 #[test]
-fn rights_and_read_only_mounts_are_enforced() {
+fn open_modes_and_read_only_mounts_are_enforced() {
     let mut v = vfs();
     let ro = open(&mut v, 4, "sub/a.txt", 0, RO).unwrap();
     assert_eq!(read_all(&mut v, ro), b"hello");
@@ -125,17 +125,85 @@ fn rights_and_read_only_mounts_are_enforced() {
     // Directories are not files.
     assert_eq!(open(&mut v, 4, "sub", 0, RW), Err(Errno::Isdir));
     let d = open(&mut v, 4, "sub", oflags::DIRECTORY, RO).unwrap();
-    assert_eq!(v.read(d, &mut [0u8; 4]), Err(Errno::Isdir));
+    assert_eq!(v.read(d, &mut [0u8; 4]), Err(Errno::Badf));
     assert_eq!(
         open(&mut v, 4, "sub/a.txt", oflags::DIRECTORY, RO),
         Err(Errno::Notdir)
     );
     assert_eq!(open(&mut v, ro, "x", 0, RO), Err(Errno::Notdir));
     assert_eq!(open(&mut v, 99, "x", 0, RO), Err(Errno::Badf));
-    // Rights can be dropped, never regained.
-    v.set_rights(ro, rights::FD_SEEK, 0).unwrap();
-    assert_eq!(v.read(ro, &mut [0u8; 1]), Err(Errno::Badf));
-    assert_eq!(v.set_rights(ro, rights::FD_READ, 0), Err(Errno::Notcapable));
+    // Rights are not enforced, so they cannot be changed either.
+    assert_eq!(v.set_rights(ro, rights::FD_SEEK, 0), Err(Errno::Notsup));
+    assert_eq!(v.set_rights(1, 0, 0), Err(Errno::Badf), "stdio");
+    assert_eq!(v.set_rights(ro, 1 << 40, 0), Err(Errno::Inval));
+    assert_eq!(read_all(&mut v, ro), b"", "still reads (at the end)");
+}
+
+#[test]
+fn rights_asked_for_are_no_error_and_set_no_limit() {
+    let mut v = vfs();
+    // The preopen reopened with exactly the rights it reports, as
+    // wasi-libc and Rust's std do.
+    let pre = v.fdstat(3).unwrap();
+    assert_eq!(pre.rights, rights::PREOPEN);
+    let dot = v
+        .open(3, 0, b".", oflags::DIRECTORY, pre.rights, pre.inheriting, 0)
+        .unwrap();
+    // Every right but writing: a directory descriptor.
+    let all = rights::ALL & !rights::FD_WRITE;
+    let d = v.open(3, 0, b".", oflags::DIRECTORY, all, all, 0).unwrap();
+    assert_eq!(v.fdstat(d).unwrap().filetype, filetype::DIRECTORY);
+    assert_eq!(
+        v.open(3, 0, b".", oflags::DIRECTORY, rights::FD_WRITE, 0, 0),
+        Err(Errno::Isdir),
+        "a directory is never open for writing"
+    );
+    // A directory opened with no rights still opens files to write.
+    let bare = v.open(3, 0, b".", oflags::DIRECTORY, 0, 0, 0).unwrap();
+    let f = open(&mut v, bare, "f", oflags::CREAT, RW).unwrap();
+    assert_eq!(v.write(f, b"x"), Ok(1));
+    let stat = v.fdstat(f).unwrap();
+    assert_eq!(stat.rights, stat.inheriting);
+    assert_eq!(stat.rights & rights::FD_WRITE, rights::FD_WRITE);
+    // Asked for nothing: open to read.
+    let r = v.open(dot, 0, b"f", 0, 0, 0, 0).unwrap();
+    assert_eq!(read_all(&mut v, r), b"x");
+    assert_eq!(v.write(r, b"y"), Err(Errno::Badf));
+    assert_eq!(v.fdstat(r).unwrap().rights & rights::FD_WRITE, 0);
+    // CREAT makes it writable even without FD_WRITE.
+    let w = v
+        .open(3, 0, b"f", oflags::CREAT, rights::FD_READ, 0, 0)
+        .unwrap();
+    assert_eq!(v.write(w, b"z"), Ok(1));
+    // Write-only: no reading.
+    let wo = v.open(3, 0, b"f", 0, rights::FD_WRITE, 0, 0).unwrap();
+    assert_eq!(v.read(wo, &mut [0u8; 1]), Err(Errno::Badf));
+}
+
+#[test]
+fn appending_writes_go_to_the_end_even_with_an_offset() {
+    let mut v = vfs();
+    let f = v
+        .open(3, 0, b"log", oflags::CREAT, RW, 0, fdflags::APPEND)
+        .unwrap();
+    assert_eq!(v.fdstat(f).unwrap().flags, fdflags::APPEND);
+    v.write(f, b"abc").unwrap();
+    assert_eq!(v.pwrite(f, b"D", 0), Ok(1), "pwrite appends, as on Linux");
+    assert_eq!(v.tell(f), Ok(3), "pwrite leaves the position");
+    v.write(f, b"e").unwrap();
+    assert_eq!(v.tell(f), Ok(5), "write leaves it at the end");
+    v.set_flags(f, 0).unwrap();
+    v.pwrite(f, b"A", 0).unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(v.pread(f, &mut buf, 0), Ok(5));
+    assert_eq!(&buf[..5], b"AbcDe");
+    assert_eq!(v.set_flags(f, fdflags::SYNC), Err(Errno::Inval));
+    assert_eq!(
+        v.set_flags(3, fdflags::APPEND),
+        Err(Errno::Badf),
+        "a directory"
+    );
+    assert_eq!(v.set_flags(1, 0), Err(Errno::Badf), "stdio");
 }
 
 #[test]
@@ -163,7 +231,8 @@ fn directories_list_with_cookies() {
     );
     assert_eq!(v.readdir(3, 99, &mut all), Ok(0));
     let f = open(&mut v, 3, "a", 0, RO).unwrap();
-    assert_eq!(v.readdir(f, 0, &mut all), Err(Errno::Notdir));
+    assert_eq!(v.readdir(f, 0, &mut all), Err(Errno::Badf));
+    assert_eq!(v.readdir(0, 0, &mut all), Err(Errno::Badf));
 }
 
 /// Names of whole `dirent` records.
@@ -209,7 +278,14 @@ fn directory_operations_follow_posix() {
     v.create_dir(3, b"d").unwrap();
     assert_eq!(v.rename(3, b"d", 3, b"e"), Err(Errno::Notempty));
     v.remove_dir(3, b"d").unwrap();
-    assert_eq!(v.rename(3, b"e/x", 3, b"."), Err(Errno::Inval));
+    // `.` is what renameat answers EBUSY for.
+    assert_eq!(v.rename(3, b"e/x", 3, b"."), Err(Errno::Busy));
+    // Trailing slashes: the source must be a directory; rmdir of `d/` is
+    // rmdir of `.` (EINVAL) and mkdir of `e/` is mkdir of `e`, as cap-std
+    // splits them.
+    assert_eq!(v.rename(3, b"e/x", 3, b"y/"), Err(Errno::Notdir));
+    assert_eq!(v.remove_dir(3, b"e/"), Err(Errno::Inval));
+    assert_eq!(v.create_dir(3, b"e/"), Err(Errno::Exist));
 }
 
 #[test]
@@ -217,11 +293,11 @@ fn links_and_symlinks() {
     let mut v = vfs();
     let f = open(&mut v, 3, "f", oflags::CREAT, RW).unwrap();
     v.write(f, b"data").unwrap();
-    v.link(3, 0, b"f", 3, b"hard").unwrap();
+    v.link(3, b"f", 3, b"hard").unwrap();
     assert_eq!(v.filestat(f).unwrap().nlink, 2);
-    assert_eq!(v.link(3, 0, b"f", 3, b"hard"), Err(Errno::Exist));
+    assert_eq!(v.link(3, b"f", 3, b"hard"), Err(Errno::Exist));
     v.create_dir(3, b"d").unwrap();
-    assert_eq!(v.link(3, 0, b"d", 3, b"d2"), Err(Errno::Perm));
+    assert_eq!(v.link(3, b"d", 3, b"d2"), Err(Errno::Perm));
     v.unlink(3, b"f").unwrap();
     // Still reachable through the other name and the open descriptor.
     let h = open(&mut v, 3, "hard", 0, RO).unwrap();
@@ -264,16 +340,24 @@ fn renumber_and_descriptor_limits() {
     v.seek(b, 0, 0).unwrap();
     assert_eq!(read_all(&mut v, b), b"A");
     assert_eq!(v.renumber(a, b), Err(Errno::Badf));
-    // The lowest free descriptor is reused.
-    assert_eq!(open(&mut v, 3, "c", oflags::CREAT, RW), Ok(a));
-    let host = crate::Foreign {
-        host: 7,
-        filetype: filetype::DIRECTORY,
-        flags: 0,
-        rights: rights::DIRECTORY,
-        inheriting: rights::INHERITABLE,
-        preopen: Some(b"/work".to_vec()),
-    };
+    // Freed numbers are reused, the highest first, as wasmtime does.
+    let c = open(&mut v, 3, "c", oflags::CREAT, RW).unwrap();
+    let d = open(&mut v, 3, "d", oflags::CREAT, RW).unwrap();
+    assert_eq!((c, d), (a, b + 1));
+    v.close(c).unwrap();
+    v.close(d).unwrap();
+    assert_eq!(open(&mut v, 3, "e", oflags::CREAT, RW), Ok(d));
+    assert_eq!(open(&mut v, 3, "e", 0, RW), Ok(c));
+    // Stdio is in the same table: closed, its number is reused; a file
+    // can take its place.
+    v.close(0).unwrap();
+    assert_eq!(v.stdio(0), None);
+    assert_eq!(open(&mut v, 3, "e", 0, RO), Ok(0));
+    assert_eq!(v.renumber(c, 1), Ok(None));
+    assert_eq!(v.stdio(1), None);
+    assert_eq!(v.fdstat(1).unwrap().filetype, filetype::REGULAR_FILE);
+    assert_eq!(v.stdio(2), Some(crate::Stdio::Err));
+    let host = crate::Foreign::preopen(7, b"/work");
     let f = v.add_foreign(host.clone()).unwrap();
     assert_eq!(v.prestat(f), Ok(&b"/work"[..]));
     assert_eq!(v.foreign(f), Some(&host));
@@ -281,6 +365,11 @@ fn renumber_and_descriptor_limits() {
     // Renumbering over it hands back the host handle to close.
     assert_eq!(v.renumber(b, f), Ok(Some(7)));
     assert!(v.foreign(f).is_none() && !v.is_open(b));
+    // Renumbering a preopen keeps it a preopen.
+    let moved = open(&mut v, 3, "a", 0, RO).unwrap();
+    v.renumber(4, moved).unwrap();
+    assert_eq!(v.prestat(moved), Ok(&b"/data"[..]));
+    assert_eq!(v.prestat(4), Err(Errno::Badf));
     let mut opened = 0;
     while open(&mut v, 3, "a", 0, RO).is_ok() {
         opened += 1;

@@ -45,7 +45,8 @@ pub fn load(
         Some(GuestAddress(AGENT_BASE)),
     )
     .map_err(Error::LoadAgent)?;
-    let module_addr = align_up(loaded.kernel_end, MODULE_ALIGN);
+    let agent_end = loaded.kernel_end.max(image_end(AGENT_ELF).unwrap_or(0));
+    let module_addr = align_up(agent_end, MODULE_ALIGN);
     let module_len = artifact.len() as u64;
     let files_addr = align_up(module_addr + module_len, PAGE_SIZE);
     let files_len = files.len() as u64;
@@ -82,4 +83,79 @@ pub fn load(
         entry: loaded.kernel_load.0,
         stack_top: mem_size,
     })
+}
+
+/// The end of an ELF64's memory image: the highest `p_paddr + p_memsz` of
+/// its loadable segments. linux-loader's `kernel_end` skips segments with
+/// no bytes in the file, such as a `.bss` alone in its segment, so the
+/// module placed after it could land on the agent's zeroed statics (its
+/// allocator's lock among them: the agent then spun forever at its first
+/// allocation).
+fn image_end(elf: &[u8]) -> Option<u64> {
+    let bytes = |at: usize, n: usize| elf.get(at..at.checked_add(n)?);
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at| {
+        bytes(at, 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    const PT_LOAD: u32 = 1;
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
+    (0..phnum)
+        .filter_map(|i| {
+            let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+            if u32_at(ph)? != PT_LOAD {
+                return None;
+            }
+            u64_at(ph + 0x18)?.checked_add(u64_at(ph + 0x28)?)
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 header and program headers `(type, paddr, filesz, memsz)`.
+    fn elf(segments: &[(u32, u64, u64, u64)]) -> Vec<u8> {
+        let mut out = vec![0u8; 64];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        out[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        out[0x38..0x3a].copy_from_slice(&(segments.len() as u16).to_le_bytes());
+        for &(kind, paddr, filesz, memsz) in segments {
+            let mut ph = [0u8; 56];
+            ph[..4].copy_from_slice(&kind.to_le_bytes());
+            ph[0x18..0x20].copy_from_slice(&paddr.to_le_bytes());
+            ph[0x20..0x28].copy_from_slice(&filesz.to_le_bytes());
+            ph[0x28..0x30].copy_from_slice(&memsz.to_le_bytes());
+            out.extend_from_slice(&ph);
+        }
+        out
+    }
+
+    #[test]
+    fn the_image_ends_after_a_bss_with_no_file_bytes() {
+        let image = elf(&[
+            (1, 0x20_0000, 0x1000, 0x1000),
+            (1, 0x2c_7000, 0x8a68, 0x8a68),
+            // .bss alone: nothing in the file, 0xf0 bytes in memory.
+            (1, 0x2d_0000, 0, 0xf0),
+            (4, 0x90_0000, 0x10, 0x10), // a note: not loaded
+        ]);
+        assert_eq!(image_end(&image), Some(0x2d_00f0));
+        assert_eq!(image_end(&image[..70]), None, "cut short");
+        assert!(image_end(AGENT_ELF).is_some_and(|end| end > AGENT_BASE));
+    }
+
+    #[test]
+    fn the_module_is_placed_after_all_of_the_agent() {
+        let mem = memory::create(64 << 20).unwrap();
+        load(&mem, 64 << 20, b"module", b"", TestMode::None, 1).unwrap();
+        // `module_addr` is at byte 40 of the boot record.
+        let boot = memory::read(&mem, BOOT_INFO_ADDR, BootInfo::SIZE).unwrap();
+        let module_addr = u64::from_le_bytes(boot[40..48].try_into().unwrap());
+        assert!(module_addr >= image_end(AGENT_ELF).unwrap());
+        assert_eq!(memory::read(&mem, module_addr, 6).unwrap(), b"module");
+    }
 }

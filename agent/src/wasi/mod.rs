@@ -1,12 +1,15 @@
 //! WASI preview 1 (`wasi_snapshot_preview1`) for command modules.
 //!
-//! Stdio (fds 0-2) goes over the channel, clocks come from [`Clock`],
-//! randomness from a per-invocation ChaCha stream seeded by the host. Every
-//! other descriptor is served by the in-memory filesystem ([`fs`]): the
+//! Stdio goes over the channel, clocks come from [`Clock`], randomness
+//! from a per-invocation ChaCha stream seeded by the host. Files and
+//! directories are served by the in-memory filesystem ([`fs`]): the
 //! scratch `/tmp` and the read-only directories the host placed in guest
-//! memory. Every function is defined so that any preview-1 module links;
-//! pointers from the module are bounds-checked against its linear memory
-//! (`EFAULT`).
+//! memory, or forwarded to the host ([`remote`]). The descriptor table
+//! (stdio included, so stdio can be closed and renumbered) is the
+//! filesystem's. Every function is defined so that any preview-1 module
+//! links; each answers as `wasmtime run` does, errno for errno
+//! (`tests/conformance.rs`); pointers from the module are bounds-checked
+//! against its linear memory (`EFAULT`).
 
 mod fs;
 mod remote;
@@ -25,7 +28,7 @@ use crate::stdio::{Stdio, Stream};
 use wisp_abi::wasi::MODULE;
 
 pub use wisp_vfs::Errno;
-use wisp_vfs::{filetype, rights, Vfs};
+use wisp_vfs::{FdKind, Stdio as Std, Vfs};
 
 /// `proc_exit` unwinds out of wasm with this error; the runner turns it into
 /// the invocation's exit code.
@@ -56,9 +59,8 @@ pub struct Ctx {
     pub rng: ChaCha12Rng,
     /// Linear-memory and table limits.
     pub limits: crate::limits::Limits,
-    /// Files and directories: every fd from 3 up.
+    /// The descriptor table: stdio, files and directories.
     pub fs: Vfs,
-    closed: [bool; 3],
 }
 
 impl Ctx {
@@ -73,24 +75,12 @@ impl Ctx {
             rng: ChaCha12Rng::from_seed([0; 32]),
             limits,
             fs,
-            closed: [false; 3],
         }
     }
 
-    fn stdio_fd(&self, fd: i32) -> Option<usize> {
-        usize::try_from(fd)
-            .ok()
-            .filter(|&fd| fd < 3 && !self.closed[fd])
-    }
-
-    /// The error for an operation only sockets support: `err` for an open
-    /// fd, `EBADF` for anything else.
-    fn not_a_socket(&self, fd: i32, err: Errno) -> Errno {
-        if self.stdio_fd(fd).is_some() || self.fs.is_open(fd as u32) {
-            err
-        } else {
-            Errno::Badf
-        }
+    /// What `fd` is (`EBADF` if nothing).
+    fn kind(&self, fd: i32) -> Result<FdKind, Errno> {
+        self.fs.kind(fd as u32)
     }
 
     /// Sets the filesystem's clock to now, for the times it records.
@@ -145,6 +135,17 @@ impl Mem<'_> {
         Ok(())
     }
 
+    /// The first non-empty buffer of an iovec array (or an empty one):
+    /// wasmtime reads and writes only that one per call, a short count
+    /// the caller loops on.
+    pub(crate) fn first_buffer(&self, iovs: i32, count: i32) -> Result<(i32, u32), Errno> {
+        Ok(self
+            .iovecs(iovs, count)?
+            .into_iter()
+            .find(|&(_, len)| len > 0)
+            .unwrap_or((0, 0)))
+    }
+
     /// The `(ptr, len)` pairs of an iovec array.
     pub(crate) fn iovecs(&self, iovs: i32, count: i32) -> Result<Vec<(i32, u32)>, Errno> {
         let count = u32::try_from(count).map_err(|_| Errno::Inval)?;
@@ -158,6 +159,17 @@ impl Mem<'_> {
                 ))
             })
             .collect()
+    }
+}
+
+/// Traps unless `ok`: an argument whose type does not define its value
+/// (flags with undefined bits, an enum out of range) is no errno but a
+/// trap, as wasmtime traps on it before the call looks at anything else.
+pub(crate) fn defined(ok: bool, what: &'static str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(wasmtime::Error::msg(what))
     }
 }
 
@@ -204,12 +216,13 @@ fn strings_get(list: &[Vec<u8>], mem: &mut Mem<'_>, ptrs: i32, buf: i32) -> Resu
     Ok(())
 }
 
+/// Clock `id` now. The CPU-time clocks are `EBADF`, as wasmtime answers
+/// (it has none); an undefined id is `EINVAL`.
 fn clock_now(ctx: &Ctx, id: i32) -> Result<u64, Errno> {
     match id {
         0 => Ok(ctx.clock.realtime_ns()),
         1 => Ok(ctx.clock.monotonic_ns()),
-        // Process and thread CPU time: the invocation is the process.
-        2 | 3 => Ok(ctx.clock.elapsed_ns()),
+        2 | 3 => Err(Errno::Badf),
         _ => Err(Errno::Inval),
     }
 }
@@ -222,20 +235,16 @@ fn fd_write(
     count: i32,
     nwritten: i32,
 ) -> Result<(), Errno> {
-    let stream = match ctx.stdio_fd(fd) {
-        Some(1) => Stream::Stdout,
-        Some(2) => Stream::Stderr,
-        Some(_) => return Err(Errno::Badf),
-        None if fd >= 3 => return fs::write(mem, ctx, fd as u32, iovs, count, None, nwritten),
-        None => return Err(Errno::Badf),
+    let (ptr, len) = mem.first_buffer(iovs, count)?;
+    let stream = match ctx.kind(fd)? {
+        FdKind::Stdio(Std::Out) => Stream::Stdout,
+        FdKind::Stdio(Std::Err) => Stream::Stderr,
+        FdKind::File => return fs::write(mem, ctx, fd as u32, (ptr, len), None, nwritten),
+        FdKind::Stdio(Std::In) | FdKind::Dir => return Err(Errno::Badf),
     };
-    let mut total: u32 = 0;
-    for (ptr, len) in mem.iovecs(iovs, count)? {
-        let data = mem.slice(ptr, len)?;
-        ctx.stdio.write(&mut ctx.channel, &ctx.clock, stream, data);
-        total = total.saturating_add(len);
-    }
-    mem.write_u32(nwritten, total)
+    let data = mem.slice(ptr, len)?;
+    ctx.stdio.write(&mut ctx.channel, &ctx.clock, stream, data);
+    mem.write_u32(nwritten, len)
 }
 
 fn fd_read(
@@ -246,41 +255,19 @@ fn fd_read(
     count: i32,
     nread: i32,
 ) -> Result<(), Errno> {
-    if fd >= 3 {
-        return fs::read(mem, ctx, fd as u32, iovs, count, None, nread);
+    let (ptr, len) = mem.first_buffer(iovs, count)?;
+    match ctx.kind(fd)? {
+        FdKind::Stdio(Std::In) => {}
+        FdKind::File => return fs::read(mem, ctx, fd as u32, (ptr, len), None, nread),
+        FdKind::Stdio(_) | FdKind::Dir => return Err(Errno::Badf),
     }
-    if ctx.stdio_fd(fd) != Some(0) {
-        return Err(Errno::Badf);
-    }
-    let mut total: u32 = 0;
-    for (ptr, len) in mem.iovecs(iovs, count)? {
-        let dst = mem.slice_mut(ptr, len)?;
-        let n = ctx.stdio.read(&mut ctx.channel, dst);
-        total = total.saturating_add(n as u32);
-        // Stop at a short read: never block for more once data arrived.
-        if n < len as usize {
-            break;
-        }
-    }
-    mem.write_u32(nread, total)
+    let dst = mem.slice_mut(ptr, len)?;
+    let n = ctx.stdio.read(&mut ctx.channel, dst);
+    mem.write_u32(nread, n as u32)
 }
 
 fn fd_fdstat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<(), Errno> {
-    let stat = if fd >= 3 {
-        ctx.fs.fdstat(fd as u32)?
-    } else {
-        let stdio = ctx.stdio_fd(fd).ok_or(Errno::Badf)?;
-        wisp_vfs::FdStat {
-            filetype: filetype::CHARACTER_DEVICE,
-            flags: 0,
-            rights: if stdio == 0 {
-                rights::FD_READ | rights::POLL_FD_READWRITE
-            } else {
-                rights::FD_WRITE | rights::POLL_FD_READWRITE
-            },
-            inheriting: 0,
-        }
-    };
+    let stat = ctx.fs.fdstat(fd as u32)?;
     let buf = mem.slice_mut(out, 24)?;
     buf.fill(0);
     buf[0] = stat.filetype;
@@ -292,29 +279,11 @@ fn fd_fdstat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<
 
 fn fd_filestat_get(mem: &mut Mem<'_>, ctx: &mut Ctx, fd: i32, out: i32) -> Result<(), Errno> {
     if let Some(host) = ctx.fs.foreign(fd as u32).map(|f| f.host) {
-        let (_, stat) = remote::on_path(ctx, wisp_abi::hostfs::Op::Filestat, host, &[])?;
-        let out = mem.slice_mut(out, 64)?;
-        if stat.len() != out.len() {
-            return Err(Errno::Io);
-        }
-        out.copy_from_slice(&stat);
+        let stat = remote::filestat(ctx, host)?;
+        mem.slice_mut(out, 64)?.copy_from_slice(&stat);
         return Ok(());
     }
-    let stat = if fd >= 3 {
-        ctx.fs.filestat(fd as u32)?
-    } else {
-        ctx.stdio_fd(fd).ok_or(Errno::Badf)?;
-        wisp_vfs::FileStat {
-            dev: 0,
-            ino: 0,
-            filetype: filetype::CHARACTER_DEVICE,
-            nlink: 1,
-            size: 0,
-            atim: 0,
-            mtim: 0,
-            ctim: 0,
-        }
-    };
+    let stat = ctx.fs.filestat(fd as u32)?;
     mem.slice_mut(out, 64)?.copy_from_slice(&stat.to_bytes());
     Ok(())
 }
@@ -325,15 +294,92 @@ const EVENT_SIZE: i32 = 32;
 const EVENTTYPE_CLOCK: u8 = 0;
 const EVENTTYPE_FD_READ: u8 = 1;
 const EVENTTYPE_FD_WRITE: u8 = 2;
+/// `subclockflags`: the timeout is an absolute time (the only bit).
+const SUBSCRIPTION_CLOCK_ABSTIME: u16 = 1;
+/// `eventrwflags`: the peer hung up (for a file, read at its end).
+const EVENT_HANGUP: u16 = 1;
 
-struct Event {
-    userdata: u64,
-    error: u16,
-    kind: u8,
-    nbytes: u64,
-    hangup: bool,
+/// What one subscription waits for.
+enum Wait {
+    /// A clock, this many ns from now.
+    Clock(u64),
+    /// Stdin to have data or end.
+    Stdin,
+    /// A file, always ready; `hangup` if reading it is at its end.
+    File { hangup: bool },
+    /// Stdout or stderr, always ready.
+    Output,
 }
 
+struct Subscription {
+    userdata: u64,
+    kind: u8,
+    wait: Wait,
+}
+
+/// Reads subscription `i`, with the errors wasmtime gives for it:
+/// `EINVAL` for an undefined type, clock or flag, or a CPU-time clock;
+/// `EBADF` for a descriptor that is not stdin (to read), stdout or stderr
+/// (to write), or a file.
+fn subscription(mem: &Mem<'_>, ctx: &mut Ctx, s: i32) -> Result<Subscription, Errno> {
+    let userdata = mem.read_u64(s)?;
+    let kind = mem.slice(s + 8, 1)?[0];
+    let wait = match kind {
+        EVENTTYPE_CLOCK => {
+            let id = mem.read_u32(s + 16)?;
+            let timeout = mem.read_u64(s + 24)?;
+            let flags = mem.slice(s + 40, 2)?;
+            let flags = u16::from_le_bytes([flags[0], flags[1]]);
+            if id > 3 || flags & !SUBSCRIPTION_CLOCK_ABSTIME != 0 {
+                return Err(Errno::Inval);
+            }
+            let now = match id {
+                0 | 1 => clock_now(ctx, id as i32)?,
+                _ => return Err(Errno::Inval),
+            };
+            Wait::Clock(if flags & SUBSCRIPTION_CLOCK_ABSTIME != 0 {
+                timeout.saturating_sub(now)
+            } else {
+                timeout
+            })
+        }
+        EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE => {
+            let fd = mem.read_u32(s + 16)?;
+            match (kind, ctx.fs.kind(fd)?) {
+                (EVENTTYPE_FD_READ, FdKind::Stdio(Std::In)) => Wait::Stdin,
+                (EVENTTYPE_FD_WRITE, FdKind::Stdio(Std::Out | Std::Err)) => Wait::Output,
+                (EVENTTYPE_FD_READ, FdKind::File) => Wait::File {
+                    hangup: fs::remaining(ctx, fd)? == 0,
+                },
+                (EVENTTYPE_FD_WRITE, FdKind::File) => Wait::File { hangup: false },
+                _ => return Err(Errno::Badf),
+            }
+        }
+        _ => return Err(Errno::Inval),
+    };
+    Ok(Subscription {
+        userdata,
+        kind,
+        wait,
+    })
+}
+
+/// Sleeps in the host for `ns`.
+fn sleep(ctx: &mut Ctx, ns: u64) {
+    if ns > 0 {
+        ctx.channel.send(Kind::Sleep, &ns.to_le_bytes());
+        ctx.stdio.notified();
+        ctx.channel.notify();
+    }
+}
+
+/// `poll_oneoff`, answering as wasmtime does: files and stdout/stderr
+/// are always ready (`nbytes` 1, a file read at its end flagged hung up),
+/// stdin when it has data or has ended, a clock at its deadline. What is
+/// ready at once is reported, in subscription order; a clock whose
+/// deadline has passed is not ready at once (wasmtime yields first), only
+/// if nothing else is. A lone relative clock, whatever the clock, is a
+/// plain sleep, whose event says `nbytes` 1.
 fn poll_oneoff(
     mem: &mut Mem<'_>,
     ctx: &mut Ctx,
@@ -345,119 +391,97 @@ fn poll_oneoff(
     if count <= 0 {
         return Err(Errno::Inval);
     }
-    mem.range(
-        subs,
-        (count as u32)
-            .checked_mul(SUBSCRIPTION_SIZE as u32)
-            .ok_or(Errno::Fault)?,
-    )?;
-    mem.range(
-        events,
-        (count as u32)
-            .checked_mul(EVENT_SIZE as u32)
-            .ok_or(Errno::Fault)?,
-    )?;
-
-    let mut ready: Vec<Event> = Vec::new();
-    let mut earliest: Option<(u64, u64)> = None; // (relative ns, userdata)
-    let mut wants_stdin: Option<u64> = None;
+    let bytes = |size: i32| (count as u32).checked_mul(size as u32).ok_or(Errno::Fault);
+    mem.range(subs, bytes(SUBSCRIPTION_SIZE)?)?;
+    mem.range(events, bytes(EVENT_SIZE)?)?;
+    if count == 1 && mem.slice(subs + 8, 1)?[0] == EVENTTYPE_CLOCK {
+        let (id, flags) = (mem.read_u32(subs + 16)?, mem.slice(subs + 40, 2)?);
+        if id <= 3 && flags == [0, 0] {
+            let timeout = mem.read_u64(subs + 24)?;
+            sleep(ctx, timeout);
+            let userdata = mem.read_u64(subs)?;
+            write_event(mem, events, userdata, EVENTTYPE_CLOCK, 1, 0)?;
+            return mem.write_u32(nevents, 1);
+        }
+    }
+    let mut all = Vec::new();
     for i in 0..count {
-        let s = subs + i * SUBSCRIPTION_SIZE;
-        let userdata = mem.read_u64(s)?;
-        let tag = mem.slice(s + 8, 1)?[0];
-        match tag {
-            EVENTTYPE_CLOCK => {
-                let id = mem.read_u32(s + 16)? as i32;
-                let timeout = mem.read_u64(s + 24)?;
-                let abstime = mem.slice(s + 40, 2)?[0] & 1 != 0;
-                let now = clock_now(ctx, id)?;
-                let rel = if abstime {
-                    timeout.saturating_sub(now)
-                } else {
-                    timeout
-                };
-                if earliest.is_none_or(|(best, _)| rel < best) {
-                    earliest = Some((rel, userdata));
-                }
-            }
-            EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE => {
-                let fd = mem.read_u32(s + 16)? as i32;
-                let event = |error: u16, nbytes: u64, hangup: bool| Event {
-                    userdata,
-                    error,
-                    kind: tag,
-                    nbytes,
-                    hangup,
-                };
-                match (tag, ctx.stdio_fd(fd)) {
-                    (EVENTTYPE_FD_READ, Some(0)) => {
-                        let (avail, eof) = ctx.stdio.stdin_ready();
-                        if avail > 0 || eof {
-                            ready.push(event(0, avail as u64, eof));
-                        } else {
-                            wants_stdin = Some(userdata);
-                        }
-                    }
-                    (EVENTTYPE_FD_WRITE, Some(1 | 2)) => ready.push(event(0, 0, false)),
-                    // Files in memory are always ready.
-                    (_, None) if fd >= 3 && ctx.fs.is_open(fd as u32) => {
-                        ready.push(event(0, 0, false))
-                    }
-                    _ => ready.push(event(Errno::Badf as u16, 0, false)),
-                }
-            }
-            _ => return Err(Errno::Inval),
+        all.push(subscription(mem, ctx, subs + i * SUBSCRIPTION_SIZE)?);
+    }
+    let start = ctx.clock.monotonic_ns();
+    let ready = |ctx: &Ctx, sub: &Subscription, at_once: bool| match sub.wait {
+        Wait::Clock(0) => !at_once,
+        Wait::Clock(ns) => ctx.clock.monotonic_ns().saturating_sub(start) >= ns,
+        Wait::Stdin => {
+            let (avail, eof) = ctx.stdio.stdin_ready();
+            avail > 0 || eof
+        }
+        Wait::File { .. } | Wait::Output => true,
+    };
+    let at_once = all.iter().any(|sub| ready(ctx, sub, true));
+    if !at_once && !all.iter().any(|sub| ready(ctx, sub, false)) {
+        if all.iter().any(|sub| matches!(sub.wait, Wait::Stdin)) {
+            // Blocks in the host until input or its end arrives (the host
+            // cannot wait for stdin and a clock at once).
+            ctx.stdio.refill(&mut ctx.channel);
+        } else {
+            let earliest = all
+                .iter()
+                .filter_map(|sub| match sub.wait {
+                    Wait::Clock(ns) => Some(ns),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(0);
+            let waited = ctx.clock.monotonic_ns().saturating_sub(start);
+            sleep(ctx, earliest.saturating_sub(waited));
         }
     }
-
-    if ready.is_empty() {
-        match (wants_stdin, earliest) {
-            (Some(userdata), _) => {
-                // Blocks in the host until input or EOF arrives.
-                ctx.stdio.refill(&mut ctx.channel);
-                let (avail, eof) = ctx.stdio.stdin_ready();
-                ready.push(Event {
-                    userdata,
-                    error: 0,
-                    kind: EVENTTYPE_FD_READ,
-                    nbytes: avail as u64,
-                    hangup: eof,
-                });
-            }
-            (None, Some((rel, userdata))) => {
-                if rel > 0 {
-                    ctx.channel.send(Kind::Sleep, &rel.to_le_bytes());
-                    ctx.stdio.notified();
-                    ctx.channel.notify();
-                }
-                ready.push(Event {
-                    userdata,
-                    error: 0,
-                    kind: EVENTTYPE_CLOCK,
-                    nbytes: 0,
-                    hangup: false,
-                });
-            }
-            (None, None) => return Err(Errno::Inval),
+    let mut n = 0;
+    for sub in &all {
+        if !ready(ctx, sub, at_once) {
+            continue;
         }
+        let (nbytes, flags) = match sub.wait {
+            Wait::Clock(_) => (0, 0),
+            Wait::File { hangup: true } => (1, EVENT_HANGUP),
+            _ => (1, 0),
+        };
+        write_event(
+            mem,
+            events + n * EVENT_SIZE,
+            sub.userdata,
+            sub.kind,
+            nbytes,
+            flags,
+        )?;
+        n += 1;
     }
+    mem.write_u32(nevents, n as u32)
+}
 
-    for (i, e) in ready.iter().enumerate() {
-        let at = events + i as i32 * EVENT_SIZE;
-        let buf = mem.slice_mut(at, EVENT_SIZE as u32)?;
-        buf.fill(0);
-        buf[0..8].copy_from_slice(&e.userdata.to_le_bytes());
-        buf[8..10].copy_from_slice(&e.error.to_le_bytes());
-        buf[10] = e.kind;
-        buf[16..24].copy_from_slice(&e.nbytes.to_le_bytes());
-        buf[24] = u8::from(e.hangup);
-    }
-    mem.write_u32(nevents, ready.len() as u32)
+/// Writes one `event` record at `at`.
+fn write_event(
+    mem: &mut Mem<'_>,
+    at: i32,
+    userdata: u64,
+    kind: u8,
+    nbytes: u64,
+    flags: u16,
+) -> Result<(), Errno> {
+    let buf = mem.slice_mut(at, EVENT_SIZE as u32)?;
+    buf.fill(0);
+    buf[0..8].copy_from_slice(&userdata.to_le_bytes());
+    buf[10] = kind;
+    buf[16..24].copy_from_slice(&nbytes.to_le_bytes());
+    buf[24..26].copy_from_slice(&flags.to_le_bytes());
+    Ok(())
 }
 
 /// Defines every `wasi_snapshot_preview1` function in `linker`.
 pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     type C<'a> = Caller<'a, Ctx>;
+    const FDFLAGS: i32 = wisp_vfs::fdflags::ALL as i32;
 
     linker.func_wrap(
         MODULE,
@@ -483,24 +507,27 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
             with(&mut c, |m, cx| strings_get(&cx.env, m, ptrs, buf))
         },
     )?;
+    const CLOCKID: &str = "clock id out of range";
     linker.func_wrap(
         MODULE,
         "clock_res_get",
         |mut c: C<'_>, id: i32, out: i32| {
-            with(&mut c, |m, cx| {
+            defined((0..=3).contains(&id), CLOCKID)?;
+            Ok(with(&mut c, |m, cx| {
                 clock_now(cx, id)?;
                 m.write_u64(out, 1)
-            })
+            }))
         },
     )?;
     linker.func_wrap(
         MODULE,
         "clock_time_get",
         |mut c: C<'_>, id: i32, _precision: i64, out: i32| {
-            with(&mut c, |m, cx| {
+            defined((0..=3).contains(&id), CLOCKID)?;
+            Ok(with(&mut c, |m, cx| {
                 let now = clock_now(cx, id)?;
                 m.write_u64(out, now)
-            })
+            }))
         },
     )?;
     linker.func_wrap(MODULE, "random_get", |mut c: C<'_>, buf: i32, len: i32| {
@@ -534,33 +561,19 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
         |mut c: C<'_>, fd: i32, out: i32| with(&mut c, |m, cx| fd_filestat_get(m, cx, fd, out)),
     )?;
     linker.func_wrap(MODULE, "fd_close", |mut c: C<'_>, fd: i32| {
-        with(&mut c, |_, cx| {
-            if fd >= 3 {
-                if let Some(host) = cx.fs.close(fd as u32)? {
-                    return remote::simple(cx, wisp_abi::hostfs::Op::Close, host);
-                }
-                return Ok(());
-            }
-            let fd = cx.stdio_fd(fd).ok_or(Errno::Badf)?;
-            cx.closed[fd] = true;
-            Ok(())
+        with(&mut c, |_, cx| match cx.fs.close(fd as u32)? {
+            Some(host) => remote::simple(cx, wisp_abi::hostfs::Op::Close, host),
+            None => Ok(()),
         })
     })?;
     linker.func_wrap(
         MODULE,
         "fd_fdstat_set_flags",
         |mut c: C<'_>, fd: i32, flags: i32| {
-            with(&mut c, |_, cx| {
-                if fd >= 3 {
-                    return cx.fs.set_flags(fd as u32, flags as u16);
-                }
-                cx.stdio_fd(fd).ok_or(Errno::Badf)?;
-                if flags == 0 {
-                    Ok(())
-                } else {
-                    Err(Errno::Notsup)
-                }
-            })
+            defined(flags & !FDFLAGS == 0, "undefined fdflags")?;
+            Ok(with(&mut c, |_, cx| {
+                cx.fs.set_flags(fd as u32, flags as u16)
+            }))
         },
     )?;
     linker.func_wrap(
@@ -573,34 +586,49 @@ pub fn add_to_linker(linker: &mut Linker<Ctx>) -> Result<()> {
     linker.func_wrap(MODULE, "proc_exit", |_: C<'_>, code: i32| -> Result<()> {
         Err(wasmtime::Error::new(ProcExit(code)))
     })?;
-    linker.func_wrap(MODULE, "proc_raise", |_: i32| Errno::Notsup as i32)?;
+    // Signals 0 to 30 exist (and cannot be raised here, nor in wasmtime).
+    linker.func_wrap(MODULE, "proc_raise", |signal: i32| -> Result<i32> {
+        defined((0..=30).contains(&signal), "signal out of range")?;
+        Ok(Errno::Notsup as i32)
+    })?;
     linker.func_wrap(MODULE, "sched_yield", || 0i32)?;
 
     fs::add_to_linker(linker)?;
 
-    fn deny(c: &mut Caller<'_, Ctx>, fd: i32, err: Errno) -> i32 {
-        c.data().not_a_socket(fd, err) as i32
+    /// No descriptor is a socket: `ENOTSOCK` for an open one, `EBADF`
+    /// otherwise, as wasmtime answers (after trapping on flags it does not
+    /// define).
+    fn not_a_socket(c: &Caller<'_, Ctx>, fd: i32, flags: i32, defined_flags: i32) -> Result<i32> {
+        defined(flags & !defined_flags == 0, "undefined socket flags")?;
+        Ok(match c.data().fs.kind(fd as u32) {
+            Ok(_) => Errno::Notsock as i32,
+            Err(e) => e as i32,
+        })
     }
-    // No sockets exist.
+    /// `riflags`: RECV_PEEK | RECV_WAITALL.
+    const RIFLAGS: i32 = 3;
+    /// `sdflags`: RD | WR.
+    const SDFLAGS: i32 = 3;
     linker.func_wrap(
         MODULE,
         "sock_accept",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notsup),
+        |c: C<'_>, fd: i32, flags: i32, _: i32| not_a_socket(&c, fd, flags, FDFLAGS),
     )?;
     linker.func_wrap(
         MODULE,
         "sock_recv",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            deny(&mut c, fd, Errno::Notsup)
+        |c: C<'_>, fd: i32, _: i32, _: i32, flags: i32, _: i32, _: i32| {
+            not_a_socket(&c, fd, flags, RIFLAGS)
         },
     )?;
+    // `siflags` has no bits to check.
     linker.func_wrap(
         MODULE,
         "sock_send",
-        |mut c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| deny(&mut c, fd, Errno::Notsup),
+        |c: C<'_>, fd: i32, _: i32, _: i32, _: i32, _: i32| not_a_socket(&c, fd, 0, 0),
     )?;
-    linker.func_wrap(MODULE, "sock_shutdown", |mut c: C<'_>, fd: i32, _: i32| {
-        deny(&mut c, fd, Errno::Notsup)
+    linker.func_wrap(MODULE, "sock_shutdown", |c: C<'_>, fd: i32, how: i32| {
+        not_a_socket(&c, fd, how, SDFLAGS)
     })?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use wisp_abi::hostfs::{self, Call, Op};
 use wisp_abi::msg::Kind;
-use wisp_vfs::{Errno, Foreign};
+use wisp_vfs::{fdflags, filetype, Errno, Foreign, OpenMode};
 
 use super::Ctx;
 use crate::channel::{Incoming, MAX_PAYLOAD};
@@ -59,21 +59,44 @@ pub fn on_path(ctx: &mut Ctx, op: Op, dir: u32, path: &[u8]) -> Result<(u64, Vec
     call(ctx, &c)
 }
 
-/// Reads up to `len` bytes at `offset` (`None`: the current position).
-pub fn read(ctx: &mut Ctx, host: u32, len: usize, offset: Option<u64>) -> Result<Vec<u8>, Errno> {
+/// Reads up to `len` bytes (at most a message's worth) at `offset`.
+pub fn read(ctx: &mut Ctx, host: u32, len: usize, offset: u64) -> Result<Vec<u8>, Errno> {
     let mut c = Call::new(Op::Read, host);
     c.a = len.min(MAX_PAYLOAD - hostfs::REPLY_HEADER) as u64;
-    c.b = offset.unwrap_or(u64::MAX);
+    c.b = offset;
     call(ctx, &c).map(|(_, data)| data)
 }
 
-/// Writes `data` (at most [`CHUNK`] bytes) at `offset` (`None`: the
-/// current position, or the end when appending); returns bytes written.
-pub fn write(ctx: &mut Ctx, host: u32, data: &[u8], offset: Option<u64>) -> Result<usize, Errno> {
+/// Writes `data` (at most [`CHUNK`] bytes) at `offset`, or at the end of
+/// the file when `append`; returns the bytes written and where they ended.
+pub fn write(
+    ctx: &mut Ctx,
+    host: u32,
+    data: &[u8],
+    offset: u64,
+    append: bool,
+) -> Result<(usize, u64), Errno> {
     let mut c = Call::new(Op::Write, host);
     c.s1 = &data[..data.len().min(CHUNK)];
-    c.b = offset.unwrap_or(u64::MAX);
-    call(ctx, &c).map(|(n, _)| n as usize)
+    c.b = offset;
+    c.flags = u32::from(append) * hostfs::WRITE_APPEND;
+    let (n, end) = call(ctx, &c)?;
+    let end = <[u8; 8]>::try_from(end.as_slice()).map_err(|_| Errno::Io)?;
+    Ok((n as usize, u64::from_le_bytes(end)))
+}
+
+/// The 64-byte `filestat` of host handle `host`.
+pub fn filestat(ctx: &mut Ctx, host: u32) -> Result<[u8; 64], Errno> {
+    let (_, stat) = call(ctx, &Call::new(Op::Filestat, host))?;
+    <[u8; 64]>::try_from(stat.as_slice()).map_err(|_| Errno::Io)
+}
+
+/// The size of host file `host`.
+pub fn size(ctx: &mut Ctx, host: u32) -> Result<u64, Errno> {
+    let stat = filestat(ctx, host)?;
+    Ok(u64::from_le_bytes(
+        stat[32..40].try_into().unwrap_or_default(),
+    ))
 }
 
 /// Opens `path` in host directory `dir`; returns the new foreign
@@ -81,32 +104,35 @@ pub fn write(ctx: &mut Ctx, host: u32, data: &[u8], offset: Option<u64>) -> Resu
 #[allow(clippy::too_many_arguments)]
 pub fn open(
     ctx: &mut Ctx,
-    dir: &Foreign,
+    dir: u32,
     lookup: u32,
     path: &[u8],
     oflags: u16,
     rights: u64,
-    inheriting: u64,
     flags: u16,
 ) -> Result<Foreign, Errno> {
-    let mut c = Call::new(Op::Open, dir.host);
+    let mut c = Call::new(Op::Open, dir);
     c.flags = lookup;
     c.a = u64::from(oflags) | u64::from(flags) << 16;
     c.b = rights;
     c.s1 = path;
     let (value, _) = call(ctx, &c)?;
     let filetype = (value >> 32) as u8;
-    let allowed = if filetype == wisp_vfs::filetype::DIRECTORY {
-        wisp_vfs::rights::DIRECTORY
-    } else {
-        wisp_vfs::rights::FILE
-    };
+    let dir = filetype == filetype::DIRECTORY;
     Ok(Foreign {
         host: value as u32,
         filetype,
-        flags,
-        rights: rights & allowed & dir.inheriting,
-        inheriting: inheriting & dir.inheriting,
+        mode: if dir {
+            OpenMode {
+                read: true,
+                write: false,
+            }
+        } else {
+            OpenMode::of(oflags, rights)
+        },
+        append: !dir && flags & fdflags::APPEND != 0,
+        nonblock: !dir && flags & fdflags::NONBLOCK != 0,
+        pos: 0,
         preopen: None,
     })
 }
