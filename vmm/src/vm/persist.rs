@@ -380,9 +380,16 @@ impl Vm {
     }
 
     /// Runs of guest pages that may hold data: those present in this
-    /// process's page tables and, for a restored VM, the snapshot's.
+    /// process's page tables and, for a restored VM, the snapshot's. All of
+    /// them if the page tables cannot be read: a process that is no longer
+    /// dumpable (a daemon that dropped root) may not open its own
+    /// `/proc/self/pagemap`.
     fn data_pages(&self) -> Result<Vec<(u64, u64)>> {
-        let touched = memory::touched_pages(&self.mem)?;
+        let touched = match memory::touched_pages(&self.mem) {
+            Ok(touched) => touched,
+            Err(Error::Pagemap(_)) => return Ok(vec![(0, self.config.mem_size / PAGE_SIZE)]),
+            Err(e) => return Err(e),
+        };
         let mut runs = touched.read;
         runs.extend(touched.written);
         if let Some(image) = &self.image {
