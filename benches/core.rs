@@ -95,11 +95,13 @@ fn main() {
     let boot = row("fresh boot to ready", &boot);
     row("VM teardown", &teardown);
 
-    // `wisp run hello` as a user runs it, compile cache warm.
+    // `wisp run hello` as a user runs it: restored from its snapshot cache,
+    // and booted fresh (no snapshot cache; compile cache warm).
     let cache = tempfile::tempdir().expect("cache dir");
-    let wisp_run = || {
+    let wisp_run = |extra: &[&str]| {
         let status = Command::new(env!("CARGO_BIN_EXE_wisp"))
             .arg("run")
+            .args(extra)
             .arg(&hello_path)
             .env("WISP_CACHE_DIR", cache.path())
             .stdout(Stdio::null())
@@ -107,8 +109,15 @@ fn main() {
             .expect("spawn wisp");
         assert!(status.success(), "wisp run hello failed: {status}");
     };
-    wisp_run();
-    row("wisp run hello (end to end)", &time(runs, wisp_run));
+    wisp_run(&[]);
+    row(
+        "wisp run hello (cached, end to end)",
+        &time(runs, || wisp_run(&[])),
+    );
+    row(
+        "wisp run hello (fresh boot, end to end)",
+        &time(runs, || wisp_run(&["--cache-size", "0"])),
+    );
 
     // fib(30): inside a fresh VM (invoke only) vs the host.
     let mut in_vm = Vec::with_capacity(runs);

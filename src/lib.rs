@@ -9,6 +9,8 @@ pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod hostfs;
+pub mod run_cache;
+pub mod run_report;
 pub mod seccomp;
 pub mod stats;
 pub mod stdio;

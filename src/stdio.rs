@@ -15,6 +15,10 @@ use crate::hostfs::FsThread;
 pub struct ProcessStdio {
     /// Where host directory calls are served, if any are mapped.
     pub dirs: Option<FsThread>,
+    /// Bytes written to stdout so far.
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr so far.
+    pub stderr_bytes: u64,
 }
 
 impl GuestIo for ProcessStdio {
@@ -32,10 +36,14 @@ impl GuestIo for ProcessStdio {
     fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {
         let mut out = io::stdout().lock();
         out.write_all(data)?;
-        out.flush()
+        out.flush()?;
+        self.stdout_bytes += data.len() as u64;
+        Ok(())
     }
 
     fn write_stderr(&mut self, data: &[u8]) -> io::Result<()> {
-        io::stderr().lock().write_all(data)
+        io::stderr().lock().write_all(data)?;
+        self.stderr_bytes += data.len() as u64;
+        Ok(())
     }
 }

@@ -2,7 +2,11 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
 use common::{fixture, run, run_fixture, stderr, stdout};
+use serde_json::Value;
 
 fn example(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +96,7 @@ fn empty_stdin_is_end_of_file() {
 
 #[test]
 fn exit_codes_and_both_streams_come_back() {
-    for code in [0, 1, 42, 255] {
+    for code in [0, 1, 42, 125] {
         let out = run_fixture("exit_code.wat", &[&code.to_string()]);
         assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
         assert_eq!(stdout(&out), "to stdout\n");
@@ -382,16 +386,463 @@ fn stdin_the_module_does_not_read_is_left_for_the_next_command() {
         "printf 'one\\ntwo\\n' | {{ \"$WISP\" run {}; cat; }}",
         hello.display()
     );
-    let out = std::process::Command::new("sh")
+    let out = Command::new("sh")
         .arg("-c")
         .arg(script)
         .env("WISP", env!("CARGO_BIN_EXE_wisp"))
         .env(
             "WISP_CACHE_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wisp-cache"),
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wisp-cache"),
         )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "hello, world!\none\ntwo\n");
+}
+
+#[test]
+fn exit_codes_outside_wasi_never_read_as_success() {
+    // 256 and 512 are 0 modulo 256: as a raw status they would read as
+    // success. As `wasmtime run`, anything from 126 up exits with 1.
+    for code in [126u32, 256, 512] {
+        let out = run_fixture("exit_code.wat", &[&code.to_string()]);
+        assert_eq!(out.status.code(), Some(1), "{code}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "to stdout\n");
+        let err = stderr(&out);
+        assert!(err.starts_with("to stderr\n"), "{code}: {err}");
+        assert!(
+            err.contains(&format!("error: the module exited with status {code}")),
+            "{code}: {err}"
+        );
+    }
+}
+
+/// A `wisp` command with a cache directory of its own.
+fn wisp_with_cache(cache: &Path) -> Command {
+    let mut cmd = common::wisp();
+    cmd.env("WISP_CACHE_DIR", cache)
+        .env_remove("WISP_RUN_CACHE_SIZE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `wisp run --report R ARGS` with the cache in `cache`; returns the
+/// output and the report, checked against its JSON Schema.
+fn run_reported(cache: &Path, args: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = wisp_with_cache(cache)
+        .arg("run")
+        .arg("--report")
+        .arg(&report)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", stderr(&out)));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    check_schema(&value);
+    (out, value)
+}
+
+fn check_schema(report: &Value) {
+    let schema: Value =
+        serde_json::from_str(include_str!("../docs/run-report.schema.json")).unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?} in {report:#}");
+}
+
+/// The snapshot cache's entries.
+fn cache_entries(cache: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(cache.join("snapshots")) {
+        Ok(list) => list
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_second_run_restores_from_the_snapshot_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = example("hello.wat");
+    let (out, first) = run_reported(cache.path(), &[&hello, "first"]);
+    assert_eq!(stdout(&out), "hello, first!\n", "{}", stderr(&out));
+    assert_eq!(first["start"], "created");
+    let (out, second) = run_reported(cache.path(), &[&hello, "second"]);
+    assert_eq!(stdout(&out), "hello, second!\n", "{}", stderr(&out));
+    assert_eq!(second["start"], "cached");
+    assert_eq!(cache_entries(cache.path()).len(), 1);
+    let out = wisp_with_cache(cache.path())
+        .args(["run", "--timings", &hello])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).starts_with("wisp: cached |"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing is left of the writing: no staging directory.
+    let staging = cache.path().join("snapshots/.tmp");
+    assert!(
+        std::fs::read_dir(&staging).map_or(true, |mut d| d.next().is_none()),
+        "left in {}",
+        staging.display()
+    );
+}
+
+#[test]
+fn no_cache_boots_fresh_and_stores_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let (out, report) = run_reported(cache.path(), &["--no-cache", &example("hello.wat")]);
+    assert_eq!(stdout(&out), "hello, world!\n");
+    assert_eq!(report["start"], "fresh");
+    assert!(cache_entries(cache.path()).is_empty());
+    let (_, report) = run_reported(cache.path(), &["--cache-size", "0", &example("hello.wat")]);
+    assert_eq!(report["start"], "fresh");
+    assert!(cache_entries(cache.path()).is_empty());
+}
+
+#[test]
+fn the_cache_key_covers_module_memory_and_files() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("hello.wat");
+    std::fs::copy(example("hello.wat"), &module).unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("conf"), "one").unwrap();
+    let files_arg = format!("{}::/conf", files.display());
+    let start = |args: &[&str]| {
+        let (out, report) = run_reported(cache.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        report["start"].as_str().unwrap().to_string()
+    };
+    let m = path(&module);
+    assert_eq!(start(&[m]), "created");
+    assert_eq!(start(&[m]), "cached");
+    assert_eq!(start(&["--memory", "64M", m]), "created");
+    assert_eq!(start(&["--files", &files_arg, m]), "created");
+    assert_eq!(start(&["--files", &files_arg, m]), "cached");
+    std::fs::write(files.join("conf"), "two").unwrap();
+    assert_eq!(start(&["--files", &files_arg, m]), "created");
+    std::fs::write(
+        &module,
+        format!(
+            "{}\n;; changed\n",
+            std::fs::read_to_string(&module).unwrap()
+        ),
+    )
+    .unwrap();
+    assert_eq!(start(&[m]), "created");
+    assert_eq!(cache_entries(cache.path()).len(), 5);
+}
+
+#[test]
+fn concurrent_first_runs_succeed_and_leave_one_entry() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = example("hello.wat");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            wisp_with_cache(cache.path())
+                .args(["run", &hello, &format!("run{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("hello, run{i}!\n"));
+    }
+    assert_eq!(cache_entries(cache.path()).len(), 1);
+    let (_, report) = run_reported(cache.path(), &[&hello]);
+    assert_eq!(report["start"], "cached");
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_rebuilt_never_used() {
+    let cache = tempfile::tempdir().unwrap();
+    let module = fixture("init_state.wat");
+    let (_, report) = run_reported(cache.path(), &[path(&module)]);
+    assert_eq!(report["start"], "created");
+    let entry = cache_entries(cache.path()).pop().unwrap();
+    // A flipped byte in the vCPU state, then a truncated memory file.
+    let damage: [&dyn Fn(&Path); 2] = [
+        &|entry| {
+            let state = entry.join("state.bin");
+            let mut bytes = std::fs::read(&state).unwrap();
+            bytes[10] ^= 0x40;
+            std::fs::write(&state, bytes).unwrap();
+        },
+        &|entry| {
+            let memory = std::fs::OpenOptions::new()
+                .write(true)
+                .open(entry.join("memory"))
+                .unwrap();
+            memory.set_len(4096).unwrap();
+        },
+    ];
+    for damage in damage {
+        damage(&entry);
+        let (out, report) = run_reported(cache.path(), &[path(&module)]);
+        assert_eq!(stdout(&out), "g=42 mem=INIT pages=1\n", "{}", stderr(&out));
+        assert_eq!(report["start"], "rebuilt");
+        let (out, report) = run_reported(cache.path(), &[path(&module)]);
+        assert_eq!(stdout(&out), "g=42 mem=INIT pages=1\n");
+        assert_eq!(report["start"], "cached");
+    }
+}
+
+#[test]
+fn the_cache_evicts_the_least_recently_used_beyond_its_bound() {
+    let cache = tempfile::tempdir().unwrap();
+    let run_with_bound = |bound: &str, module: &Path| {
+        let (out, report) = run_reported(cache.path(), &["--cache-size", bound, path(module)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        report["start"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (example_path("hello.wat"), fixture("echo.wat"));
+    assert_eq!(run_with_bound("1G", &a), "created");
+    let one: u64 = disk_usage(&cache_entries(cache.path())[0]);
+    // Room for one entry and a half: adding a second evicts the first.
+    let bound = (one * 3 / 2).to_string();
+    assert_eq!(run_with_bound(&bound, &b), "created");
+    let left = cache_entries(cache.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(run_with_bound(&bound, &b), "cached");
+    assert_eq!(run_with_bound(&bound, &a), "created");
+}
+
+fn example_path(name: &str) -> PathBuf {
+    common::example(name)
+}
+
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+#[test]
+fn cached_runs_get_their_own_arguments_environment_stdin_clock_and_randomness() {
+    let cache = tempfile::tempdir().unwrap();
+    let args_env = fixture("args_env.wat");
+    for (arg, value) in [("one", "1"), ("two", "2")] {
+        let out = wisp_with_cache(cache.path())
+            .args(["run", "--env", &format!("V={value}"), path(&args_env), arg])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&out),
+            format!("{}\n{arg}\nV={value}\n", args_env.display()),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let echo = fixture("echo.wat");
+    for input in ["first input", "second"] {
+        let mut child = wisp_with_cache(cache.path())
+            .args(["run", path(&echo)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert_eq!(stdout(&child.wait_with_output().unwrap()), input);
+    }
+    // Clocks move and randomness differs per run (the fixture checks
+    // both), restored or not.
+    for _ in 0..2 {
+        let out = wisp_with_cache(cache.path())
+            .args(["run", path(&fixture("clock_random.wat"))])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn output_written_during_init_comes_with_every_run() {
+    let cache = tempfile::tempdir().unwrap();
+    for start in ["created", "cached"] {
+        let (out, report) = run_reported(cache.path(), &[path(&fixture("init_output.wat"))]);
+        assert_eq!(stdout(&out), "init\nstart\n", "{}", stderr(&out));
+        assert_eq!(report["start"], start);
+        assert_eq!(report["stdout_bytes"], 11);
+    }
+}
+
+#[test]
+fn host_directories_are_per_run_even_when_cached() {
+    let cache = tempfile::tempdir().unwrap();
+    let reader = fixture("read_data.wat");
+    for (content, start) in [("from a", "created"), ("from b", "cached")] {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("in.txt"), content).unwrap();
+        let dir = format!("{}::/data", data.path().display());
+        let (out, report) = run_reported(cache.path(), &["--dir", &dir, path(&reader)]);
+        assert_eq!(stdout(&out), content, "{}", stderr(&out));
+        assert_eq!(report["start"], start);
+    }
+}
+
+#[test]
+fn the_report_says_how_each_run_ended() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let (out, r) = run_reported(c, &[path(&fixture("exit_code.wat")), "3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r["ended"], "exit");
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["status"], 3);
+    assert_eq!(r["message"], Value::Null);
+    assert_eq!(r["stdout_bytes"], 10);
+    assert_eq!(r["stderr_bytes"], 10);
+    assert!(r["wall_time_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(r["module"], path(&fixture("exit_code.wat")));
+
+    let (out, r) = run_reported(c, &[path(&fixture("exit_code.wat")), "512"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        (r["ended"].as_str(), r["exit_code"].as_u64()),
+        (Some("exit"), Some(512))
+    );
+    assert_eq!(r["status"], 1);
+
+    let (out, r) = run_reported(c, &[path(&fixture("trap.wat")), "div_zero"]);
+    assert_eq!(out.status.code(), Some(134));
+    assert_eq!(r["ended"], "trap");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("integer divide by zero"),
+        "{r}"
+    );
+    assert_eq!(r["exit_code"], Value::Null);
+    assert_eq!(r["stdout_bytes"], 12);
+
+    let (out, r) = run_reported(c, &["--timeout", "200ms", path(&fixture("spin.wat"))]);
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(
+        (r["ended"].as_str(), r["status"].as_u64()),
+        (Some("timeout"), Some(124))
+    );
+    assert!(r["wall_time_ms"].as_f64().unwrap() >= 200.0, "{r}");
+
+    let (out, r) = run_reported(c, &["--memory", "32M", path(&fixture("memory_hog.wat"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r["ended"], "out_of_memory");
+    // Linear memory grows in place, and the module writes one word per
+    // MiB it grows: what holds data stays small, and within the VM.
+    let peak = r["peak_memory_bytes"].as_u64().unwrap();
+    assert!((1 << 20..=32 << 20).contains(&peak), "{peak}");
+
+    let (out, r) = run_reported(
+        c,
+        &[
+            "--max-output",
+            "64K",
+            "--timeout",
+            "20s",
+            path(&fixture("flood.wat")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r["ended"], "output_limit");
+    assert_eq!(r["stdout_bytes"], 65536);
+
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0\x99garbage").unwrap();
+    let (out, r) = run_reported(c, &[path(&garbage)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r["ended"], "invalid_module");
+    assert!(
+        r["message"].as_str().unwrap().contains("invalid module"),
+        "{r}"
+    );
+    assert_eq!(
+        (r["start"].clone(), r["peak_memory_bytes"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    let no_start = dir.path().join("reactor.wat");
+    std::fs::write(&no_start, r#"(module (func (export "handle")))"#).unwrap();
+    let (_, r) = run_reported(c, &[path(&no_start)]);
+    assert_eq!(r["ended"], "invalid_module", "{r}");
+
+    let (out, r) = run_reported(c, &[path(&dir.path().join("missing.wasm"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r["ended"], "error");
+    assert!(
+        r["message"].as_str().unwrap().contains("cannot read"),
+        "{r}"
+    );
+}
+
+#[test]
+fn peak_memory_counts_what_the_module_touched() {
+    let cache = tempfile::tempdir().unwrap();
+    let peak = |module: &str| {
+        let (out, r) = run_reported(cache.path(), &[path(&fixture(module))]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        r["peak_memory_bytes"].as_u64().unwrap()
+    };
+    let idle = peak("echo.wat");
+    let busy = peak("touch_16m.wat");
+    // 16 MiB, give or take the few pages the two modules' runs differ by.
+    assert!(
+        busy + 16 * 4096 >= idle + (16 << 20),
+        "idle {idle}, busy {busy}"
+    );
+    assert!(busy < idle + (24 << 20), "idle {idle}, busy {busy}");
+    // The same, to a few pages, whether the snapshot was just made or
+    // cached long ago.
+    let again = peak("touch_16m.wat");
+    assert!(again.abs_diff(busy) <= 16 * 4096, "{busy} then {again}");
+}
+
+#[test]
+fn an_unwritable_report_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("missing/report.json");
+    let out = common::wisp()
+        .args(["run", "--report", path(&report), &example("hello.wat")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "hello, world!\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: writing the report"),
+        "{}",
+        stderr(&out)
+    );
 }

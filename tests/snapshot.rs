@@ -357,3 +357,42 @@ fn a_snapshot_replaced_under_a_running_image_does_not_disturb_it() {
     let mut vm = Vm::restore(&hello, VmConfig::default()).unwrap();
     assert_eq!(invoke(&mut vm, &["hello"]).1, "hello, world!\n");
 }
+
+/// A restore into a shell made without a CPUID gives the vCPU the one the
+/// guest booted with (the snapshot's); a capture is good only until the VM
+/// runs again; a VM restored without write logging cannot be reset.
+#[test]
+fn restores_into_bare_shells_and_captures_go_stale() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let mut vm =
+        Vm::restore_in(Shell::without_cpuid().unwrap(), &image, VmConfig::default()).unwrap();
+    let capture = vm.capture().unwrap();
+    let (outcome, out) = invoke(&mut vm, &["m"]);
+    assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+    assert_eq!(out, PRISTINE);
+    vm.reset().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let stale = vm.write_snapshot(capture, &out_dir.path().join("snap"), "m", None);
+    assert!(matches!(stale, Err(Error::NotCaptured)), "{stale:?}");
+    // Captured afresh, it writes a snapshot that restores.
+    let capture = vm.capture().unwrap();
+    vm.write_snapshot(capture, &out_dir.path().join("snap"), "m", None)
+        .unwrap();
+    let again = Arc::new(Image::open(&out_dir.path().join("snap")).unwrap());
+    let mut vm = Vm::restore_in(
+        Shell::without_cpuid().unwrap(),
+        &again,
+        VmConfig {
+            resettable: false,
+            ..VmConfig::default()
+        },
+    )
+    .unwrap();
+    let (_, out) = invoke(&mut vm, &["m"]);
+    assert_eq!(out, PRISTINE);
+    assert!(matches!(
+        vm.reset(),
+        Err(Error::Config(wisp_vmm::ConfigError::NotResettable))
+    ));
+}

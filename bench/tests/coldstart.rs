@@ -60,7 +60,8 @@ fn bench_runs_every_scenario_and_writes_its_results() {
         ("baseline warm", 30, "warm"),
         ("wisp fresh boot", 3, "none"),
         ("native fork/exec", 3, "none"),
-        ("wisp run (CLI)", 3, "none"),
+        ("wisp run (first)", 3, "none"),
+        ("wisp run (cached)", 3, "none"),
     ] {
         let samples = find(scenario)["samples"].as_array().unwrap();
         assert_eq!(samples.len(), runs, "{scenario}");

@@ -92,8 +92,22 @@ impl Builder {
 
     /// Writes the guest memory image `mem` (a whole number of pages) as a
     /// sparse file: only the pages that are not all zero are written, and
-    /// recorded as extents with their checksum. Must be called exactly once.
+    /// recorded as extents with their checksum. Must be called exactly once
+    /// (this or [`Builder::memory_within`]).
     pub fn memory(&mut self, mem: &[u8]) -> Result<(), Error> {
+        let pages = mem.len() as u64 / PAGE_SIZE;
+        let all = Extent {
+            start_page: 0,
+            pages,
+        };
+        self.memory_within(mem, &[all][..usize::from(pages > 0)])
+    }
+
+    /// Like [`Builder::memory`], for an image of which only the pages in
+    /// `candidates` (in any order, possibly overlapping) can be non-zero,
+    /// such as the pages a VM has touched: the rest of `mem` is taken to be
+    /// zero and never read, so memory nobody touched is not faulted in.
+    pub fn memory_within(&mut self, mem: &[u8], candidates: &[Extent]) -> Result<(), Error> {
         if self.memory.is_some() {
             return Err(Error::Invalid(
                 "the guest memory image was given twice".into(),
@@ -105,8 +119,10 @@ impl Builder {
                 "guest memory is {size} bytes, not a multiple of the {PAGE_SIZE}-byte page"
             )));
         }
+        let candidates = memory::normalize(candidates.to_vec());
+        memory::check_extents(&candidates, size, "candidate extent").map_err(Error::Invalid)?;
         let path = self.tmp.join(MEMORY_FILE);
-        let extents = memory::nonzero_extents(mem);
+        let extents = memory::nonzero_extents_within(mem, &candidates);
         let write = || -> io::Result<()> {
             let file = File::create_new(&path)?;
             file.set_len(size)?;
@@ -350,6 +366,39 @@ mod tests {
             Err(Error::Invalid(_))
         ));
         assert!(entries(parent.path()).is_empty());
+    }
+
+    #[test]
+    fn memory_within_writes_only_candidate_pages() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("snap");
+        let p = PAGE_SIZE as usize;
+        let mut mem = page_mem(8);
+        mem[5 * p] = 9;
+        let mut b = Builder::new(&dir).unwrap();
+        let outside = Extent {
+            start_page: 7,
+            pages: 2,
+        };
+        assert!(matches!(
+            b.memory_within(&mem, &[outside]),
+            Err(Error::Invalid(_))
+        ));
+        let first = Extent {
+            start_page: 0,
+            pages: 2,
+        };
+        b.memory_within(&mem, &[first]).unwrap();
+        b.commit(&compat(), &CpuFeatures::host()).unwrap();
+        let snap = crate::Snapshot::open(&dir, &compat(), &CpuFeatures::host()).unwrap();
+        // Page 5 was not a candidate: a hole, read as zero.
+        assert_eq!(
+            snap.manifest().memory.extents,
+            [Extent {
+                start_page: 0,
+                pages: 1
+            }]
+        );
     }
 
     #[test]

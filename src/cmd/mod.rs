@@ -21,7 +21,8 @@ pub struct VmArgs {
     /// Guest memory, e.g. `64M`, `1G` (a multiple of 2 MiB) [default: 128M].
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    /// Do not read or write the compiled-module cache.
+    /// Do not read or write the caches: compiled modules and, for `wisp
+    /// run`, ready snapshots.
     #[arg(long)]
     pub no_cache: bool,
     /// Give the module a read-only copy of host directory HOST at GUEST
@@ -67,12 +68,18 @@ impl VmArgs {
     pub fn compile(&self, module: &Path) -> Result<Vec<u8>> {
         let bytes =
             std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+        self.compile_bytes(&bytes)
+    }
+
+    /// Compiles a module's bytes for the guest (or takes it from the
+    /// cache).
+    pub fn compile_bytes(&self, bytes: &[u8]) -> Result<Vec<u8>> {
         let cache = if self.no_cache {
             None
         } else {
             default_cache_dir()
         };
-        Ok(Compiler::new(cache)?.load_or_compile(&bytes)?)
+        Ok(Compiler::new(cache)?.load_or_compile(bytes)?)
     }
 }
 

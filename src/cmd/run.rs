@@ -1,24 +1,30 @@
-//! `wisp run`: one module run in one micro-VM, booted fresh or restored
-//! from a snapshot.
+//! `wisp run`: one module run in one micro-VM — restored from `wisp run`'s
+//! own snapshot cache once the module has run before, else booted (and its
+//! snapshot cached), or restored from a snapshot given with `--snapshot`.
+//!
+//! Guest code runs only on the `wisp-vcpu` thread ([`VcpuThread`]), which
+//! confines itself with seccomp before any VM exists and meanwhile makes an
+//! empty VM, while this thread finds the snapshot or compiles the module.
+//! When the run is over the process exits without tearing the VM down: the
+//! kernel frees guest memory and the KVM VM with the process anyway.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use wisp::compile::{default_cache_dir, CompileError};
 use wisp::hostfs::{FsThread, HostDirs};
+use wisp::run_cache::{Key, Lookup, RunCache, DEFAULT_MAX_BYTES};
+use wisp::run_report::{
+    exit_status, Ending, RunReport, Start, EXIT_FAILURE, FORMAT, MAX_EXIT_CODE,
+};
 use wisp::seccomp::{run_filter, Seccomp};
 use wisp::stdio::ProcessStdio;
-use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, Vm, VmConfig};
+use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, RestoreTimings, Shell, Vm, VmConfig};
 
 use super::{argv, env_entries, module_name, ms, VmArgs};
-
-/// Exit status for a wasm trap, as `wasmtime run` uses (128 + SIGABRT).
-const EXIT_TRAP: u8 = 134;
-/// Exit status for a timeout, as timeout(1) uses.
-const EXIT_TIMEOUT: u8 = 124;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -35,6 +41,22 @@ pub struct RunArgs {
     /// Print where the time went to stderr.
     #[arg(long)]
     timings: bool,
+    /// Write a JSON report of the run to FILE: how it ended, its exit code,
+    /// wall time, peak guest memory and output sizes (README, "Running a
+    /// module").
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Most disk space the cache of ready snapshots may take (least
+    /// recently used ones are evicted); `0` caches none.
+    #[arg(
+        long,
+        env = "WISP_RUN_CACHE_SIZE",
+        default_value_t = DEFAULT_MAX_BYTES,
+        value_parser = wisp::units::parse_size,
+        hide_default_value = true,
+        value_name = "SIZE [default: 512M]"
+    )]
+    cache_size: u64,
     /// What a system call outside the vCPU thread's seccomp allow-list
     /// does: `kill` wisp, `log` it to the kernel audit log, or `off`.
     #[arg(long, env = "WISP_SECCOMP", value_enum, default_value_t = Seccomp::Kill)]
@@ -61,29 +83,383 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-/// Runs `wisp run` and maps the module's end to the process's exit status.
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let env = env_entries(&args.env)?;
-    let outcome = match &args.snapshot {
-        Some(dir) => run_snapshot(&args, dir.clone(), env)?,
-        None => run_fresh(&args, env)?,
-    };
-    match outcome {
-        Ok(Outcome::Exited(code)) => Ok(ExitCode::from(code as u8)),
-        Ok(Outcome::Trapped(message)) => {
-            eprintln!("error: {}", message.trim_end());
-            Ok(ExitCode::from(EXIT_TRAP))
+/// A run that reached a VM: how the module ended, and what the report and
+/// `--timings` need.
+struct Ran {
+    outcome: Result<Outcome, VmError>,
+    start: Start,
+    /// The VM, kept (never dropped) until the process exits.
+    vm: Option<Vm>,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    /// The `--timings` line, without the total.
+    timings: String,
+}
+
+/// Runs `wisp run`, maps the module's end to the process's exit status and
+/// exits with it.
+pub fn run(args: RunArgs) -> ! {
+    let started = Instant::now();
+    let result = execute(&args, started);
+    let wall = started.elapsed();
+    let (ending, status, exit_code, message) = classify(&result);
+    match (&result, &message) {
+        (Ok(ran), _) if args.timings => {
+            eprintln!("wisp: {} | total {}", ran.timings, ms(wall));
         }
-        Err(e @ VmError::Timeout(_)) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(EXIT_TIMEOUT))
-        }
-        Err(e @ VmError::OutOfMemory(_)) => {
-            eprintln!("error: {e} (raise --memory)");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(e) => Err(e.into()),
+        _ => {}
     }
+    if let Some(message) = &message {
+        eprintln!("error: {message}");
+    }
+    let mut status = status;
+    let ran = result.ok();
+    if let Some(path) = &args.report {
+        let report = RunReport {
+            format: FORMAT,
+            module: args
+                .snapshot
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .or_else(|| args.command.first().cloned()),
+            ended: ending,
+            exit_code,
+            status,
+            message: match (ending, &ran) {
+                // The trap's own text, not the line printed for it.
+                (
+                    Ending::Trap,
+                    Some(Ran {
+                        outcome: Ok(Outcome::Trapped(m)),
+                        ..
+                    }),
+                ) => Some(m.trim_end().to_string()),
+                _ => message.clone(),
+            },
+            wall_time_ms: wall.as_secs_f64() * 1e3,
+            peak_memory_bytes: ran
+                .as_ref()
+                .and_then(|r| r.vm.as_ref())
+                .and_then(|vm| vm.memory_in_use().ok()),
+            stdout_bytes: ran.as_ref().map_or(0, |r| r.stdout_bytes),
+            stderr_bytes: ran.as_ref().map_or(0, |r| r.stderr_bytes),
+            start: ran.as_ref().map(|r| r.start),
+        };
+        if let Err(e) = report.write(path) {
+            eprintln!("error: writing the report to {}: {e}", path.display());
+            if status == 0 {
+                status = EXIT_FAILURE;
+            }
+        }
+    }
+    // Exit without dropping anything: the kernel frees the VM, its guest
+    // memory, the threads and the mappings with the process, and tearing
+    // them down first would only delay the exit. Output is already out
+    // (the guest's writes are flushed as they come; stderr is unbuffered).
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(i32::from(status))
+}
+
+/// The ending, exit status, the module's exit code and the error line of a
+/// run.
+fn classify(result: &Result<Ran>) -> (Ending, u8, Option<u32>, Option<String>) {
+    let ran = match result {
+        Ok(ran) => ran,
+        Err(e) => {
+            let invalid = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<CompileError>(),
+                    Some(CompileError::Invalid(_) | CompileError::UnsupportedImport { .. })
+                ) || matches!(c.downcast_ref::<VmError>(), Some(VmError::Module(_)))
+            });
+            let ending = if invalid {
+                Ending::InvalidModule
+            } else {
+                Ending::Error
+            };
+            return (ending, EXIT_FAILURE, None, Some(format!("{e:#}")));
+        }
+    };
+    match &ran.outcome {
+        Ok(Outcome::Exited(code)) => {
+            // WASI's exit code is a u32; the agent passes it as an i32.
+            let code = *code as u32;
+            let status = exit_status(code);
+            let message = (code != u32::from(status)).then(|| {
+                format!(
+                    "the module exited with status {code}, outside WASI's 0..={MAX_EXIT_CODE} (as `wasmtime run`, wisp exits with {status})"
+                )
+            });
+            (Ending::Exit, status, Some(code), message)
+        }
+        Ok(Outcome::Trapped(message)) => (
+            Ending::Trap,
+            Ending::Trap.status(),
+            None,
+            Some(message.trim_end().to_string()),
+        ),
+        Err(e) => {
+            let ending = Ending::of_error(e);
+            let mut message = chain(e);
+            if ending == Ending::OutOfMemory {
+                message.push_str(" (raise --memory)");
+            }
+            (ending, ending.status(), None, Some(message))
+        }
+    }
+}
+
+/// `e` and its causes, as anyhow's `{:#}` prints a chain.
+fn chain(e: &VmError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Finds or builds the VM and runs the module in it; `origin` is when wisp
+/// started, for `--timings`.
+fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
+    // The thread confines itself and makes a VM while this one works.
+    let vcpu = VcpuThread::spawn(args.seccomp, origin)?;
+    let env = env_entries(&args.env)?;
+    if let Some(dir) = &args.snapshot {
+        return run_snapshot(args, &vcpu, dir, env);
+    }
+    let Some((module, rest)) = args.command.split_first() else {
+        bail!("give a module to run, or --snapshot DIR");
+    };
+    let path = Path::new(module);
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let invocation = Invocation {
+        args: argv(&module_name(path), rest),
+        env,
+    };
+    let config = config(args, args.vm.memory())?;
+    let stdio = process_stdio(args)?;
+    let cache = match default_cache_dir() {
+        Some(root) if !args.vm.no_cache && args.cache_size > 0 => {
+            Some(RunCache::new(&root, args.cache_size))
+        }
+        _ => None,
+    };
+    let Some(cache) = cache else {
+        let artifact = args.vm.compile_bytes(&bytes)?;
+        return run_booted(&vcpu, artifact, config, invocation, stdio, None);
+    };
+    let t_lookup = Instant::now();
+    let key = Key::new(&bytes, config.mem_size, config.files.bytes());
+    let start = match cache.get(&key) {
+        Lookup::Hit(image) => {
+            let lookup = format!(
+                "lookup {} (done at {})",
+                ms(t_lookup.elapsed()),
+                ms(origin.elapsed())
+            );
+            let pending = vcpu.submit(restore_and_invoke(image, config, invocation, stdio));
+            cache.touch(&key);
+            let mut ran = pending.wait()??;
+            ran.timings = format!("cached | {lookup} | {}", ran.timings);
+            return Ok(ran);
+        }
+        Lookup::Miss => Start::Created,
+        Lookup::Unusable(_) => Start::Rebuilt,
+    };
+    let artifact = args.vm.compile_bytes(&bytes)?;
+    let store = Store {
+        cache,
+        key,
+        name: module_name(path),
+        start,
+    };
+    run_booted(&vcpu, artifact, config, invocation, stdio, Some(store))
+}
+
+/// Where a booted VM's snapshot goes.
+struct Store {
+    cache: RunCache,
+    key: Key,
+    name: String,
+    start: Start,
+}
+
+/// Boots the module and runs it: in a VM restored from the snapshot stored
+/// in the cache (so the first run is the same as every later one), or in
+/// the booted VM itself without a cache or if storing failed.
+fn run_booted(
+    vcpu: &VcpuThread,
+    artifact: Vec<u8>,
+    config: VmConfig,
+    invocation: Invocation,
+    stdio: ProcessStdio,
+    store: Option<Store>,
+) -> Result<Ran> {
+    let capture = store.is_some();
+    let boot_config = config.clone();
+    let (vm, snapshot, shell, boot) = vcpu
+        .submit(move |spare: &mut Spare| {
+            let (shell, prepared) = spare.take_shell()?;
+            let mut vm = Vm::boot_in(shell, boot_config, &artifact)?;
+            let snapshot = if capture { Some(vm.capture()?) } else { None };
+            let boot = vm.boot_timings();
+            Ok::<_, VmError>((vm, snapshot, prepared, boot))
+        })
+        .wait()??;
+    let booted = format!(
+        "{} | boot {} (memory {} + load {} + agent init {})",
+        shell,
+        ms(boot.create + boot.load + boot.init),
+        ms(boot.create),
+        ms(boot.load),
+        ms(boot.init)
+    );
+    let (Some(store), Some(snapshot)) = (store, snapshot) else {
+        let mut ran = vcpu.submit(invoke_booted(vm, invocation, stdio)).wait()?;
+        ran.timings = format!("fresh | {booted} | {}", ran.timings);
+        return Ok(ran);
+    };
+    let t_store = Instant::now();
+    let stored = store.cache.insert(&store.key, |dir| {
+        vm.write_snapshot(snapshot, dir, &store.name, None)
+    });
+    let stored_in = t_store.elapsed();
+    match stored {
+        Ok(image) => {
+            let mut ran = vcpu
+                .submit(move |_: &mut Spare| {
+                    let shell = vm.into_shell()?;
+                    restore_in(shell, String::new(), &image, config, invocation, stdio)
+                })
+                .wait()??;
+            ran.start = store.start;
+            ran.timings = format!(
+                "{} | {booted} | snapshot {} | {}",
+                if store.start == Start::Rebuilt {
+                    "rebuilt"
+                } else {
+                    "created"
+                },
+                ms(stored_in),
+                ran.timings
+            );
+            Ok(ran)
+        }
+        Err(e) => {
+            // The run does not depend on the cache: it goes on in the
+            // booted VM.
+            let mut ran = vcpu.submit(invoke_booted(vm, invocation, stdio)).wait()?;
+            ran.timings = format!("fresh (not cached: {e:#}) | {booted} | {}", ran.timings);
+            Ok(ran)
+        }
+    }
+}
+
+/// A job that runs `invocation` in the booted `vm`.
+fn invoke_booted(
+    mut vm: Vm,
+    invocation: Invocation,
+    mut stdio: ProcessStdio,
+) -> impl FnOnce(&mut Spare) -> Ran + Send + 'static {
+    move |_| {
+        let (outcome, run) = invoke(&mut vm, &invocation, &mut stdio);
+        Ran {
+            outcome,
+            start: Start::Fresh,
+            vm: Some(vm),
+            stdout_bytes: stdio.stdout_bytes,
+            stderr_bytes: stdio.stderr_bytes,
+            timings: format!("run {}", ms(run)),
+        }
+    }
+}
+
+/// A job that restores a VM from `image` into the thread's spare shell and
+/// runs `invocation` in it.
+fn restore_and_invoke(
+    image: Arc<Image>,
+    config: VmConfig,
+    invocation: Invocation,
+    stdio: ProcessStdio,
+) -> impl FnOnce(&mut Spare) -> Result<Ran, VmError> + Send + 'static {
+    move |spare| {
+        let (shell, prepared) = spare.take_shell()?;
+        restore_in(shell, prepared, &image, config, invocation, stdio)
+    }
+}
+
+/// Restores a VM from `image` into `shell` (whose making `prepared`
+/// describes, if it is new) and runs `invocation` in it.
+fn restore_in(
+    shell: Shell,
+    prepared: String,
+    image: &Arc<Image>,
+    config: VmConfig,
+    invocation: Invocation,
+    mut stdio: ProcessStdio,
+) -> Result<Ran, VmError> {
+    let t0 = Instant::now();
+    let mut vm = Vm::restore_in(shell, image, config)?;
+    let restore = t0.elapsed();
+    let RestoreTimings { memory, state, .. } = vm.restore_timings();
+    let (outcome, run) = invoke(&mut vm, &invocation, &mut stdio);
+    Ok(Ran {
+        outcome,
+        start: Start::Cached,
+        vm: Some(vm),
+        stdout_bytes: stdio.stdout_bytes,
+        stderr_bytes: stdio.stderr_bytes,
+        timings: format!(
+            "{prepared}{}restore {} (memory {} + state {}) | run {}",
+            if prepared.is_empty() { "" } else { " | " },
+            ms(restore),
+            ms(memory),
+            ms(state),
+            ms(run)
+        ),
+    })
+}
+
+/// Runs `invocation` in `vm` with this process's stdio.
+fn invoke(
+    vm: &mut Vm,
+    invocation: &Invocation,
+    stdio: &mut ProcessStdio,
+) -> (Result<Outcome, VmError>, Duration) {
+    let t = Instant::now();
+    let outcome = vm.invoke(invocation, stdio);
+    (outcome, t.elapsed())
+}
+
+/// Opens a snapshot, restores a VM from it and runs.
+fn run_snapshot(args: &RunArgs, vcpu: &VcpuThread, dir: &Path, env: Vec<Vec<u8>>) -> Result<Ran> {
+    if args.vm.memory.is_some() {
+        bail!("--memory cannot be used with --snapshot: the snapshot fixes the guest memory");
+    }
+    if !args.vm.files.is_empty() {
+        bail!("--files cannot be used with --snapshot: the snapshot holds its files");
+    }
+    if !args.dirs.is_empty() {
+        bail!("--dir cannot be used with --snapshot: a snapshot's directories are fixed when it is made");
+    }
+    let t0 = Instant::now();
+    let image = Arc::new(Image::open(dir)?);
+    let open = t0.elapsed();
+    let invocation = Invocation {
+        args: argv(image.module_name().unwrap_or("module"), &args.command),
+        env,
+    };
+    let config = config(args, image.mem_size())?;
+    let stdio = ProcessStdio::default();
+    let mut ran = vcpu
+        .submit(restore_and_invoke(image, config, invocation, stdio))
+        .wait()??;
+    ran.start = Start::Snapshot;
+    ran.timings = format!("snapshot | open+verify {} | {}", ms(open), ran.timings);
+    Ok(ran)
 }
 
 fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
@@ -98,6 +474,8 @@ fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
         timeout: args.timeout,
         max_output: args.max_output,
         files: files.build(),
+        // One invocation, never reset: no dirty log to keep.
+        resettable: false,
         ..VmConfig::default()
     })
 }
@@ -124,127 +502,120 @@ fn process_stdio(args: &RunArgs) -> Result<ProcessStdio> {
     let served = HostDirs::open(&hosts).context("--dir")?;
     Ok(ProcessStdio {
         dirs: Some(FsThread::start(served)?),
+        ..ProcessStdio::default()
     })
 }
 
-/// Runs `invocation` in `vm` with this process's stdio, then tears the VM
-/// down; returns the outcome and the run and teardown times.
-fn invoke_once(
-    mut vm: Vm,
-    invocation: &Invocation,
-    mut stdio: ProcessStdio,
-) -> (Result<Outcome, VmError>, Duration, Duration) {
-    let t_run = Instant::now();
-    let outcome = vm.invoke(invocation, &mut stdio);
-    let run = t_run.elapsed();
-    let t_teardown = Instant::now();
-    drop(vm);
-    (outcome, run, t_teardown.elapsed())
+/// What the vCPU thread prepares before its first job: an empty VM.
+struct Spare {
+    shell: Option<Result<Shell, VmError>>,
+    /// How the thread got ready, for `--timings`.
+    prepared: String,
 }
 
-/// Runs `f` on a thread of its own (`wisp-vcpu`), confined by `wisp run`'s
-/// seccomp filter for `mode` before it starts: the VM is booted or
-/// restored, run and dropped there, so guest code never runs on a thread
-/// that could open files or start processes.
-fn on_vcpu_thread<R: Send + 'static>(
-    mode: Seccomp,
-    f: impl FnOnce() -> Result<R, VmError> + Send + 'static,
-) -> Result<R> {
-    let filter = run_filter(mode)?;
-    if filter.is_some() {
-        wisp_vmm::seccomp::prepare()?;
-    }
-    let thread = std::thread::Builder::new()
-        .name("wisp-vcpu".into())
-        .spawn(move || {
-            if let Some(filter) = &filter {
-                wisp_vmm::seccomp::apply(filter)?;
+impl Spare {
+    /// The prepared shell (and how it was prepared), or a new one.
+    fn take_shell(&mut self) -> Result<(Shell, String), VmError> {
+        match self.shell.take() {
+            Some(shell) => Ok((shell?, std::mem::take(&mut self.prepared))),
+            None => {
+                let t = Instant::now();
+                let shell = Shell::without_cpuid()?;
+                Ok((shell, format!("shell {}", ms(t.elapsed()))))
             }
-            f()
-        })?;
-    Ok(thread
-        .join()
-        .map_err(|_| anyhow!("the vCPU thread panicked"))??)
+        }
+    }
 }
 
-/// Compiles (or takes from the cache), boots and runs.
-fn run_fresh(args: &RunArgs, env: Vec<Vec<u8>>) -> Result<Result<Outcome, VmError>> {
-    let Some((module, rest)) = args.command.split_first() else {
-        bail!("give a module to run, or --snapshot DIR");
-    };
-    let t0 = Instant::now();
-    let artifact = args.vm.compile(module.as_ref())?;
-    let t_compile = t0.elapsed();
-    let invocation = Invocation {
-        args: argv(&module_name(module.as_ref()), rest),
-        env,
-    };
-    let config = config(args, args.vm.memory())?;
-    let stdio = process_stdio(args)?;
-    let (boot, (outcome, run, teardown)) = on_vcpu_thread(args.seccomp, move || {
-        let vm = Vm::boot(config, &artifact)?;
-        Ok((vm.boot_timings(), invoke_once(vm, &invocation, stdio)))
-    })?;
-    if args.timings {
-        eprintln!(
-            "wisp: compile/cache {} | vm create {} | load {} | agent init {} | run {} | teardown {} | total {}",
-            ms(t_compile),
-            ms(boot.create),
-            ms(boot.load),
-            ms(boot.init),
-            ms(run),
-            ms(teardown),
-            ms(t0.elapsed())
-        );
-    }
-    Ok(outcome)
+type Job = Box<dyn FnOnce(&mut Spare) + Send>;
+
+/// The thread that runs guest code (`wisp-vcpu`): it confines itself with
+/// `wisp run`'s seccomp filter before anything else, so no VM is ever
+/// booted, restored or run on a thread that could open files or start
+/// processes, then runs the jobs it is sent.
+struct VcpuThread {
+    jobs: mpsc::Sender<Job>,
+    /// Why the thread could not confine itself, if it could not.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
-/// Opens a snapshot, restores a VM from it and runs.
-fn run_snapshot(
-    args: &RunArgs,
-    dir: PathBuf,
-    env: Vec<Vec<u8>>,
-) -> Result<Result<Outcome, VmError>> {
-    if args.vm.memory.is_some() {
-        bail!("--memory cannot be used with --snapshot: the snapshot fixes the guest memory");
+impl VcpuThread {
+    /// Starts the thread; `origin` is when wisp started, for `--timings`.
+    fn spawn(mode: Seccomp, origin: Instant) -> Result<VcpuThread> {
+        let (jobs, incoming) = mpsc::channel::<Job>();
+        let failure = Arc::new(Mutex::new(None));
+        let failed = Arc::clone(&failure);
+        std::thread::Builder::new()
+            .name("wisp-vcpu".into())
+            .spawn(move || {
+                let t = Instant::now();
+                if let Err(e) = confine(mode) {
+                    if let Ok(mut slot) = failed.lock() {
+                        *slot = Some(format!("{e:#}"));
+                    }
+                    return;
+                }
+                let confined = t.elapsed();
+                let t = Instant::now();
+                let shell = Shell::without_cpuid();
+                let mut spare = Spare {
+                    shell: Some(shell),
+                    prepared: format!(
+                        "vCPU thread: confine {} + shell {} (ready at {})",
+                        ms(confined),
+                        ms(t.elapsed()),
+                        ms(origin.elapsed())
+                    ),
+                };
+                for job in incoming {
+                    job(&mut spare);
+                }
+            })?;
+        Ok(VcpuThread { jobs, failure })
     }
-    if !args.vm.files.is_empty() {
-        bail!("--files cannot be used with --snapshot: the snapshot holds its files");
+
+    /// Sends `f` to the thread; [`Pending::wait`] returns what it returned.
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Spare) -> R + Send + 'static,
+    ) -> Pending<'_, R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |spare| {
+            let _ = tx.send(f(spare));
+        });
+        let _ = self.jobs.send(job);
+        Pending { rx, thread: self }
     }
-    if !args.dirs.is_empty() {
-        bail!("--dir cannot be used with --snapshot: a snapshot's directories are fixed when it is made");
+}
+
+/// A job sent to the vCPU thread.
+struct Pending<'a, R> {
+    rx: mpsc::Receiver<R>,
+    thread: &'a VcpuThread,
+}
+
+impl<R> Pending<'_, R> {
+    /// Waits for the job's result.
+    fn wait(self) -> Result<R> {
+        if let Ok(r) = self.rx.recv() {
+            return Ok(r);
+        }
+        let why = self.thread.failure.lock().ok().and_then(|mut f| f.take());
+        match why {
+            Some(why) => bail!("confining the vCPU thread: {why}"),
+            None => bail!("the vCPU thread panicked"),
+        }
     }
-    let t0 = Instant::now();
-    let image = Arc::new(Image::open(&dir)?);
-    let t_open = t0.elapsed();
-    let invocation = Invocation {
-        args: argv(image.module_name().unwrap_or("module"), &args.command),
-        env,
-    };
-    let config = config(args, image.mem_size())?;
-    let ((restore, parts), (outcome, run, teardown)) = on_vcpu_thread(args.seccomp, move || {
-        let t_restore = Instant::now();
-        let vm = Vm::restore(&image, config)?;
-        let restore = t_restore.elapsed();
-        let parts = vm.restore_timings();
-        Ok((
-            (restore, parts),
-            invoke_once(vm, &invocation, ProcessStdio::default()),
-        ))
-    })?;
-    if args.timings {
-        eprintln!(
-            "wisp: open+verify {} | restore {} (vm {} + memory {} + state {}) | run {} | teardown {} | total {}",
-            ms(t_open),
-            ms(restore),
-            ms(parts.shell),
-            ms(parts.memory),
-            ms(parts.state),
-            ms(run),
-            ms(teardown),
-            ms(t0.elapsed())
-        );
+}
+
+/// Confines the calling thread with `wisp run`'s filter for `mode`, after
+/// doing what the filter forbids and VMs need (opening `/dev/kvm`): no
+/// guest code has run yet.
+fn confine(mode: Seccomp) -> Result<()> {
+    let filter = run_filter(mode)?;
+    wisp_vmm::seccomp::prepare_to_restore()?;
+    if let Some(filter) = &filter {
+        wisp_vmm::seccomp::apply(filter)?;
     }
-    Ok(outcome)
+    Ok(())
 }

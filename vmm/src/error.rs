@@ -143,6 +143,10 @@ pub enum Error {
     /// Only a VM restored from a snapshot can do this.
     #[error("only a VM restored from a snapshot can {0}")]
     NotRestored(&'static str),
+    /// A snapshot written from a capture the VM has run (or been reset)
+    /// since.
+    #[error("the VM ran after its state was captured; capture it again")]
+    NotCaptured,
 }
 
 /// A configuration that no VM can run with.
@@ -171,6 +175,11 @@ pub enum ConfigError {
         /// The files' size in KiB.
         files_kib: u64,
     },
+    /// A reset of a VM restored without [`crate::VmConfig::resettable`].
+    #[error(
+        "this VM was restored without write logging (VmConfig::resettable) and cannot be reset"
+    )]
+    NotResettable,
     /// The invocation's arguments and environment do not fit the request
     /// buffer.
     #[error("arguments and environment take {needed} bytes; the request buffer holds {limit}")]
@@ -421,7 +430,8 @@ impl Error {
             Error::Config(_)
             | Error::Files(_)
             | Error::AlreadyUsed { .. }
-            | Error::NotRestored(_) => Blame::Caller,
+            | Error::NotRestored(_)
+            | Error::NotCaptured => Blame::Caller,
             _ if exhausted => Blame::Exhausted,
             _ => Blame::Host,
         }

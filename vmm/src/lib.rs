@@ -39,7 +39,7 @@ pub use kvm::open_kvm;
 pub use loader::AGENT_ELF;
 pub use shell::Shell;
 pub use vm::{
-    compat, BootTimings, Image, Invocation, Outcome, Prefault, RestoreTimings, Vm, VmConfig,
-    WorkingSet,
+    compat, BootTimings, Capture, Image, Invocation, Outcome, Prefault, RestoreTimings, Vm,
+    VmConfig, WorkingSet,
 };
 pub use wisp_abi::boot::TestMode;

@@ -407,16 +407,21 @@ pub fn first_difference(mem: &GuestRam, file: &File) -> Result<Option<u64>> {
     Ok(None)
 }
 
-/// Copies all of guest RAM out (for writing a snapshot).
-pub fn contents(mem: &GuestRam) -> Result<Vec<u8>> {
-    let (_, size) = host_range(mem);
-    let mut out = vec![0u8; size];
-    mem.read_slice(&mut out, GuestAddress(0))
-        .map_err(|_| Error::OutOfRange {
-            addr: 0,
-            len: size as u64,
-        })?;
-    Ok(out)
+/// All of guest RAM as bytes, for reading it in place (writing a
+/// snapshot) rather than copying it.
+///
+/// # Safety
+///
+/// Nothing may write guest memory while the slice lives: the vCPU must not
+/// run and the host must not write it. (KVM writes guest memory only inside
+/// `KVM_RUN`: the guest has no devices, and at ring 3 it cannot enable
+/// kvmclock, steal time or any other area KVM updates on its own.)
+pub unsafe fn as_slice(mem: &GuestRam) -> &[u8] {
+    let (base, size) = host_range(mem);
+    // SAFETY: the mapping is readable, `size` bytes long and lives as long
+    // as `mem` is borrowed; the caller guarantees nothing writes it
+    // meanwhile.
+    unsafe { std::slice::from_raw_parts(base, size) }
 }
 
 /// Writes `data` at `addr`, failing if any byte falls outside RAM.

@@ -436,6 +436,15 @@ pub fn prepare() -> Result<()> {
     crate::timer::install_handler().map_err(crate::Error::Timer)
 }
 
+/// [`prepare`] without fetching KVM's CPUID, for a thread that will likely
+/// only restore ([`crate::Shell::without_cpuid`]): a snapshot carries its
+/// guest's CPUID, and a thread that boots after all fetches KVM's under
+/// its filter (which allows that ioctl).
+pub fn prepare_to_restore() -> Result<()> {
+    crate::kvm::kvm()?;
+    crate::timer::install_handler().map_err(crate::Error::Timer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

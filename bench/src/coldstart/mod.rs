@@ -10,6 +10,7 @@
 //! - [`report`], [`plot`]: the table, CSV/JSON and charts;
 //! - [`machine`]: the host's facts, recorded with the results.
 
+pub mod cli;
 pub mod daemon;
 pub mod fresh;
 pub mod machine;
@@ -78,7 +79,8 @@ pub enum Alternative {
     Wasmtime,
     /// A `crun` container per invocation.
     Crun,
-    /// `wisp run` per invocation (a process and a fresh VM).
+    /// `wisp run` per invocation: a process, and a VM restored from its
+    /// snapshot cache (and the first runs, which fill it).
     Cli,
 }
 
@@ -89,7 +91,7 @@ impl Alternative {
             Alternative::Native => NATIVE,
             Alternative::Wasmtime => WASMTIME,
             Alternative::Crun => "crun container",
-            Alternative::Cli => "wisp run (CLI)",
+            Alternative::Cli => cli::CACHED,
         }
     }
 }
@@ -248,6 +250,10 @@ pub fn run(plan: &Plan) -> Result<Report> {
                 Ok(series) => report.series.push(series),
                 Err(why) => skipped.push((format!("{} / {}", alternative.scenario, f.label), why)),
             }
+            if alternative.scenario == cli::CACHED {
+                let first = cli::first_runs(&alternative, &f.label, &plan.out, plan.process_runs);
+                report.series.push(first);
+            }
         }
     }
 
@@ -396,12 +402,13 @@ fn crun(plan: &Plan, f: &Function) -> Result<ProcessRun, String> {
     Ok(run)
 }
 
-/// wisp's own CLI: a process and a freshly booted VM per invocation.
+/// wisp's own CLI: a process per invocation, restored from its snapshot
+/// cache (which the series' untimed first run fills).
 fn wisp_cli(plan: &Plan, f: &Function) -> Result<ProcessRun> {
     let module = write_module(plan, f)?.to_string_lossy().into_owned();
     let memory = format!("{}M", f.memory_mib);
     let mut run = ProcessRun::new(
-        "wisp run (CLI)",
+        cli::CACHED,
         &plan.wisp,
         &["run", "--memory", &memory, &module],
     );

@@ -236,6 +236,18 @@ impl Report {
                 ),
             ),
         ];
+        let cli = self.p50(super::cli::CACHED, f);
+        targets.push((
+            cli.map(|c| c <= Duration::from_millis(2)),
+            format!("cached `wisp run` p50 <= 2 ms: {}", fmt(cli)),
+        ));
+        targets.push((
+            speedup(wasmtime, cli).map(|x| x >= 1.5),
+            format!(
+                "cached `wisp run` >= 1.5x faster than `wasmtime run`: {}",
+                speedup(wasmtime, cli).map_or("-".into(), |x| format!("{x:.1}x"))
+            ),
+        ));
         targets.push(match &self.burst {
             Some(b) => (
                 Some(b.clients >= 1000 && b.series.failures() == 0),

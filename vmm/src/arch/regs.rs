@@ -29,16 +29,10 @@ const RFLAGS: u64 = (3 << 12) | (1 << 1);
 /// state fits the 4 KiB `KVM_GET_XSAVE`/`KVM_SET_XSAVE` buffer snapshots use.
 const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
 
-/// Gives the vCPU the CPUID KVM supports on this host. On PVM ring-3
+/// The CPUID KVM supports, fetched once per process (the ioctl is slow and
+/// the answer never changes): what a booted vCPU is given. On PVM ring-3
 /// `cpuid` is not intercepted anyway; on hardware KVM this is what the
 /// guest sees.
-pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<()> {
-    vcpu.set_cpuid2(supported_cpuid(kvm)?)
-        .map_err(Error::kvm("SET_CPUID2"))
-}
-
-/// The CPUID KVM supports, fetched once per process (the ioctl is slow and
-/// the answer never changes).
 pub fn supported_cpuid(kvm: &Kvm) -> Result<&'static CpuId> {
     static CPUID: OnceLock<CpuId> = OnceLock::new();
     if let Some(c) = CPUID.get() {
@@ -95,7 +89,7 @@ fn segment(selector: u16, code: bool) -> kvm_segment {
 }
 
 /// Puts the vCPU at `entry` in 64-bit ring 3 with `stack_top` as RSP. The
-/// CPUID must already be set ([`set_cpuid`]).
+/// CPUID must already be set (to [`supported_cpuid`]).
 pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, stack_top: u64) -> Result<()> {
     let cpuid = supported_cpuid(kvm)?;
     let xcr0 = xsave_support(cpuid).map(|supported| supported & host_xcr0() & !XCR0_AMX);

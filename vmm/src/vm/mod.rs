@@ -24,7 +24,7 @@ use crate::loader;
 use crate::memory::{self, GuestRam};
 use crate::shell::Shell;
 use crate::timer::Deadline;
-pub use persist::{compat, Image, Prefault, RestoreTimings, WorkingSet};
+pub use persist::{compat, Capture, Image, Prefault, RestoreTimings, WorkingSet};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use run::deliver_output;
 use run::{Phase, Stop};
@@ -50,6 +50,11 @@ pub struct VmConfig {
     /// Read-only directories placed in guest memory and mounted by the
     /// agent (besides the scratch `/tmp` it always has).
     pub files: Files,
+    /// Whether a restored VM can be [reset](Vm::reset): KVM then logs the
+    /// pages the guest writes, so a reset restores only those. A VM that
+    /// serves one invocation does without the log (and the write faults
+    /// that keep it). True by default.
+    pub resettable: bool,
     /// Deliberate guest misbehaviour, for testing the host's defences.
     #[doc(hidden)]
     pub test_mode: TestMode,
@@ -64,6 +69,7 @@ impl Default for VmConfig {
             max_output: 64 << 20,
             prefault: Prefault::None,
             files: Files::default(),
+            resettable: true,
             test_mode: TestMode::None,
         }
     }
@@ -140,6 +146,9 @@ pub struct Vm {
     restore_timings: RestoreTimings,
     /// Union of KVM's dirty bitmaps over the resets of a restored VM.
     written: Vec<u64>,
+    /// How many times the vCPU ran or the VM was reset: a [`Capture`] is
+    /// only good for the epoch it was taken in.
+    epoch: u64,
 }
 
 fn random_seed() -> Result<[u8; SEED_LEN]> {
@@ -172,6 +181,7 @@ impl Vm {
             timings: BootTimings::default(),
             restore_timings: RestoreTimings::default(),
             written: Vec::new(),
+            epoch: 0,
         }
     }
 
@@ -182,6 +192,18 @@ impl Vm {
         memory::validate_size(config.mem_size)?;
         let t0 = Instant::now();
         let shell = Shell::new()?;
+        Vm::boot_from(shell, t0, config, artifact)
+    }
+
+    /// Like [`Vm::boot`], in a pre-created `shell` (one that never ran):
+    /// its creation is then not part of [`BootTimings::create`].
+    pub fn boot_in(shell: Shell, config: VmConfig, artifact: &[u8]) -> Result<Vm> {
+        memory::validate_size(config.mem_size)?;
+        Vm::boot_from(shell, Instant::now(), config, artifact)
+    }
+
+    fn boot_from(mut shell: Shell, t0: Instant, config: VmConfig, artifact: &[u8]) -> Result<Vm> {
+        shell.ensure_cpuid()?;
         let mem = memory::create(config.mem_size)?;
         attach_memory(&shell, &mem, false)?;
         let t1 = Instant::now();

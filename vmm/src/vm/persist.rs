@@ -12,14 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use serde::{Deserialize, Serialize};
 use wisp_abi::layout::PAGE_SIZE;
-use wisp_snapshot::{Builder, Compat, CpuFeatures, Snapshot};
+use wisp_snapshot::{Builder, Compat, CpuFeatures, Extent, Snapshot};
 
 use super::{attach_memory, Invocation, State, Vm, VmConfig, MEMORY_SLOT};
 use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::BufferIo;
 use crate::memory::{self, GuestRam, Populate};
 use crate::shell::Shell;
@@ -28,6 +29,13 @@ const VM_SECTION: &str = "vm";
 const VCPU_SECTION: &str = "vcpu";
 const CHANNEL_SECTION: &str = "channel";
 const WORKING_SET_SECTION: &str = "working_set";
+/// Output the module wrote while it was being instantiated and nobody took
+/// (snapshots made for `wisp run`'s cache keep it, to replay on restore).
+/// Snapshots from before it existed lack it: none.
+const INIT_OUTPUT_SECTION: &str = "init_output";
+/// The CPUID the guest booted with, given to every VM restored into a shell
+/// without one. Snapshots from before it existed lack it: KVM's.
+const CPUID_SECTION: &str = "cpuid";
 /// Metadata key: the name the module was snapshotted under (`argv[0]`).
 const META_MODULE: &str = "module";
 
@@ -85,6 +93,41 @@ struct VmSection {
     mem_size: u64,
 }
 
+/// What the module wrote during boot, as a snapshot keeps it.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct InitOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl InitOutput {
+    fn of(io: &BufferIo) -> InitOutput {
+        InitOutput {
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+        }
+    }
+
+    fn to_io(&self) -> BufferIo {
+        let mut io = BufferIo::new();
+        io.stdout.clone_from(&self.stdout);
+        io.stderr.clone_from(&self.stderr);
+        io
+    }
+}
+
+/// A ready VM's state, saved by [`Vm::capture`] on the thread that runs
+/// the VM, so that [`Vm::write_snapshot`] can write it out on another (one
+/// allowed to create files) without running the vCPU there.
+pub struct Capture {
+    vcpu: VcpuState,
+    channel: ChannelState,
+    init_output: InitOutput,
+    cpuid: Vec<kvm_cpuid_entry2>,
+    /// The VM's run count when captured: its memory must not have changed.
+    epoch: u64,
+}
+
 /// What a snapshot must match to be loaded by this build.
 pub fn compat() -> Compat {
     Compat {
@@ -108,6 +151,10 @@ pub struct Image {
     /// Which 2 MiB blocks hold data; the others get anonymous memory.
     blocks: memory::Blocks,
     module: Option<String>,
+    /// Delivered with the first invocation of every VM restored from it.
+    init_output: InitOutput,
+    /// The guest's CPUID, if the snapshot records it.
+    cpuid: Option<CpuId>,
 }
 
 /// Where the time of a restore went.
@@ -128,6 +175,19 @@ impl Image {
         let snap = Snapshot::open(dir, &compat(), &CpuFeatures::host())?;
         let vm: VmSection = snap.section(VM_SECTION)?;
         let working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
+        let init_output = match snap.section(INIT_OUTPUT_SECTION) {
+            Err(wisp_snapshot::Error::MissingSection(_)) => InitOutput::default(),
+            other => other?,
+        };
+        let cpuid = match snap.section::<Vec<kvm_cpuid_entry2>>(CPUID_SECTION) {
+            Err(wisp_snapshot::Error::MissingSection(_)) => None,
+            Ok(entries) => Some(CpuId::from_entries(&entries).map_err(|_| {
+                Error::Snapshot(wisp_snapshot::Error::Corrupt(
+                    "too many CPUID entries".into(),
+                ))
+            })?),
+            Err(e) => return Err(e.into()),
+        };
         if vm.mem_size != snap.memory_size() {
             return Err(Error::Snapshot(wisp_snapshot::Error::Corrupt(format!(
                 "the vm section says {} bytes of memory, the memory file has {}",
@@ -157,6 +217,8 @@ impl Image {
             blocks: memory::Blocks::of(&data, vm.mem_size),
             data,
             module: snap.meta(META_MODULE).map(str::to_owned),
+            init_output,
+            cpuid,
         })
     }
 
@@ -217,29 +279,79 @@ impl Vm {
     /// `sample` invocation, a VM is restored from the new snapshot and runs
     /// it once (output discarded) to record the working set.
     ///
-    /// Output the module wrote during boot is not part of the snapshot:
-    /// take it first with [`Vm::take_init_output`].
+    /// Output the module wrote during boot and nobody took (with
+    /// [`Vm::take_init_output`]) is part of the snapshot: every VM restored
+    /// from it delivers that output with its first invocation, as this VM
+    /// would.
     pub fn snapshot(
         &mut self,
         dir: &Path,
         module: &str,
         sample: Option<&Invocation>,
     ) -> Result<()> {
+        let capture = self.capture()?;
+        self.write_snapshot(capture, dir, module, sample)
+    }
+
+    /// Stops this ready VM between two instructions and saves the vCPU and
+    /// channel state a snapshot needs: the part of [`Vm::snapshot`] that
+    /// must happen on the thread that runs the VM.
+    pub fn capture(&mut self) -> Result<Capture> {
         if self.state != State::Ready {
             return Err(Error::AlreadyUsed {
                 restored: self.image.is_some(),
             });
         }
         self.quiesce()?;
-        let vcpu = VcpuState::save(&self.shell.vcpu)?;
-        let channel = self.channel.save();
-        let mem_size = self.config.mem_size;
+        Ok(Capture {
+            vcpu: VcpuState::save(&self.shell.vcpu)?,
+            channel: self.channel.save(),
+            init_output: InitOutput::of(&self.init_output),
+            cpuid: self
+                .shell
+                .cpuid
+                .as_ref()
+                .map(|c| c.as_slice().to_vec())
+                .unwrap_or_default(),
+            epoch: self.epoch,
+        })
+    }
 
+    /// Writes the snapshot `capture` saved of this VM, as [`Vm::snapshot`]
+    /// does; any thread may call it (it runs no guest code unless there is
+    /// a `sample`). Refused if the VM ran since the capture.
+    pub fn write_snapshot(
+        &self,
+        capture: Capture,
+        dir: &Path,
+        module: &str,
+        sample: Option<&Invocation>,
+    ) -> Result<()> {
+        if self.state != State::Ready || capture.epoch != self.epoch {
+            return Err(Error::NotCaptured);
+        }
+        let mem_size = self.config.mem_size;
         let mut builder = Builder::new(dir)?;
         builder.section(VM_SECTION, &VmSection { mem_size })?;
-        builder.section(VCPU_SECTION, &vcpu)?;
-        builder.section(CHANNEL_SECTION, &channel)?;
-        builder.memory(&memory::contents(&self.mem)?)?;
+        builder.section(VCPU_SECTION, &capture.vcpu)?;
+        builder.section(CHANNEL_SECTION, &capture.channel)?;
+        builder.section(INIT_OUTPUT_SECTION, &capture.init_output)?;
+        if !capture.cpuid.is_empty() {
+            builder.section(CPUID_SECTION, &capture.cpuid)?;
+        }
+        // Only pages the VM holds can differ from zero (or from the
+        // snapshot it was restored from): the rest is never read, so a
+        // large, mostly untouched guest memory costs nothing here.
+        let candidates: Vec<Extent> = self
+            .data_pages()?
+            .into_iter()
+            .map(|(start_page, pages)| Extent { start_page, pages })
+            .collect();
+        // SAFETY: `&self` is held for the whole call and the VM is stopped:
+        // nothing runs the vCPU or writes guest memory (both take `&mut
+        // self`) while the slice lives.
+        let mem = unsafe { memory::as_slice(&self.mem) };
+        builder.memory_within(mem, &candidates)?;
         let working_set = match sample {
             None => WorkingSet::default(),
             Some(invocation) => {
@@ -247,14 +359,16 @@ impl Vm {
                 let image = Image {
                     memory: Arc::new(file),
                     mem_size,
-                    vcpu,
-                    channel,
+                    vcpu: capture.vcpu,
+                    channel: capture.channel,
                     working_set: WorkingSet::default(),
                     data: Vec::new(),
                     // Where the data is is not known yet: keep the file
                     // mapping everywhere.
                     blocks: memory::Blocks::all_data(mem_size),
                     module: None,
+                    init_output: InitOutput::default(),
+                    cpuid: None,
                 };
                 record_working_set(image, &self.config, invocation)?
             }
@@ -263,6 +377,68 @@ impl Vm {
         builder.meta(META_MODULE, module);
         builder.commit(&compat(), &CpuFeatures::host())?;
         Ok(())
+    }
+
+    /// Runs of guest pages that may hold data: those present in this
+    /// process's page tables and, for a restored VM, the snapshot's. All of
+    /// them if the page tables cannot be read: a process that is no longer
+    /// dumpable (a daemon that dropped root) may not open its own
+    /// `/proc/self/pagemap`.
+    fn data_pages(&self) -> Result<Vec<(u64, u64)>> {
+        let touched = match memory::touched_pages(&self.mem) {
+            Ok(touched) => touched,
+            Err(Error::Pagemap(_)) => return Ok(vec![(0, self.config.mem_size / PAGE_SIZE)]),
+            Err(e) => return Err(e),
+        };
+        let mut runs = touched.read;
+        runs.extend(touched.written);
+        if let Some(image) = &self.image {
+            runs.extend_from_slice(&image.data);
+        }
+        Ok(memory::merge_runs(runs))
+    }
+
+    /// Bytes of guest memory in use: for a VM restored from a snapshot, the
+    /// snapshot's pages that hold data and the pages the guest wrote since;
+    /// for a booted VM, the pages it touched that hold data. Where fresh
+    /// anonymous memory backs the guest (a booted VM, a snapshot's blocks
+    /// without data) the host hands out 2 MiB huge pages, so many more
+    /// pages are present than the guest used: there only pages holding
+    /// data count. Pages only read from the snapshot's holes are zero and
+    /// not counted. A VM never gives memory back during an invocation, so
+    /// after one this is its peak. Reads `/proc/self/pagemap`.
+    pub fn memory_in_use(&self) -> Result<u64> {
+        let touched = memory::touched_pages(&self.mem)?;
+        // SAFETY: `&self` is held for the whole call: nothing runs the vCPU
+        // or writes guest memory while the slice lives.
+        let mem = unsafe { memory::as_slice(&self.mem) };
+        let holding_data = |runs: &[(u64, u64)]| {
+            runs.iter()
+                .flat_map(|&(start, count)| start..start + count)
+                .filter(|&page| {
+                    let at = (page * PAGE_SIZE) as usize;
+                    mem[at..at + PAGE_SIZE as usize].iter().any(|&b| b != 0)
+                })
+                .count() as u64
+        };
+        let pages = match &self.image {
+            Some(image) => {
+                // Written pages over the snapshot's data are private copies
+                // of its pages: in use, whatever they hold now.
+                let (mut copies, holes) = image.blocks.split(&touched.written);
+                copies.extend_from_slice(&image.data);
+                let in_holes: Vec<(u64, u64)> =
+                    holes.into_iter().flat_map(|(_, runs)| runs).collect();
+                let copied: u64 = memory::merge_runs(copies).iter().map(|r| r.1).sum();
+                copied + holding_data(&in_holes)
+            }
+            None => {
+                let mut runs = touched.written;
+                runs.extend(touched.read);
+                holding_data(&memory::merge_runs(runs))
+            }
+        };
+        Ok(pages * PAGE_SIZE)
     }
 
     /// Restores a VM from `image` in a new shell.
@@ -277,17 +453,31 @@ impl Vm {
 
     /// Restores a VM from `image` into a pre-created `shell`. The VM's memory
     /// size is the snapshot's; `config.mem_size` is ignored.
-    pub fn restore_in(shell: Shell, image: &Arc<Image>, mut config: VmConfig) -> Result<Vm> {
+    pub fn restore_in(mut shell: Shell, image: &Arc<Image>, mut config: VmConfig) -> Result<Vm> {
         config.mem_size = image.mem_size;
         let t0 = Instant::now();
         let mem = image.map_memory(config.prefault)?;
         let t1 = Instant::now();
-        // KVM logs the pages the guest writes, so a reset restores only those.
-        attach_memory(&shell, &mem, true)?;
+        if shell.cpuid.is_none() {
+            match &image.cpuid {
+                // The guest's own, as it booted. Should this KVM refuse it
+                // (another kernel since), it gets the one KVM supports.
+                Some(cpuid) => {
+                    if shell.set_cpuid(cpuid.clone()).is_err() {
+                        shell.ensure_cpuid()?;
+                    }
+                }
+                None => shell.ensure_cpuid()?,
+            }
+        }
+        // For a VM that can be reset, KVM logs the pages the guest writes,
+        // so a reset restores only those.
+        attach_memory(&shell, &mem, config.resettable)?;
         image.vcpu.restore(&shell.vcpu)?;
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
         let mut vm = Vm::assemble(shell, mem, channel, config);
+        vm.init_output = image.init_output.to_io();
         vm.image = Some(Arc::clone(image));
         vm.restore_timings = RestoreTimings {
             shell: Duration::ZERO,
@@ -306,6 +496,9 @@ impl Vm {
     /// so the next invocation does not fault them in again.
     pub fn reset(&mut self) -> Result<()> {
         let image = self.image.clone().ok_or(Error::NotRestored("be reset"))?;
+        if !self.config.resettable {
+            return Err(ConfigError::NotResettable.into());
+        }
         let t0 = Instant::now();
         // Finish whatever port I/O the last exit left pending, so KVM does
         // not complete it on top of the state loaded below.
@@ -327,9 +520,10 @@ impl Vm {
         image.vcpu.reload(&self.shell.vcpu)?;
         self.channel.restore(&image.channel);
         self.state = State::Ready;
+        self.epoch += 1;
         self.output_bytes = 0;
         self.stdin_done = false;
-        self.init_output = BufferIo::new();
+        self.init_output = image.init_output.to_io();
         self.restore_timings = RestoreTimings {
             shell: Duration::ZERO,
             memory: t1 - t0,

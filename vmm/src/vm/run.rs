@@ -60,6 +60,7 @@ impl Vm {
         io: &mut dyn GuestIo,
         deadline: Option<&Deadline>,
     ) -> Result<Stop> {
+        self.epoch += 1;
         let result = self.run_until_stop(phase, io, deadline);
         if let Err(
             Error::Timeout(_)
