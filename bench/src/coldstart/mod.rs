@@ -204,12 +204,14 @@ pub fn run(plan: &Plan) -> Result<Report> {
     };
     let daemon_dir = plan.out.join("daemon");
     std::fs::create_dir_all(&daemon_dir)?;
-    let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, DAEMON_FLAGS)?;
+    let flags = daemon_flags(plan);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, &flags)?;
     let mut baseline = match &plan.baseline {
         Some(wisp) => {
             let dir = plan.out.join("baseline");
             std::fs::create_dir_all(&dir)?;
-            let daemon = BenchDaemon::start(wisp, &dir, DAEMON_FLAGS)
+            let daemon = BenchDaemon::start(wisp, &dir, &flags)
                 .with_context(|| format!("starting the baseline {}", wisp.display()))?;
             Some(daemon)
         }
@@ -280,8 +282,18 @@ pub fn run(plan: &Plan) -> Result<Report> {
     Ok(report)
 }
 
-/// How the benchmark's daemons run: with room for every scenario.
-const DAEMON_FLAGS: &[&str] = &["--memory-budget", "8G"];
+/// How the benchmark's daemons run: with a memory budget that has room for
+/// every scenario. The daemon refuses a deploy whose `reserved` instances
+/// could not all run at once within its budget (each is charged its guest
+/// memory and a little more while it runs), so the density scenario's
+/// thousand hello instances need 18 MiB of budget each, although idle they
+/// hold under 1 MiB.
+fn daemon_flags(plan: &Plan) -> Vec<String> {
+    const BASE_MIB: u64 = 8 << 10;
+    let density_mib = u64::from(plan.density) * u64::from(HELLO_MIB + 2);
+    let budget = BASE_MIB.max(density_mib + (4 << 10));
+    vec!["--memory-budget".into(), format!("{budget}M")]
+}
 
 /// Deploys `f` as `<label>-cold` (no pool: every invocation restores) and
 /// `<label>-warm` (two pooled instances), then makes a few untimed cold
