@@ -239,15 +239,15 @@ impl Image {
 
     /// Maps fresh guest memory holding the snapshot's contents: the file,
     /// copy-on-write, where it has data, and anonymous memory (huge pages,
-    /// as a fresh VM has) over the 2 MiB blocks where it has none, so that
-    /// memory the snapshot never used costs a restored VM no more to touch
-    /// than a fresh one.
+    /// as a fresh VM has) over large runs of 2 MiB blocks where it has none,
+    /// so that memory the snapshot never used costs a restored VM no more
+    /// to touch than a fresh one.
     fn map_memory(&self, how: Prefault) -> Result<GuestRam> {
         let mem = match how {
             Prefault::CopyToHugePages => memory::create(self.mem_size)?,
             Prefault::None | Prefault::WorkingSet => {
                 let mem = memory::map_private(&self.memory, self.mem_size)?;
-                memory::anonymous_over(&mem, &self.blocks.holes())?;
+                memory::anonymous_over(&mem, &self.blocks.anonymous_ranges())?;
                 mem
             }
         };
