@@ -136,7 +136,17 @@ impl Update {
     /// The phase the state shows, `None` before the daemon stored the
     /// module and when the registry cannot be read this instant.
     fn phase(&self, state: &Path) -> Option<Phase> {
-        if registered_version(state)? >= self.version {
+        self.phase_with(state, registered_version(state)?)
+    }
+
+    /// The phase a restart will find, with the daemon stopped: as
+    /// [`Update::phase`], but with the registry as recovery reads it.
+    fn phase_at_restart(&self, state: &Path) -> Option<Phase> {
+        self.phase_with(state, version_at_restart(state)?)
+    }
+
+    fn phase_with(&self, state: &Path, registered: u64) -> Option<Phase> {
+        if registered >= self.version {
             return Some(Phase::Registered);
         }
         let function = state.join("functions/f");
@@ -183,6 +193,42 @@ fn registered_version(state: &Path) -> Option<u64> {
     Some(version.unwrap_or(0) as u64)
 }
 
+/// The version of `f` a restarted daemon will find. A commit the daemon
+/// wrote to the write-ahead log but had not yet published in its shared
+/// index is invisible to [`registered_version`], yet recovery replays it;
+/// so the database and its log are copied, without the index, and opened
+/// there, where SQLite rebuilds the index from the log as recovery does.
+fn version_at_restart(state: &Path) -> Option<u64> {
+    let copy = tempfile::tempdir().ok()?;
+    std::fs::copy(state.join("wisp.db"), copy.path().join("wisp.db")).ok()?;
+    let wal = state.join("wisp.db-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, copy.path().join("wisp.db-wal")).ok()?;
+    }
+    registered_version(copy.path())
+}
+
+/// Waits until every thread of the daemon has stopped: `kill` returns
+/// before they do, and a thread inside a system call (a write, a rename)
+/// finishes it first. False if one has not within a second: a thread can
+/// sit in uninterruptible sleep on something a stopped thread must do.
+fn wait_stopped(daemon: &Daemon) -> bool {
+    let tasks = format!("/proc/{}/task", daemon.pid());
+    for _ in 0..10_000 {
+        let stopped = names(Path::new(&tasks)).iter().all(|tid| {
+            let stat = std::fs::read_to_string(format!("{tasks}/{tid}/stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with('T'))
+        });
+        if stopped {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    false
+}
+
 /// Sends `sig` to the daemon's process.
 fn signal(daemon: &Daemon, sig: Signal) {
     let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
@@ -210,7 +256,7 @@ fn kill_at(daemon: &mut Option<Daemon>, update: &Update, phase: Phase) -> bool {
         let seen = update.phase(&d.state);
         if seen == Some(phase) {
             signal(&d, Signal::SIGSTOP);
-            if update.phase(&d.state) == Some(phase) {
+            if wait_stopped(&d) && update.phase_at_restart(&d.state) == Some(phase) {
                 break true;
             }
             signal(&d, Signal::SIGCONT);
