@@ -57,6 +57,7 @@ impl Host {
                 }
             }
         }
+        let mut shrank = false;
         for f in self.all() {
             let demand = f.pool.sample_demand();
             let reserved = f.config.reserved as usize;
@@ -87,8 +88,25 @@ impl Host {
                 }
             } else if ready > want_ready && idle {
                 f.pool.trim(want_ready);
+                shrank = true;
             }
         }
+        if shrank {
+            release_freed_heap();
+        }
+    }
+}
+
+/// Gives the C allocator's free memory back to the host once a function's
+/// pool has shrunk after a burst: the invocation threads' allocator arenas
+/// otherwise keep what they freed (the soak saw ~20 MiB stay resident after
+/// 32 concurrent clients), and only `malloc_trim` returns it.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the allocator's own locks and releases only
+    // memory no allocation uses.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
