@@ -253,7 +253,12 @@ pub fn run(plan: &Plan) -> Result<Report> {
                 Err(why) => skipped.push((format!("{} / {}", alternative.scenario, f.label), why)),
             }
             if alternative.scenario == cli::CACHED {
-                let first = cli::first_runs(&alternative, &f.label, &plan.out, plan.process_runs);
+                let first = cli::first_runs(
+                    &alternative,
+                    &f.label,
+                    &plan.out,
+                    plan.process_runs.min(f.max_runs),
+                );
                 report.series.push(first);
             }
         }
