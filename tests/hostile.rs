@@ -9,9 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::daemon::{block_on, code, deploy, deploy_request, invoke, Daemon};
+use common::daemon::{block_on, code, deploy, deploy_request, invoke, listed, Daemon};
 use hyper::Method;
-use wisp::api::{FunctionConfig, FunctionInfo, FunctionList};
+use wisp::api::{FunctionConfig, FunctionInfo};
 use wisp::client::Client;
 
 /// How long `/healthz` may take while the daemon is busy elsewhere.
@@ -165,18 +165,6 @@ fn an_abandoned_deploy_is_what_the_registry_says() {
     let daemon = Daemon::start_in(state.path());
     let after = block_on(listed(&daemon.client()));
     assert_eq!(after, served, "a restart changed what serves");
-}
-
-async fn listed(client: &Client) -> Vec<(String, u64)> {
-    let r = client
-        .request(Method::GET, "/v1/functions", Bytes::new())
-        .await
-        .unwrap();
-    let list: FunctionList = serde_json::from_slice(&r.body).unwrap();
-    list.functions
-        .into_iter()
-        .map(|f| (f.name, f.version))
-        .collect()
 }
 
 /// Three concurrent invocations that each touch 600 MiB all ran under a

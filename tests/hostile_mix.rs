@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::daemon::{code, deploy, deploy_request, invoke, Daemon};
+use common::daemon::{code, deploy, deploy_request, invoke, listed, Daemon};
 use hyper::Method;
-use wisp::api::{FunctionConfig, FunctionList};
+use wisp::api::FunctionConfig;
 use wisp::client::Client;
 
 /// How long the mix runs.
@@ -374,18 +374,6 @@ async fn bad_images(client: &Client, state: &std::path::Path) -> String {
     let ok = (r.status == 422 && code(&r) == "invalid_image")
         || (r.status == 503 && code(&r) == "image_store_busy");
     check(ok, "bad image deploy", &r)
-}
-
-async fn listed(client: &Client) -> BTreeSet<(String, u64)> {
-    let r = client
-        .request(Method::GET, "/v1/functions", Bytes::new())
-        .await
-        .unwrap();
-    let list: FunctionList = serde_json::from_slice(&r.body).unwrap();
-    list.functions
-        .into_iter()
-        .map(|f| (f.name, f.version))
-        .collect()
 }
 
 /// What the registry database holds (read-only).

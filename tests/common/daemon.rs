@@ -141,6 +141,19 @@ pub async fn invoke(client: &Client, name: &str, stdin: &[u8]) -> Response {
         .unwrap()
 }
 
+/// `GET /v1/functions`: each served function's name and version.
+pub async fn listed(client: &Client) -> std::collections::BTreeSet<(String, u64)> {
+    let r = client
+        .request(Method::GET, "/v1/functions", Bytes::new())
+        .await
+        .unwrap();
+    let list: wisp::api::FunctionList = serde_json::from_slice(&r.body).unwrap();
+    list.functions
+        .into_iter()
+        .map(|f| (f.name, f.version))
+        .collect()
+}
+
 /// The error code of an error response.
 pub fn code(response: &Response) -> String {
     response
