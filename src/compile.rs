@@ -79,11 +79,52 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wisp"))
 }
 
-/// The host's CPU features as an artifact key names them.
-fn host_cpu() -> String {
-    let cpu = wisp_snapshot::CpuFeatures::host();
+/// The guest's CPU features as an artifact key names them.
+fn guest_cpu() -> String {
+    let cpu = wisp_vmm::guest_cpu_features();
     let features: Vec<&str> = cpu.features.iter().map(String::as_str).collect();
     format!("{} {}", cpu.vendor, features.join(","))
+}
+
+/// Cranelift's x86-64 ISA flags, each with the CPU feature it needs.
+const ISA_FLAGS: &[(&str, &str)] = &[
+    ("has_sse3", "sse3"),
+    ("has_cmpxchg16b", "cmpxchg16b"),
+    ("has_ssse3", "ssse3"),
+    ("has_sse41", "sse4.1"),
+    ("has_sse42", "sse4.2"),
+    ("has_popcnt", "popcnt"),
+    ("has_avx", "avx"),
+    ("has_avx2", "avx2"),
+    ("has_fma", "fma"),
+    ("has_avx_vnni", "avxvnni"),
+    ("has_bmi1", "bmi1"),
+    ("has_bmi2", "bmi2"),
+    ("has_lzcnt", "lzcnt"),
+    ("has_avx512f", "avx512f"),
+    ("has_avx512vl", "avx512vl"),
+    ("has_avx512dq", "avx512dq"),
+    ("has_avx512bitalg", "avx512bitalg"),
+    ("has_avx512vbmi", "avx512vbmi"),
+    ("has_avx512vnni", "avx512vnni"),
+];
+
+/// The shared engine configuration for compiling here, for a guest with
+/// `cpu`: Cranelift detects the host's features, and every one the guest
+/// does not have is turned off, so the agent's check of the artifact
+/// (`wisp_abi::cpu`, the same decoder) passes.
+fn host_config(cpu: &wisp_snapshot::CpuFeatures) -> wasmtime::Config {
+    let mut config = wisp_engine::config();
+    if cfg!(target_arch = "x86_64") {
+        for (flag, feature) in ISA_FLAGS {
+            if !cpu.features.contains(*feature) {
+                // SAFETY: turning an ISA extension off only narrows the
+                // instructions Cranelift may emit.
+                unsafe { config.cranelift_flag_set(flag, "false") };
+            }
+        }
+    }
+    config
 }
 
 impl Compiler {
@@ -103,13 +144,13 @@ impl Compiler {
 
     /// A compiler using `cache` (none if `None`).
     pub fn with_cache(cache: Option<ArtifactCache>) -> Result<Compiler, CompileError> {
-        let engine = Engine::new(&wisp_engine::config())
+        let engine = Engine::new(&host_config(wisp_vmm::guest_cpu_features()))
             .map_err(|e| CompileError::Engine(format!("{e:#}")))?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let key = ArtifactKey {
             engine: hex(&h.0.finalize()[..8]),
-            cpu: host_cpu(),
+            cpu: guest_cpu(),
             wisp: env!("CARGO_PKG_VERSION").to_string(),
         };
         Ok(Compiler {

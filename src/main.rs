@@ -35,6 +35,16 @@ enum Command {
     Inspect(cmd::client::NameArgs),
     /// Delete a function (after its in-flight invocations).
     Rm(cmd::client::NameArgs),
+    /// List a function's versions, with their aliases, instances and
+    /// statistics.
+    Versions(cmd::versions::VersionsArgs),
+    /// Create, move, split (`--additional V --weight W`) or delete (`--rm`)
+    /// an alias of a function.
+    Alias(cmd::versions::AliasArgs),
+    /// Move an alias to another version step by step, rolling back if the
+    /// new version fails more than the old; or show (`--status`) or cancel
+    /// (`--cancel`) the rollout.
+    Rollout(cmd::versions::RolloutArgs),
     /// Build, import, export, list, remove and garbage-collect function
     /// images (a module and its files, as OCI images) in a local store.
     #[command(subcommand)]
@@ -52,6 +62,9 @@ fn main() -> ExitCode {
         Command::Ls(args) => cmd::client::ls(args),
         Command::Inspect(args) => cmd::client::inspect(args),
         Command::Rm(args) => cmd::client::rm(args),
+        Command::Versions(args) => cmd::versions::versions(args),
+        Command::Alias(args) => cmd::versions::alias(args),
+        Command::Rollout(args) => cmd::versions::rollout(args),
         Command::Image(command) => cmd::image::run(command),
     };
     match result {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use wisp_vmm::Image;
+use wisp_vmm::{Image, Invocation};
 
 /// The default bound on the cache's size on disk.
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
@@ -72,8 +72,37 @@ impl Key {
     /// booted with `mem_size` bytes of guest memory and the files image
     /// `files`, by this wisp build on this CPU.
     pub fn new(module: &[u8], mem_size: u64, files: &[u8]) -> Key {
+        Key::hashed(&[
+            ("module", &Sha256::digest(module)),
+            ("memory", &mem_size.to_le_bytes()),
+            ("files", &Sha256::digest(files)),
+        ])
+    }
+
+    /// The key of the snapshot of a handler on a language runtime: the
+    /// runtime's image (by digest, which names its module and files), the
+    /// handler's `code` (a tar), `mem_size` and what the bootstrap boots
+    /// with (`boot`: the handler and environment), by this wisp build on
+    /// this CPU. It needs no read of the interpreter's module.
+    pub fn handler(runtime_image: &str, code: &[u8], mem_size: u64, boot: &Invocation) -> Key {
+        let memory = mem_size.to_le_bytes();
+        let code = Sha256::digest(code);
+        let mut fields: Vec<(&str, &[u8])> = vec![
+            ("kind", b"handler"),
+            ("runtime-image", runtime_image.as_bytes()),
+            ("memory", &memory),
+            ("code", &code),
+        ];
+        fields.extend(boot.args.iter().map(|a| ("arg", a.as_slice())));
+        fields.extend(boot.env.iter().map(|e| ("env", e.as_slice())));
+        Key::hashed(&fields)
+    }
+
+    /// `fields`, then what makes a snapshot usable (this build, the CPU),
+    /// hashed.
+    fn hashed(fields: &[(&str, &[u8])]) -> Key {
         let compat = wisp_vmm::compat();
-        let cpu = wisp_snapshot::CpuFeatures::host();
+        let cpu = wisp_vmm::guest_cpu_features();
         let mut h = Sha256::new();
         let mut field = |name: &str, value: &[u8]| {
             h.update(name.as_bytes());
@@ -81,9 +110,9 @@ impl Key {
             h.update(value);
         };
         field("format", b"wisp-run-snapshot-1");
-        field("module", &Sha256::digest(module));
-        field("memory", &mem_size.to_le_bytes());
-        field("files", &Sha256::digest(files));
+        for (name, value) in fields {
+            field(name, value);
+        }
         field("build", build_id().as_bytes());
         field("wisp", compat.wisp_version.as_bytes());
         field("wasmtime", compat.wasmtime_version.as_bytes());

@@ -190,7 +190,13 @@ mod tests {
                 Error::Protocol(wisp_vmm::ProtocolError::Halted),
                 Ending::GuestFault,
             ),
-            (Error::EndedDuringInit("Exited(3)".into()), Ending::Error),
+            (
+                Error::EndedDuringInit {
+                    outcome: wisp_vmm::Outcome::Exited(3),
+                    stderr: String::new(),
+                },
+                Ending::Error,
+            ),
             (Error::NotRestored("be reset"), Ending::Error),
         ];
         for (error, ending) in cases {

@@ -15,6 +15,9 @@ use crate::hostfs::FsThread;
 pub struct ProcessStdio {
     /// Where host directory calls are served, if any are mapped.
     pub dirs: Option<FsThread>,
+    /// What the module reads before the process's stdin: a handler's line
+    /// of request context (docs/RUNTIMES.md).
+    pub before_stdin: io::Cursor<Vec<u8>>,
     /// Bytes written to stdout so far.
     pub stdout_bytes: u64,
     /// Bytes written to stderr so far.
@@ -30,7 +33,10 @@ impl GuestIo for ProcessStdio {
     }
 
     fn read_stdin(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::stdin().lock().read(buf)
+        match self.before_stdin.read(buf)? {
+            0 => io::stdin().lock().read(buf),
+            n => Ok(n),
+        }
     }
 
     fn write_stdout(&mut self, data: &[u8]) -> io::Result<()> {

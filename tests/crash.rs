@@ -176,7 +176,7 @@ fn names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The version of `f` the registry has committed (0 if none); `None` if
+/// The version of `f` the registry has committed as `live` (0 if none); `None` if
 /// the database cannot be read this instant (a stopped writer can hold
 /// it). Read-only, so that looking cannot change what the daemon finds.
 fn registered_version(state: &Path) -> Option<u64> {
@@ -186,9 +186,11 @@ fn registered_version(state: &Path) -> Option<u64> {
     )
     .ok()?;
     let version: Option<i64> = db
-        .query_row("SELECT version FROM functions WHERE name = 'f'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT version FROM aliases WHERE name = 'f' AND alias = 'live'",
+            [],
+            |r| r.get(0),
+        )
         .ok();
     Some(version.unwrap_or(0) as u64)
 }

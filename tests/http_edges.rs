@@ -471,6 +471,7 @@ fn the_benchmarks_daemon_connection_survives_a_long_idle_period() {
     let hello = Function {
         label: "hello".into(),
         module: std::fs::read(common::example("hello.wat")).unwrap(),
+        handler: None,
         input: Bytes::new(),
         expected: Bytes::from_static(b"hello, world!\n"),
         memory_mib: 16,

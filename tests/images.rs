@@ -64,6 +64,28 @@ fn fails(args: &[&str], needle: &str) -> String {
     stderr
 }
 
+/// An image configuration with nothing but what the spec requires.
+fn bare_config() -> serde_json::Value {
+    json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+}
+
+/// `wisp image build examples/hello.wat --files FILES -t TAG --store
+/// STORE`; the digest it prints.
+fn build_hello(files: &Path, tag: &str, store: &Path) -> String {
+    let out = ok(&[
+        "image",
+        "build",
+        s(&hello_wat()),
+        "--files",
+        s(files),
+        "-t",
+        tag,
+        "--store",
+        s(store),
+    ]);
+    out.trim().to_string()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -112,31 +134,11 @@ fn build_export_import_round_trip_keeps_digests() {
         dir.path().join("c"),
     );
     let files = files_dir(dir.path(), 4096);
-    let digest = ok(&[
-        "image",
-        "build",
-        s(&hello_wat()),
-        "--files",
-        s(&files),
-        "-t",
-        "hello:1",
-        "--store",
-        s(&a),
-    ]);
-    let digest = digest.trim();
+    let digest = build_hello(&files, "hello:1", &a);
+    let digest = digest.as_str();
     // The same inputs build the same image.
-    let again = ok(&[
-        "image",
-        "build",
-        s(&hello_wat()),
-        "--files",
-        s(&files),
-        "-t",
-        "hello:2",
-        "--store",
-        s(&a),
-    ]);
-    assert_eq!(again.trim(), digest);
+    let again = build_hello(&files, "hello:2", &a);
+    assert_eq!(again, digest);
 
     let layout_dir = dir.path().join("layout");
     let layout_tar = dir.path().join("layout.tar");
@@ -466,14 +468,7 @@ fn imports_a_plain_oci_image_holding_a_wasm_file() {
         "application/vnd.oci.image.layer.v1.tar",
         &raw.into_inner().unwrap(),
     );
-    let config = evil.blob(
-        "application/vnd.oci.image.config.v1+json",
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-    );
-    evil.manifest(
-        json!({ "schemaVersion": 2, "config": config, "layers": [layer] }),
-        None,
-    );
+    evil.image(&bare_config(), &[layer], None);
     fails(
         &["image", "import", s(&evil.root), "--store", s(&fresh)],
         "`..` component",
@@ -487,17 +482,7 @@ fn a_flipped_byte_in_a_stored_blob_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let files = files_dir(dir.path(), 0);
-    ok(&[
-        "image",
-        "build",
-        s(&hello_wat()),
-        "--files",
-        s(&files),
-        "-t",
-        "hello:1",
-        "--store",
-        s(&store_dir),
-    ]);
+    build_hello(&files, "hello:1", &store_dir);
     let store = Store::open(&store_dir).unwrap();
     let image = store.open_image("hello:1").unwrap();
     let layer = Digest::from_oci(image.file_layers()[0].digest()).unwrap();
@@ -540,17 +525,7 @@ fn a_flipped_byte_in_a_stored_blob_is_caught() {
     );
     assert!(!dir.path().join("out.tar").exists());
     // Rebuilding heals it.
-    ok(&[
-        "image",
-        "build",
-        s(&hello_wat()),
-        "--files",
-        s(&files),
-        "-t",
-        "hello:1",
-        "--store",
-        s(&store_dir),
-    ]);
+    build_hello(&files, "hello:1", &store_dir);
     ok(&["image", "ls", "--store", s(&store_dir)]);
     image.files().unwrap();
 }
@@ -695,6 +670,63 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
     assert!(store.blobs().list().unwrap().is_empty());
 }
 
+/// Each kept version pins the image it was deployed from, so `gc` keeps it
+/// under any budget (a retained version can always be rebuilt from its
+/// files); deleting the version lets it go, a restart puts a lost pin
+/// back, and deleting the function drops every pin.
+#[test]
+fn every_kept_version_pins_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(dir.path());
+    let store_dir = daemon.state.join("images");
+    let build = |tag: &str, big: usize| {
+        let files = files_dir(&dir.path().join(tag.replace(':', "-")), big);
+        Digest::parse(&build_hello(&files, tag, &store_dir)).unwrap()
+    };
+    let (first, second) = (build("hello:1", 1000), build("hello:2", 2000));
+    assert_ne!(first, second);
+    for (reference, status) in [("hello:1", 201), ("hello:2", 200)] {
+        let r = deploy_image(&daemon.socket, "greet", reference);
+        assert_eq!(r.status, status, "{r:?}");
+    }
+    let store = Store::open(&store_dir).unwrap();
+    let pinned = |pin: &str| store.pins().unwrap().get(pin).cloned();
+    assert_eq!(pinned("greet"), Some(second.clone()));
+    assert_eq!(pinned("greet@1"), Some(first.clone()));
+    assert_eq!(pinned("greet@2"), Some(second.clone()));
+    fails(
+        &["image", "rm", "hello:1", "--store", s(&store_dir)],
+        "greet@1",
+    );
+    ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
+    // Both images are still whole.
+    for image in [&first, &second] {
+        store.image(image).unwrap().verify().unwrap();
+    }
+
+    // Version 1 goes, and its pin with it: its image can be removed.
+    let client = daemon.client();
+    let r = block_on(client.request(
+        Method::DELETE,
+        "/v1/functions/greet/versions/1",
+        Bytes::new(),
+    ))
+    .unwrap();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(pinned("greet@1"), None);
+    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+    store.image(&first).unwrap_err();
+
+    // A pin lost in a crash comes back when the daemon starts.
+    store.unpin("greet@2").unwrap();
+    daemon.kill();
+    let daemon = Daemon::start_in(dir.path());
+    assert_eq!(pinned("greet@2"), Some(second.clone()));
+    let out = wisp(&["rm", "greet", "--socket", s(&daemon.socket)]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(store.pins().unwrap().len(), 0, "{:?}", store.pins());
+}
+
 #[test]
 fn deploy_by_image_reference_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,47 +734,9 @@ fn deploy_by_image_reference_through_the_daemon() {
     let store_dir = daemon.state.join("images");
     let socket = daemon.socket.clone();
     let files = files_dir(dir.path(), 1000);
-    let digest = ok(&[
-        "image",
-        "build",
-        s(&hello_wat()),
-        "--files",
-        s(&files),
-        "-t",
-        "hello:1",
-        "--store",
-        s(&store_dir),
-    ]);
-    let digest = digest.trim().to_string();
+    let digest = build_hello(&files, "hello:1", &store_dir);
 
-    let out = wisp(&[
-        "deploy",
-        "greet",
-        "--image",
-        "hello:1",
-        "--socket",
-        s(&socket),
-    ]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    assert!(
-        common::stderr(&out).contains(&digest),
-        "{}",
-        common::stderr(&out)
-    );
-    let out = wisp(&["invoke", "greet", "--socket", s(&socket)]);
-    assert_eq!(
-        common::stdout(&out),
-        "hello, world!\n",
-        "{}",
-        common::stderr(&out)
-    );
-    let inspect = ok(&["inspect", "greet", "--socket", s(&socket)]);
-    let info: wisp::api::FunctionInfo = serde_json::from_str(&inspect).unwrap();
-    let image = info.image.expect("image");
-    assert_eq!(
-        (image.reference.as_str(), image.digest.as_str()),
-        ("hello:1", digest.as_str())
-    );
+    common::deploy_greet_from_image(&socket, "hello:1", &digest);
 
     // Pinned: listed as such, not removable, kept by gc under any budget.
     let ls = ok(&["image", "ls", "--store", s(&store_dir)]);
@@ -871,21 +865,23 @@ fn deploy_by_image_reference_through_the_daemon() {
         "howdy, world!\n"
     );
     assert_eq!(store.pins().unwrap()["greet"], *broken.digest());
-    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+    // Version 1 is kept, and keeps its image.
+    fails(
+        &["image", "rm", "hello:1", "--store", s(&store_dir)],
+        "greet@1",
+    );
 
-    // A deploy from a module drops the pin; so does a delete.
+    // A deploy from a module drops the function's pin, not its versions';
+    // a delete drops them all.
     ok(&["deploy", "greet", s(&hello_wat()), "--socket", s(&socket)]);
-    assert!(store.pins().unwrap().is_empty());
-    ok(&[
-        "deploy",
-        "greet",
-        "--image",
-        "hello:2",
-        "--socket",
-        s(&socket),
-    ]);
+    let pins: Vec<String> = store.pins().unwrap().into_keys().collect();
+    assert!(
+        pins.len() == 2 && pins.iter().all(|p| p.starts_with("greet@")),
+        "{pins:?}"
+    );
     ok(&["rm", "greet", "--socket", s(&socket)]);
     assert!(store.pins().unwrap().is_empty());
+    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
     ok(&["image", "rm", "hello:2", "--store", s(&store_dir)]);
     drop(daemon);
 }
@@ -1147,14 +1143,7 @@ fn a_gzip_bomb_is_refused_at_import_in_bounded_memory() {
     wasm_artifact(&mut artifact, &hello_wasm(), TAR_GZIP, &bomb, "bomb:1");
     let mut plain = Layout::new(&dir.path().join("plain"));
     let layer = plain.blob(TAR_GZIP, &bomb);
-    let config = plain.blob(
-        "application/vnd.oci.image.config.v1+json",
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-    );
-    plain.manifest(
-        json!({ "schemaVersion": 2, "config": config, "layers": [layer] }),
-        Some("bomb:2"),
-    );
+    plain.image(&bare_config(), &[layer], Some("bomb:2"));
     for layout in [&artifact, &plain] {
         let f = wisp_within(
             &["image", "import", s(&layout.root), "--store", s(&store_dir)],
@@ -1325,17 +1314,7 @@ impl Drop for ServeWithEnv {
 /// `PUT /v1/functions/{name}` of `{"image": reference}`, which must be
 /// answered within 30 s.
 fn deploy_image(socket: &Path, name: &str, reference: &str) -> wisp::client::Response {
-    let client = wisp::client::Client::new(socket);
-    let body = Bytes::from(serde_json::to_vec(&json!({ "image": reference })).unwrap());
-    block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            client.request(Method::PUT, &format!("/v1/functions/{name}"), body),
-        )
-        .await
-        .expect("the deploy was answered")
-        .unwrap()
-    })
+    common::daemon::deploy_image(socket, name, reference, Duration::from_secs(30))
 }
 
 #[test]

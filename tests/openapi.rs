@@ -32,7 +32,7 @@ const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
 
 /// Every test's declaration, for `the_tests_together_cover_the_spec`.
-const ALL: [&Covers; 24] = [
+const ALL: [&Covers; 28] = [
     &HEALTHZ,
     &LIST,
     &DEPLOY,
@@ -55,8 +55,12 @@ const ALL: [&Covers; 24] = [
     &MEMORY_BUDGET,
     &DEPLOY_FROM_IMAGE,
     &BAD_IMAGES,
+    &BAD_HANDLER_DEPLOYS,
     &UNDECODABLE_NAMES,
     &RAW_REQUESTS,
+    &VERSIONS,
+    &ALIASES,
+    &ROLLOUTS,
 ];
 
 #[test]
@@ -126,6 +130,13 @@ fn the_tests_together_cover_the_spec() {
         "image_store_busy",
         "insufficient_storage",
         "request_timeout",
+        // A version registered but not brought back at start.
+        "version_unavailable",
+        // A registry that refuses, serves wrong bytes or breaks the
+        // protocol: tests/registry.rs runs a real one.
+        "registry_denied",
+        "registry_digest_mismatch",
+        "registry_error",
     ]
     .map(String::from)
     .into();
@@ -321,9 +332,10 @@ fn delete() {
         api.fail(Method::DELETE, path, "", 404, gone).await;
         let list = api.list().await;
         assert!(list.functions.iter().all(|f| f.name != "deleted"));
-        // Deployed again, it is new (201), its versions counted afresh.
+        // Deployed again, it is new (201), and its versions go on from
+        // the last one: a number is never given twice.
         let again = api.deploy("deleted", &body, 201).await;
-        assert_eq!(again.version, 1);
+        assert_eq!(again.version, 2);
     });
 }
 
@@ -510,6 +522,106 @@ fn bad_module_encoding_is_400() {
             api.bad_deploy("x", &body, 400, "invalid_module_encoding", false)
                 .await;
         }
+    });
+}
+
+const BAD_HANDLER_DEPLOYS: Covers = Covers {
+    statuses: &[
+        "PUT /v1/functions/{name} 400",
+        "PUT /v1/functions/{name} 422",
+        "GET /v1/functions/{name} 404",
+    ],
+    codes: &[
+        "invalid_code_encoding",
+        "invalid_config",
+        "runtime_not_found",
+        "invalid_handler",
+        "invalid_code",
+        "function_not_found",
+    ],
+};
+
+/// The 400 and 422 codes of a handler deployed as code on a runtime
+/// (docs/RUNTIMES.md) that a daemon without runtimes installed can reach;
+/// tests/runtimes.rs covers the handlers that do not load.
+#[test]
+fn bad_handler_deploys_are_refused() {
+    let code = wisp::runtimes::code_tar(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/runtimes/python"
+    )))
+    .unwrap();
+    let code = B64.encode(code);
+    let m = B64.encode(hello());
+    exercise(&shared(), &BAD_HANDLER_DEPLOYS, async |api| {
+        for (body, status, code, schema_too) in [
+            (
+                json!({ "runtime": "python3.12", "handler": "app.handler", "code_base64": "not base64!" }),
+                400,
+                "invalid_code_encoding",
+                false,
+            ),
+            (
+                json!({ "runtime": "python3.12", "code_base64": code }),
+                400,
+                "invalid_config",
+                true,
+            ),
+            (
+                json!({ "runtime": "python3.12", "handler": "app.handler", "module_base64": m }),
+                400,
+                "invalid_config",
+                false,
+            ),
+            (
+                json!({ "runtime": "cobol", "handler": "app.handler", "code_base64": code }),
+                422,
+                "runtime_not_found",
+                true,
+            ),
+            (
+                json!({ "runtime": "python3.12", "handler": "nodot", "code_base64": code }),
+                422,
+                "invalid_handler",
+                true,
+            ),
+            (
+                json!({ "runtime": "python3.12", "handler": "app.handler", "code_base64": B64.encode("not a tar") }),
+                422,
+                "invalid_code",
+                false,
+            ),
+        ] {
+            let body = serde_json::to_vec(&body).unwrap();
+            api.bad_deploy("py-refused", &body, status, code, schema_too)
+                .await;
+        }
+        // A well-formed deploy on a runtime whose image this daemon's
+        // store does not hold.
+        let body =
+            json!({ "runtime": "python3.12", "handler": "handlers.echo", "code_base64": code });
+        api.spec
+            .assert_valid(&Spec::schema("DeployRequest"), &body, "deploy request");
+        let body = serde_json::to_vec(&body).unwrap();
+        let r = api
+            .fail(
+                Method::PUT,
+                "/v1/functions/py-refused",
+                body,
+                422,
+                "runtime_not_found",
+            )
+            .await;
+        let message = r.error().unwrap().error.message;
+        assert!(message.contains("scripts/build-runtimes"), "{message}");
+        api.fail(
+            Method::GET,
+            "/v1/functions/py-refused",
+            "",
+            404,
+            "function_not_found",
+        )
+        .await;
     });
 }
 
@@ -963,19 +1075,21 @@ const BAD_IMAGES: Covers = Covers {
         "PUT /v1/functions/{name} 400",
         "PUT /v1/functions/{name} 422",
         "PUT /v1/functions/{name} 500",
+        "PUT /v1/functions/{name} 502",
         "GET /v1/functions/{name} 404",
     ],
     codes: &[
         "invalid_json",
         "invalid_image_reference",
         "image_not_found",
+        "registry_unreachable",
         "image_corrupt",
         "invalid_image",
         "function_not_found",
     ],
 };
 
-/// The 400, 422 and 500 codes images add.
+/// The 400, 422, 500 and 502 codes images add.
 #[test]
 fn bad_image_deploys_are_refused() {
     let daemon = shared();
@@ -1009,6 +1123,22 @@ fn bad_image_deploys_are_refused() {
         let body = serde_json::to_vec(&body).unwrap();
         api.fail(Method::PUT, "/v1/functions/x", body, 422, "image_not_found")
             .await;
+        // A registry reference whose registry nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let body = serde_json::to_vec(&json!({ "image": format!("127.0.0.1:{closed}/team/fn:1") }))
+            .unwrap();
+        api.fail(
+            Method::PUT,
+            "/v1/functions/x",
+            body,
+            502,
+            "registry_unreachable",
+        )
+        .await;
 
         // A flipped byte in the module blob: refused, nothing deployed,
         // the blob quarantined, no pin left behind.
@@ -1111,5 +1241,426 @@ fn raw_requests_get_json_errors() {
             api.spec.check_component(component, &r);
             assert_eq!(code(&r), error, "{component}");
         }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Versions, aliases and rollouts
+
+const VERSIONS: Covers = Covers {
+    statuses: &[
+        "PUT /v1/functions/{name} 201",
+        "PUT /v1/functions/{name} 200",
+        "GET /v1/functions/{name}/versions 200",
+        "GET /v1/functions/{name}/versions 404",
+        "DELETE /v1/functions/{name}/versions/{version} 204",
+        "DELETE /v1/functions/{name}/versions/{version} 404",
+        "DELETE /v1/functions/{name}/versions/{version} 409",
+        "PUT /v1/functions/{name}/aliases/{alias} 201",
+        "POST /v1/functions/{name}/invoke 200",
+        "POST /v1/functions/{name}/invoke 400",
+        "POST /v1/functions/{name}/invoke 404",
+        "GET /v1/functions/{name} 200",
+    ],
+    codes: &[
+        "function_not_found",
+        "version_not_found",
+        "alias_not_found",
+        "version_aliased",
+        "invalid_query",
+    ],
+};
+
+/// Versions: listed, invoked by number, deleted unless aliased.
+#[test]
+fn versions() {
+    let body = deploy_body(&hello(), FunctionConfig::default());
+    exercise(&shared(), &VERSIONS, async |api| {
+        api.deploy("versioned", &body, 201).await;
+        api.deploy("versioned", &body, 200).await;
+        let r = api
+            .call(Method::GET, "/v1/functions/versioned/versions", "", 200)
+            .await;
+        let list: wisp::api::VersionList = serde_json::from_slice(&r.body).unwrap();
+        let numbers: Vec<u64> = list.versions.iter().map(|v| v.version).collect();
+        assert_eq!(numbers, [1, 2]);
+        assert_eq!(list.versions[1].aliases, ["live"]);
+        let got = api.get("versioned").await;
+        assert_eq!((got.version, got.versions), (2, vec![1, 2]));
+        // Invoked by number, by alias and by default.
+        for (query, version, alias) in [
+            ("?qualifier=1", "1", None),
+            ("?qualifier=live", "2", Some("live")),
+            ("", "2", Some("live")),
+        ] {
+            let path = format!("/v1/functions/versioned/invoke{query}");
+            let r = api.call(Method::POST, &path, "", 200).await;
+            assert_eq!(r.header("x-wisp-version"), Some(version), "{query}");
+            assert_eq!(r.header("x-wisp-alias"), alias, "{query}");
+        }
+        let invoke = "/v1/functions/versioned/invoke";
+        api.fail(
+            Method::POST,
+            &format!("{invoke}?qualifier=7"),
+            "",
+            404,
+            "version_not_found",
+        )
+        .await;
+        api.fail(
+            Method::POST,
+            &format!("{invoke}?qualifier=beta"),
+            "",
+            404,
+            "alias_not_found",
+        )
+        .await;
+        api.fail(
+            Method::POST,
+            &format!("{invoke}?qualifier=1&qualifier=2"),
+            "",
+            400,
+            "invalid_query",
+        )
+        .await;
+        // An aliased version stays; an unaliased one goes, once.
+        let aliased = json!({"version": 1});
+        api.call(
+            Method::PUT,
+            "/v1/functions/versioned/aliases/old",
+            aliased.to_string(),
+            201,
+        )
+        .await;
+        for v in [1, 2] {
+            let path = format!("/v1/functions/versioned/versions/{v}");
+            api.fail(Method::DELETE, &path, "", 409, "version_aliased")
+                .await;
+        }
+        api.deploy("versioned", &body, 200).await;
+        let path = "/v1/functions/versioned/versions/2";
+        api.call(Method::DELETE, path, "", 204).await;
+        api.fail(Method::DELETE, path, "", 404, "version_not_found")
+            .await;
+        api.fail(
+            Method::DELETE,
+            "/v1/functions/versioned/versions/x",
+            "",
+            404,
+            "version_not_found",
+        )
+        .await;
+        api.fail(
+            Method::DELETE,
+            "/v1/functions/nope/versions/1",
+            "",
+            404,
+            "function_not_found",
+        )
+        .await;
+        api.fail(
+            Method::GET,
+            "/v1/functions/nope/versions",
+            "",
+            404,
+            "function_not_found",
+        )
+        .await;
+    });
+}
+
+const ALIASES: Covers = Covers {
+    statuses: &[
+        "PUT /v1/functions/{name} 201",
+        "PUT /v1/functions/{name} 200",
+        "PUT /v1/functions/{name}/aliases/{alias} 201",
+        "PUT /v1/functions/{name}/aliases/{alias} 200",
+        "PUT /v1/functions/{name}/aliases/{alias} 400",
+        "PUT /v1/functions/{name}/aliases/{alias} 404",
+        "PUT /v1/functions/{name}/aliases/{alias} 413",
+        "GET /v1/functions/{name}/aliases/{alias} 200",
+        "GET /v1/functions/{name}/aliases/{alias} 404",
+        "GET /v1/functions/{name}/aliases 200",
+        "GET /v1/functions/{name}/aliases 404",
+        "DELETE /v1/functions/{name}/aliases/{alias} 204",
+        "DELETE /v1/functions/{name}/aliases/{alias} 404",
+        "DELETE /v1/functions/{name}/aliases/{alias} 409",
+        "GET /v1/functions/{name} 200",
+    ],
+    codes: &[
+        "function_not_found",
+        "version_not_found",
+        "alias_not_found",
+        "invalid_alias",
+        "invalid_json",
+        "live_alias_required",
+        "body_too_large",
+    ],
+};
+
+/// Aliases: created, moved, split, listed, refused and deleted.
+#[test]
+fn aliases() {
+    let body = deploy_body(&hello(), FunctionConfig::default());
+    exercise(&shared(), &ALIASES, async |api| {
+        api.deploy("aliased", &body, 201).await;
+        api.deploy("aliased", &body, 200).await;
+        let path = "/v1/functions/aliased/aliases/canary";
+        let split =
+            json!({"version": 1, "additional": {"version": 2, "weight": 10}, "reserved": 1});
+        api.spec
+            .assert_valid(&Spec::schema("AliasRouting"), &split, "a split");
+        let r = api.call(Method::PUT, path, split.to_string(), 201).await;
+        let info: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(info["name"], "canary");
+        assert_eq!(info["additional"]["weight"], 10);
+        let moved = json!({"version": 2});
+        api.call(Method::PUT, path, moved.to_string(), 200).await;
+        let r = api.call(Method::GET, path, "", 200).await;
+        let info: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(info, json!({"name": "canary", "version": 2}));
+        let r = api
+            .call(Method::GET, "/v1/functions/aliased/aliases", "", 200)
+            .await;
+        let list: wisp::api::AliasList = serde_json::from_slice(&r.body).unwrap();
+        let names: Vec<_> = list.aliases.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["canary", "live"]);
+        assert_eq!(api.get("aliased").await.aliases, list.aliases);
+        // Refused.
+        for (bad, code) in [
+            (
+                json!({"version": 1, "additional": {"version": 2, "weight": 101}}),
+                "invalid_alias",
+            ),
+            (
+                json!({"version": 1, "additional": {"version": 1, "weight": 5}}),
+                "invalid_alias",
+            ),
+            (
+                json!({"version": 1, "reserved": 5, "max_ready": 2}),
+                "invalid_alias",
+            ),
+            (json!({"version": 1, "bogus": 1}), "invalid_json"),
+            (
+                json!({"additional": {"version": 1, "weight": 5}}),
+                "invalid_json",
+            ),
+        ] {
+            api.fail(Method::PUT, path, bad.to_string(), 400, code)
+                .await;
+        }
+        api.fail(Method::PUT, path, "not json", 400, "invalid_json")
+            .await;
+        api.fail(
+            Method::PUT,
+            "/v1/functions/aliased/aliases/12",
+            moved.to_string(),
+            400,
+            "invalid_alias",
+        )
+        .await;
+        api.fail(
+            Method::PUT,
+            path,
+            json!({"version": 9}).to_string(),
+            404,
+            "version_not_found",
+        )
+        .await;
+        api.fail(
+            Method::PUT,
+            "/v1/functions/nope/aliases/canary",
+            moved.to_string(),
+            404,
+            "function_not_found",
+        )
+        .await;
+        let limit = api
+            .spec
+            .body_limit("/v1/functions/{name}/aliases/{alias}", "put");
+        assert_eq!(limit, 64 << 10);
+        api.fail(
+            Method::PUT,
+            path,
+            vec![b' '; limit + 1],
+            413,
+            "body_too_large",
+        )
+        .await;
+        api.fail(
+            Method::GET,
+            "/v1/functions/aliased/aliases/beta",
+            "",
+            404,
+            "alias_not_found",
+        )
+        .await;
+        api.fail(
+            Method::GET,
+            "/v1/functions/nope/aliases",
+            "",
+            404,
+            "function_not_found",
+        )
+        .await;
+        // Deleted; `live` stays.
+        api.call(Method::DELETE, path, "", 204).await;
+        api.fail(Method::DELETE, path, "", 404, "alias_not_found")
+            .await;
+        api.fail(
+            Method::DELETE,
+            "/v1/functions/aliased/aliases/live",
+            "",
+            409,
+            "live_alias_required",
+        )
+        .await;
+    });
+}
+
+const ROLLOUTS: Covers = Covers {
+    statuses: &[
+        "PUT /v1/functions/{name} 201",
+        "PUT /v1/functions/{name} 200",
+        "PUT /v1/functions/{name}/aliases/{alias} 200",
+        "PUT /v1/functions/{name}/aliases/{alias} 201",
+        "POST /v1/functions/{name}/rollout 201",
+        "POST /v1/functions/{name}/rollout 400",
+        "POST /v1/functions/{name}/rollout 404",
+        "POST /v1/functions/{name}/rollout 409",
+        "POST /v1/functions/{name}/rollout 413",
+        "GET /v1/functions/{name}/rollout 200",
+        "GET /v1/functions/{name}/rollout 404",
+        "DELETE /v1/functions/{name}/rollout 200",
+        "DELETE /v1/functions/{name}/rollout 404",
+        "DELETE /v1/functions/{name}/rollout 409",
+        "GET /v1/functions/{name}/aliases/{alias} 200",
+    ],
+    codes: &[
+        "function_not_found",
+        "version_not_found",
+        "alias_not_found",
+        "rollout_not_found",
+        "invalid_rollout",
+        "invalid_alias",
+        "invalid_json",
+        "rollout_running",
+        "alias_split",
+        "already_there",
+        "rollout_not_running",
+        "body_too_large",
+    ],
+};
+
+/// Rollouts: started, shown, refused and cancelled (tests/versions.rs
+/// drives them to their end under load).
+#[test]
+fn rollouts() {
+    let body = deploy_body(&hello(), FunctionConfig::default());
+    exercise(&shared(), &ROLLOUTS, async |api| {
+        let path = "/v1/functions/rolled/rollout";
+        api.deploy("rolled", &body, 201).await;
+        api.fail(Method::GET, path, "", 404, "rollout_not_found")
+            .await;
+        api.fail(Method::DELETE, path, "", 404, "rollout_not_found")
+            .await;
+        api.deploy("rolled", &body, 200).await;
+        let live = "/v1/functions/rolled/aliases/live";
+        api.call(Method::PUT, live, json!({"version": 1}).to_string(), 200)
+            .await;
+        // Refused before anything moves.
+        for (bad, status, code) in [
+            (json!({"to": 2, "steps": [50]}), 400, "invalid_rollout"),
+            (
+                json!({"to": 2, "steps": [50, 25, 100]}),
+                400,
+                "invalid_rollout",
+            ),
+            (json!({"to": 2, "interval_ms": 0}), 400, "invalid_rollout"),
+            (
+                json!({"to": 2, "max_error_rate": 2.0}),
+                400,
+                "invalid_rollout",
+            ),
+            (json!({"to": 2, "alias": "12"}), 400, "invalid_alias"),
+            (json!({"to": 2, "bogus": 1}), 400, "invalid_json"),
+            (json!({"to": 9}), 404, "version_not_found"),
+            (json!({"to": 2, "alias": "beta"}), 404, "alias_not_found"),
+            (json!({"to": 1}), 409, "already_there"),
+        ] {
+            api.fail(Method::POST, path, bad.to_string(), status, code)
+                .await;
+        }
+        let limit = api.spec.body_limit("/v1/functions/{name}/rollout", "post");
+        api.fail(
+            Method::POST,
+            path,
+            vec![b' '; limit + 1],
+            413,
+            "body_too_large",
+        )
+        .await;
+        api.fail(
+            Method::POST,
+            "/v1/functions/nope/rollout",
+            json!({"to": 2}).to_string(),
+            404,
+            "function_not_found",
+        )
+        .await;
+        let split = json!({"version": 1, "additional": {"version": 2, "weight": 5}});
+        api.call(
+            Method::PUT,
+            "/v1/functions/rolled/aliases/canary",
+            split.to_string(),
+            201,
+        )
+        .await;
+        let request = json!({"to": 2, "alias": "canary"});
+        api.fail(Method::POST, path, request.to_string(), 409, "alias_split")
+            .await;
+        // A long first step, cancelled.
+        let request = json!({"to": 2, "steps": [10, 100], "interval_ms": 600000});
+        api.spec
+            .assert_valid(&Spec::schema("RolloutRequest"), &request, "a rollout");
+        let r = api.call(Method::POST, path, request.to_string(), 201).await;
+        let started: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (&started["state"], &started["step"]),
+            (&json!("running"), &json!(0))
+        );
+        let r = api.call(Method::GET, live, "", 200).await;
+        let routing: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(routing["additional"], json!({"version": 2, "weight": 10}));
+        api.fail(
+            Method::POST,
+            path,
+            json!({"to": 2}).to_string(),
+            409,
+            "rollout_running",
+        )
+        .await;
+        let r = api.call(Method::GET, path, "", 200).await;
+        let shown: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(shown["state"], "running");
+        let r = api.call(Method::DELETE, path, "", 200).await;
+        let cancelled: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(cancelled["state"], "cancelled");
+        let r = api.call(Method::GET, live, "", 200).await;
+        let routing: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(routing, json!({"name": "live", "version": 1}));
+        api.fail(Method::DELETE, path, "", 409, "rollout_not_running")
+            .await;
+        // One step of 100: done at once.
+        let r = api
+            .call(
+                Method::POST,
+                path,
+                json!({"to": 2, "steps": [100]}).to_string(),
+                201,
+            )
+            .await;
+        let done: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(done["state"], "completed");
     });
 }

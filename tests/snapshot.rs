@@ -105,6 +105,32 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
 }
 
 #[test]
+fn memory_touched_in_large_holes_is_dropped_at_reset() {
+    // The module grows its linear memory by 16 MiB and writes every page of
+    // it: memory the snapshot holds nothing in, which KVM does not log.
+    let (_tmp, dir) = api_snapshot("touch_16m.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let mut vm = Vm::restore(&image, VmConfig::default()).unwrap();
+    assert_eq!(vm.unlogged_resident_bytes().unwrap(), 0);
+    for round in 0..3 {
+        let (outcome, _) = invoke(&mut vm, &["touch_16m"]);
+        assert_eq!(outcome.unwrap(), Outcome::Exited(0), "round {round}");
+        let touched = vm.unlogged_resident_bytes().unwrap();
+        assert!(
+            touched >= 8 << 20,
+            "round {round}: only {touched} bytes of the unlogged holes touched"
+        );
+        vm.reset().unwrap();
+        assert_eq!(vm.unlogged_resident_bytes().unwrap(), 0, "round {round}");
+        assert_eq!(
+            vm.first_difference_from_snapshot().unwrap(),
+            None,
+            "round {round}: guest memory differs from the snapshot after a reset"
+        );
+    }
+}
+
+#[test]
 fn restore_into_a_precreated_shell() {
     let (_tmp, dir) = api_snapshot("init_state.wat");
     let image = Arc::new(Image::open(&dir).unwrap());

@@ -36,6 +36,39 @@ pub struct BootInfo {
     /// epoch: the agent's clocks run from it during instantiation and
     /// `wisp_init` (each request brings its own).
     pub realtime_ns: u64,
+    /// A [`ReadyAt`] value: where the agent reports `Ready`, the point a
+    /// snapshot captures.
+    pub ready_at: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Where the agent reports `Ready` (the snapshot point).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyAt {
+    /// Once the module is instantiated and its `wisp_init` export has run;
+    /// each request then runs `_start`.
+    Instantiated = 0,
+    /// At the module's first read of stdin: the agent reports `Ready` once
+    /// instantiated, takes one request for the boot (its arguments and
+    /// environment), runs `_start` with it, and reports `Ready` again when
+    /// the module first reads fd 0. Each later request (its clock and
+    /// entropy; the module has read its arguments already) and its stdin
+    /// are delivered to that read. For programs that set up at length
+    /// before reading their input: language runtimes.
+    FirstRead = 1,
+}
+
+impl ReadyAt {
+    /// Decodes a boot-record value; unknown values mean
+    /// [`ReadyAt::Instantiated`].
+    pub fn from_u32(value: u32) -> ReadyAt {
+        match value {
+            1 => ReadyAt::FirstRead,
+            _ => ReadyAt::Instantiated,
+        }
+    }
 }
 
 impl BootInfo {
@@ -45,7 +78,7 @@ impl BootInfo {
     /// The record as the bytes the agent reads through a `#[repr(C)]` pointer.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let fields: [(usize, &[u8]); 12] = [
+        let fields: [(usize, &[u8]); 14] = [
             (0, &self.magic.to_le_bytes()),
             (8, &self.abi_version.to_le_bytes()),
             (12, &self.test_mode.to_le_bytes()),
@@ -58,6 +91,8 @@ impl BootInfo {
             (64, &self.files_addr.to_le_bytes()),
             (72, &self.files_len.to_le_bytes()),
             (80, &self.realtime_ns.to_le_bytes()),
+            (88, &self.ready_at.to_le_bytes()),
+            (92, &self.reserved.to_le_bytes()),
         ];
         for (offset, bytes) in fields {
             out[offset..offset + bytes.len()].copy_from_slice(bytes);
@@ -212,6 +247,8 @@ mod tests {
             files_addr: 0x50_0000,
             files_len: 4096,
             realtime_ns: 1_800_000_000_000_000_000,
+            ready_at: ReadyAt::FirstRead as u32,
+            reserved: 0,
         };
         let bytes = info.to_bytes();
         // SAFETY: BootInfo is repr(C), made only of integers, so any
@@ -219,6 +256,15 @@ mod tests {
         // with the array's alignment.
         let back = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<BootInfo>()) };
         assert_eq!(back, info);
+        assert_eq!(BootInfo::SIZE, 96);
+    }
+
+    #[test]
+    fn ready_points_round_trip() {
+        for at in [ReadyAt::Instantiated, ReadyAt::FirstRead] {
+            assert_eq!(ReadyAt::from_u32(at as u32), at);
+        }
+        assert_eq!(ReadyAt::from_u32(7), ReadyAt::Instantiated);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![no_std]
 
 pub mod boot;
+pub mod cpu;
 pub mod files;
 pub mod hostfs;
 pub mod layout;
@@ -21,4 +22,4 @@ pub mod wasi;
 
 /// Version of this contract. The host refuses to run an agent built against a
 /// different version (the agent reports it in its boot handshake).
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;

@@ -4,8 +4,9 @@
 //! `wisp_abi::layout` describes. The agent claims its heap, starts a `no_std`
 //! wasmtime engine, loads the module the host precompiled and placed in
 //! memory, instantiates it, and reports `Ready` — the state a snapshot
-//! captures. It then receives one request, runs `_start`, streams output and
-//! reports how the module ended.
+//! captures (or, for programs that set up before reading their input, the
+//! module's first read of stdin: see `ready`). It then receives one
+//! request, runs `_start`, streams output and reports how the module ended.
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,7 @@ mod limits;
 mod linear;
 mod misbehave;
 mod port;
+mod ready;
 mod rt;
 mod stdio;
 mod wasi;
@@ -30,11 +32,11 @@ use alloc::sync::Arc;
 use core::ptr::NonNull;
 
 use wasmtime::{CustomCodeMemory, Engine, Linker, Module, Store, TypedFunc};
-use wisp_abi::boot::{BootInfo, TestMode, BOOT_MAGIC};
+use wisp_abi::boot::{BootInfo, ReadyAt, TestMode, BOOT_MAGIC};
 use wisp_abi::layout::BOOT_INFO_ADDR;
-use wisp_abi::msg::{self, Kind};
+use wisp_abi::msg::Kind;
 
-use crate::channel::{Channel, Incoming};
+use crate::channel::Channel;
 use crate::wasi::Ctx;
 use wisp_abi::wasi::INIT_EXPORT;
 
@@ -106,29 +108,6 @@ fn instantiate(
     Ok(start)
 }
 
-/// Waits for the request that must follow `Ready`, and the stdin burst
-/// that may come with it.
-fn receive_request(ctx: &mut Ctx, tsc_khz: u64) {
-    let mut invocation = None;
-    let Ctx { channel, stdio, .. } = &mut *ctx;
-    while let Some(got) = channel.recv(|m| match m {
-        Incoming::Request(payload) => match msg::decode_request(payload) {
-            Ok(req) => Some(wasi::Invocation::from(&req)),
-            Err(_) => rt::fatal("malformed request"),
-        },
-        other => {
-            stdio.accept(other);
-            None
-        }
-    }) {
-        invocation = got.or(invocation);
-    }
-    match invocation {
-        Some(inv) => ctx.begin(inv, tsc_khz),
-        None => rt::fatal("no request after Ready"),
-    }
-}
-
 /// Rust entry point, called from `_start` in `rt`.
 pub extern "C" fn agent_main() -> ! {
     // SAFETY: the host wrote a BootInfo at BOOT_INFO_ADDR before entry; it is
@@ -163,9 +142,8 @@ pub extern "C" fn agent_main() -> ! {
     };
 
     let ctx = store.data_mut();
-    ctx.channel.send(Kind::Ready, &[]);
-    ctx.channel.notify();
-    receive_request(ctx, boot.tsc_khz);
+    ready::report(ctx, boot.tsc_khz);
+    ready::arm(ctx, ReadyAt::from_u32(boot.ready_at), boot.tsc_khz);
     misbehave::after_request(test_mode);
 
     let outcome = start.call(&mut store, ());

@@ -61,6 +61,15 @@ struct BenchArgs {
     /// `baseline cold` and `baseline warm` rows.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// `scripts/build-runtimes`' output directory (`target/runtimes`):
+    /// Python and JavaScript handlers are measured too, cold, warm, booted
+    /// fresh and as a `python3`/`node` process per invocation.
+    #[arg(long)]
+    runtimes: Option<PathBuf>,
+    /// Ready instances of the Python handler in its density scenario
+    /// (needs --runtimes; 0 skips it).
+    #[arg(long, default_value_t = 500)]
+    density_python: u32,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +97,8 @@ fn run(args: BenchArgs) -> Result<ExitCode> {
         burst_clients: args.burst,
         burst_duration: args.burst_duration,
         density: args.density,
+        runtimes: args.runtimes,
+        density_python: args.density_python,
         functions_dir: args.functions_dir,
         wasmtime: args.wasmtime,
         without: if args.no_alternatives {

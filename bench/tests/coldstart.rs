@@ -14,31 +14,31 @@ fn bench_runs_every_scenario_and_writes_its_results() {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
-    let output = Command::new(env!("CARGO_BIN_EXE_wisp-bench"))
-        .args(["--runs", "30", "--process-runs", "3", "--touch-mib", "64"])
-        .args([
+    let (results, stdout) = bench(
+        &out,
+        &[
+            "--runs",
+            "30",
+            "--process-runs",
+            "3",
+            "--touch-mib",
+            "64",
             "--burst",
             "50",
             "--burst-duration",
             "300ms",
             "--density",
             "20",
-        ])
-        .arg("--out")
-        .arg(&out)
-        // Whatever this host has, CI machines have neither.
-        .args(["--without", "wasmtime", "--without", "crun"])
-        // The same build as its own baseline: the rows exist, side by side.
-        .arg("--baseline")
-        .arg(std::path::Path::new(env!("CARGO_BIN_EXE_wisp-bench")).with_file_name("wisp"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+            // Whatever this host has, CI machines have neither.
+            "--without",
+            "wasmtime",
+            "--without",
+            "crun",
+            // The same build as its own baseline: the rows exist, side by side.
+            "--baseline",
+            &wisp().to_string_lossy(),
+        ],
+    );
     assert_eq!(results["machine"]["cores"].as_u64().unwrap() as usize, {
         std::thread::available_parallelism().unwrap().get()
     });
@@ -148,6 +148,79 @@ fn bench_runs_every_scenario_and_writes_its_results() {
 }
 
 #[test]
+fn bench_measures_python_and_javascript_handlers() {
+    require_kvm();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let runtimes = root.join("target/runtimes");
+    // Fetched and built once, cached in target/runtimes (as the runtime
+    // tests and scripts/bench-coldstart do).
+    let status = Command::new(root.join("scripts/build-runtimes"))
+        .arg("--out")
+        .arg(&runtimes)
+        .env("WISP", wisp())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/build-runtimes failed: {status}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let (results, stdout) = bench(
+        &out,
+        &[
+            "--runs",
+            "10",
+            "--process-runs",
+            "2",
+            "--touch-mib",
+            "0",
+            "--burst",
+            "0",
+            "--density",
+            "0",
+            "--density-python",
+            "5",
+            "--without",
+            "wasmtime",
+            "--without",
+            "crun",
+            "--without",
+            "cli",
+            "--runtimes",
+            &runtimes.to_string_lossy(),
+        ],
+    );
+    let series = results["series"].as_array().unwrap();
+    // scripts/test installs python3; node is measured only where installed.
+    for (scenario, function, runs) in [
+        ("wisp cold", "python", 10),
+        ("wisp warm", "python", 10),
+        ("wisp fresh boot", "python", 2),
+        ("python3 process", "python", 2),
+        ("wisp cold", "javascript", 10),
+        ("wisp warm", "javascript", 10),
+        ("wisp fresh boot", "javascript", 2),
+    ] {
+        let found = series
+            .iter()
+            .find(|s| s["scenario"] == scenario && s["function"] == function)
+            .unwrap_or_else(|| panic!("no `{scenario}` {function} series in {stdout}"));
+        let samples = found["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), runs, "{scenario} {function}");
+        // Every answer was checked against the transform's expected JSON.
+        assert!(samples.iter().all(|s| s["ok"] == true), "{found}");
+    }
+    let density = &results["python_density"];
+    assert_eq!(density["ready"], 5, "{stdout}");
+    assert_eq!(density["invocations_ok"], 20, "{stdout}");
+    for line in [
+        "Python handler cold p50 <= 5 ms",
+        "JavaScript handler cold p50 <= 2 ms",
+        "density of Python: 5 of 5",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+}
+
+#[test]
 fn bench_rejects_bad_inputs_before_measuring() {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
@@ -193,6 +266,27 @@ fn bench_rejects_bad_inputs_before_measuring() {
 
 /// Fails the test loudly if KVM is not usable here: the benchmark boots
 /// real micro-VMs.
+/// The `wisp` binary beside `wisp-bench`.
+fn wisp() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_wisp-bench")).with_file_name("wisp")
+}
+
+/// Runs `wisp-bench ARGS --out OUT`, which must succeed: its results and
+/// what it printed.
+fn bench(out: &std::path::Path, args: &[&str]) -> (Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wisp-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let results = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap());
+    (results.unwrap(), stdout)
+}
+
 fn require_kvm() {
     if let Err(e) = wisp_bench::harness::kvm_usable() {
         panic!("\n\n*** /dev/kvm is not usable ({e}): this test boots real micro-VMs. ***\n\n");

@@ -129,7 +129,8 @@ pub enum Error {
     /// The destination of an export already exists.
     #[error("{} already exists and is not an empty directory", .0.display())]
     Exists(PathBuf),
-    /// A name that cannot be a pin (pins are named after functions).
+    /// A name that cannot be a pin (pins are named after functions, or
+    /// `function@version`).
     #[error("invalid function name `{0}` for a pin")]
     InvalidPinName(String),
 }

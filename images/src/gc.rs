@@ -127,10 +127,26 @@ fn clean_scratch(store: &Store) -> u64 {
                 .is_some_and(|age| age > STALE_TMP);
             if (all || stale) && meta.is_file() && fs::remove_file(entry.path()).is_ok() {
                 freed += meta.len();
+            } else if stale && meta.is_dir() {
+                // A registry pull's staging directory (`tmp/pull-*`) that
+                // no pull has touched for an hour: an abandoned pull.
+                freed += dir_size(&entry.path());
+                let _ = fs::remove_dir_all(entry.path());
             }
         }
     }
     freed
+}
+
+/// The bytes of the files under `dir` (a pull's staging directory).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok().map(|m| (e.path(), m)))
+        .map(|(path, m)| if m.is_dir() { dir_size(&path) } else { m.len() })
+        .sum()
 }
 
 /// An eviction candidate.
@@ -248,6 +264,26 @@ mod tests {
         let f = fs::File::open(store.blobs().path(d)).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs))
             .unwrap();
+    }
+
+    #[test]
+    fn abandoned_pull_staging_goes_a_fresh_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tmp = store.blobs().tmp_dir();
+        for name in ["pull-old", "pull-new"] {
+            fs::create_dir_all(tmp.join(name).join("blobs/sha256")).unwrap();
+            fs::write(tmp.join(name).join("blobs/sha256/x"), b"12345").unwrap();
+        }
+        let old = fs::File::open(tmp.join("pull-old")).unwrap();
+        old.set_modified(SystemTime::now() - 2 * STALE_TMP).unwrap();
+        let report = collect(&store, &GcOptions::default()).unwrap();
+        assert_eq!(report.scratch_freed, 5);
+        assert!(!tmp.join("pull-old").exists());
+        assert!(
+            tmp.join("pull-new/blobs/sha256/x").exists(),
+            "a pull may be using it"
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The image model: a function image is an OCI image manifest whose config
 //! is a wasm config (`application/vnd.wasm.config.v0+json`, the CNCF wasm
 //! OCI artifact convention) and whose layers are exactly one wasm module
-//! (`application/vnd.wasm.content.layer.v1+wasm`, or `application/wasm` as
-//! imported) and any number of file layers (OCI tar layers, gzip allowed).
+//! (`application/wasm`, or the older wasm-to-oci
+//! `application/vnd.wasm.content.layer.v1+wasm` as imported) and any
+//! number of file layers (OCI tar layers, gzip allowed).
 //!
 //! Compiled code is not part of an image: it is derived per host and kept
 //! in the artifact cache ([`crate::artifacts`]), so an image's digest is the
 //! same on every host.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
@@ -19,10 +21,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::layer::{FileEntry, FileTree, Unpacker};
 use crate::limits::{Limits, MAX_JSON_BYTES};
 
-/// The media type wisp writes for a wasm module layer.
-pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
-/// The CNCF artifact spec's media type for a wasm module layer (accepted).
-pub const WASM_LAYER_CNCF: &str = "application/wasm";
+/// The media type wisp writes for a wasm module layer: the CNCF wasm OCI
+/// artifact spec's, which containerd's and runwasi's wasm shims look for.
+pub const WASM_LAYER: &str = "application/wasm";
+/// The same as [`WASM_LAYER`], by the spec's name for it.
+pub const WASM_LAYER_CNCF: &str = WASM_LAYER;
+/// The older wasm-to-oci module layer type (accepted on import, so images
+/// built by earlier wisp versions and wasm-to-oci still load).
+pub const WASM_LAYER_LEGACY: &str = "application/vnd.wasm.content.layer.v1+wasm";
 /// The media type of a wasm image's config.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// An uncompressed OCI tar layer: how wisp stores files.
@@ -48,7 +54,7 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 
 /// Whether `media_type` is a wasm module layer.
 pub fn is_wasm_layer(media_type: &str) -> bool {
-    media_type == WASM_LAYER || media_type == WASM_LAYER_CNCF
+    media_type == WASM_LAYER || media_type == WASM_LAYER_LEGACY
 }
 
 /// Whether `media_type` is a tar layer, and whether it is gzipped; `None`
@@ -151,6 +157,15 @@ impl Image {
         )
     }
 
+    /// The value of the manifest annotation `key`, if it has one.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.manifest
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    }
+
     /// The module layer.
     pub fn module_layer(&self) -> &Descriptor {
         self.manifest
@@ -251,7 +266,7 @@ pub(crate) fn check_wasm_manifest(manifest: &ImageManifest, what: &str) -> Resul
         .count();
     if wasm != 1 {
         return bad(format!(
-            "has {wasm} wasm module layers ({WASM_LAYER} or {WASM_LAYER_CNCF}); exactly one is needed"
+            "has {wasm} wasm module layers ({WASM_LAYER} or {WASM_LAYER_LEGACY}); exactly one is needed"
         ));
     }
     for layer in manifest.layers() {
@@ -279,11 +294,35 @@ pub(crate) fn write_image(
 ) -> Result<(Digest, u64)> {
     check_module(module)?;
     let (module_digest, module_size) = blobs.put(module)?;
-    let mut layers = vec![Descriptor::new(
+    let module_layer = Descriptor::new(
         MediaType::Other(WASM_LAYER.into()),
         module_size,
         module_digest.to_oci(),
-    )];
+    );
+    write_manifest(blobs, vec![module_layer], files, &BTreeMap::new())
+}
+
+/// Writes the blobs of an image made of `base`'s layers (shared, not
+/// copied: the same blobs) and `files` on top as one more tar layer, with
+/// `annotations` in its manifest, and returns the manifest's digest and
+/// size. Reproducible as [`write_image`].
+pub(crate) fn write_layered(
+    blobs: &BlobStore,
+    base: &Image,
+    files: &FileTree,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Digest, u64)> {
+    write_manifest(blobs, base.manifest.layers().clone(), files, annotations)
+}
+
+/// Adds a tar layer of `files` (if any) to `layers`, then writes the wasm
+/// config and the manifest.
+fn write_manifest(
+    blobs: &BlobStore,
+    mut layers: Vec<Descriptor>,
+    files: &FileTree,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Digest, u64)> {
     if !files.is_empty() {
         let (d, size) = blobs.put_with(None, |w| files.write_tar(w))?;
         layers.push(Descriptor::new(MediaType::ImageLayer, size, d.to_oci()));
@@ -295,7 +334,7 @@ pub(crate) fn write_image(
     };
     let config_bytes = serde_json::to_vec(&config).expect("serialisable");
     let (config_digest, config_size) = blobs.put(&config_bytes)?;
-    let manifest = ImageManifestBuilder::default()
+    let mut manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(Descriptor::new(
@@ -306,6 +345,11 @@ pub(crate) fn write_image(
         .layers(layers)
         .build()
         .map_err(|e| Error::InvalidImage(format!("building the manifest: {e}")))?;
+    if !annotations.is_empty() {
+        manifest.set_annotations(Some(
+            annotations.clone().into_iter().collect::<HashMap<_, _>>(),
+        ));
+    }
     let bytes = serde_json::to_vec(&manifest).expect("serialisable");
     blobs.put(&bytes)
 }
@@ -349,5 +393,38 @@ mod tests {
         let bare = Image::load(&blobs, &d3, Access::Look).unwrap();
         assert!(bare.file_layers().is_empty());
         assert!(bare.files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn layered_images_share_their_base_and_carry_annotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let mut lower = FileTree::new();
+        lower.insert(
+            "opt/a".into(),
+            crate::layer::FileKind::File(b"lower".to_vec(), 0o644),
+        );
+        let (base, _) = write_image(&blobs, &module, &lower).unwrap();
+        let base = Image::load(&blobs, &base, Access::Look).unwrap();
+        let mut upper = FileTree::new();
+        upper.insert(
+            "opt/a".into(),
+            crate::layer::FileKind::File(b"upper".to_vec(), 0o644),
+        );
+        let notes = BTreeMap::from([("io.example.k".to_string(), "v".to_string())]);
+        let (d1, _) = write_layered(&blobs, &base, &upper, &notes).unwrap();
+        let (d2, _) = write_layered(&blobs, &base, &upper, &notes).unwrap();
+        assert_eq!(d1, d2, "reproducible");
+        let image = Image::load(&blobs, &d1, Access::Look).unwrap();
+        assert_eq!(image.module_digest(), base.module_digest());
+        assert_eq!(image.file_layers().len(), 2);
+        assert_eq!(image.file_layers()[0], base.file_layers()[0]);
+        assert_eq!(image.annotation("io.example.k"), Some("v"));
+        assert_eq!(image.annotation("io.example.other"), None);
+        assert_eq!(base.annotation("io.example.k"), None);
+        let files = image.files().unwrap();
+        let a = files.iter().find(|f| f.path.ends_with("a")).unwrap();
+        assert!(matches!(&a.kind, crate::layer::FileKind::File(data, _) if data == b"upper"));
     }
 }

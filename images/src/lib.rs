@@ -41,4 +41,4 @@ pub use image::Image;
 pub use layer::{FileEntry, FileKind, FileTree, Unpacker};
 pub use limits::Limits;
 pub use reference::{Reference, Tag};
-pub use store::{ImageSummary, Store};
+pub use store::{ImageSummary, KeepAs, Store};

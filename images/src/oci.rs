@@ -453,28 +453,8 @@ fn targets(layout: &Layout, index: &ImageIndex) -> Result<Vec<(Descriptor, Optio
                 let nested = ImageIndex::from_reader(&layout.read(d)?[..]).map_err(|e| {
                     Error::InvalidImage(format!("index {} is not an OCI index: {e}", d.digest()))
                 })?;
-                let wasm: Vec<&Descriptor> = nested
-                    .manifests()
-                    .iter()
-                    .filter(|m| {
-                        m.platform().as_ref().is_some_and(|p| {
-                            p.architecture().to_string() == "wasm"
-                                || p.os().to_string().starts_with("wasi")
-                        })
-                    })
-                    .collect();
-                let chosen = match (wasm.as_slice(), nested.manifests().as_slice()) {
-                    ([one], _) => (*one).clone(),
-                    ([], [one]) => one.clone(),
-                    _ => {
-                        return Err(Error::InvalidImage(format!(
-                            "index {} lists {} platforms and no single wasm one",
-                            d.digest(),
-                            nested.manifests().len()
-                        )))
-                    }
-                };
-                out.push((chosen, name));
+                let what = d.digest().to_string();
+                out.push((wasm_platform(&nested, &what)?.clone(), name));
             }
             other => {
                 return Err(Error::InvalidImage(format!(
@@ -485,6 +465,29 @@ fn targets(layout: &Layout, index: &ImageIndex) -> Result<Vec<(Descriptor, Optio
         }
     }
     Ok(out)
+}
+
+/// The manifest of `index` (named `what` in errors) that wisp runs: its
+/// only `wasm`/`wasi*` platform, else its only manifest. Pulls choose from
+/// a registry's index as imports do from a layout's.
+pub fn wasm_platform<'a>(index: &'a ImageIndex, what: &str) -> Result<&'a Descriptor> {
+    let wasm: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                p.architecture().to_string() == "wasm" || p.os().to_string().starts_with("wasi")
+            })
+        })
+        .collect();
+    match (wasm.as_slice(), index.manifests().as_slice()) {
+        ([one], _) => Ok(one),
+        ([], [one]) => Ok(one),
+        _ => Err(Error::InvalidImage(format!(
+            "index {what} lists {} platforms and no single wasm one",
+            index.manifests().len()
+        ))),
+    }
 }
 
 /// Picks the module of a plain image: what Entrypoint or Cmd names, else

@@ -35,7 +35,7 @@ use crate::blobs::{sync_dir, Access, BlobStore};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx::{open_regular_for_lock, read_regular};
-use crate::image::{write_image, Image};
+use crate::image::{write_image, write_layered, Image};
 use crate::layer::FileTree;
 use crate::limits::{Limits, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV, MAX_JSON_BYTES};
 use crate::reference::{Reference, Tag};
@@ -94,13 +94,39 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// Whether `name` can be a pin: a wisp function name.
+/// Whether `name` can be a pin: a wisp function name, or
+/// `function@version` for one version of it.
 fn valid_pin_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
+    let (function, version) = match name.split_once('@') {
+        Some((function, version)) => (function, Some(version)),
+        None => (name, None),
+    };
+    (1..=63).contains(&function.len())
+        && function
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && function.as_bytes()[0].is_ascii_alphanumeric()
+        && version
+            .is_none_or(|v| (1..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Fails unless `name` can be a pin.
+fn check_pin_name(name: &str) -> Result<()> {
+    if valid_pin_name(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidPinName(name.to_string()))
+    }
+}
+
+/// How [`Store::build_on`] keeps the image it builds.
+#[derive(Clone, Copy, Debug)]
+pub enum KeepAs<'a> {
+    /// Under a tag in the index.
+    Tag(&'a Tag),
+    /// Pinned for a function (as a deploy pins the image it uses), without
+    /// an index entry: it goes with the function.
+    Pin(&'a str),
 }
 
 /// Most bytes of a pin file (a digest and a newline).
@@ -308,6 +334,15 @@ impl Store {
         self.write_index(&entries)
     }
 
+    /// Tags the stored image `digest` as `tag` (moving the tag from another
+    /// image), under the store's lock: how a pull of an image already here
+    /// records the tag it was pulled by.
+    pub fn tag(&self, digest: &Digest, tag: &Tag) -> Result<()> {
+        let _lock = self.lock()?;
+        let image = self.image(digest)?;
+        self.record(digest, image.descriptor().size(), Some(tag))
+    }
+
     /// Finds the image `reference` names: a tag in the index, a digest
     /// whose manifest is stored, or a unique digest prefix among the
     /// indexed and pinned images.
@@ -390,6 +425,32 @@ impl Store {
         Ok(image)
     }
 
+    /// Builds an image of `base`'s layers (the same blobs) and `files` as
+    /// one more tar layer on top, with `annotations` in its manifest, and
+    /// keeps it as `keep` says, under the same lock (so a concurrent
+    /// collection never sees it unreferenced). The new layer is checked
+    /// with the base's as [`Store::build_tree`] does.
+    pub fn build_on(
+        &self,
+        base: &Image,
+        files: &FileTree,
+        annotations: &BTreeMap<String, String>,
+        keep: KeepAs<'_>,
+    ) -> Result<Image> {
+        if let KeepAs::Pin(function) = keep {
+            check_pin_name(function)?;
+        }
+        let _lock = self.lock()?;
+        let (digest, size) = write_layered(&self.blobs, base, files, annotations)?;
+        let image = Image::load(&self.blobs, &digest, Access::Use)?;
+        image.check_files()?;
+        match keep {
+            KeepAs::Tag(tag) => self.record(&digest, size, Some(tag))?,
+            KeepAs::Pin(function) => self.write_pin(function, &digest)?,
+        }
+        Ok(image)
+    }
+
     /// Removes the image `reference` names: a tag removes that tag, a
     /// digest every tag of the image. Blobs no longer referenced by any
     /// image, pin or cached artifact are deleted. A pinned image is
@@ -458,10 +519,13 @@ impl Store {
 
     /// Pins image `digest` for `function`, replacing its previous pin.
     pub fn pin(&self, function: &str, digest: &Digest) -> Result<()> {
-        if !valid_pin_name(function) {
-            return Err(Error::InvalidPinName(function.to_string()));
-        }
+        check_pin_name(function)?;
         let _lock = self.lock()?;
+        self.write_pin(function, digest)
+    }
+
+    /// Writes `function`'s pin; the caller holds the lock.
+    fn write_pin(&self, function: &str, digest: &Digest) -> Result<()> {
         write_atomic(
             &self.pins_dir().join(function),
             format!("{digest}\n").as_bytes(),
@@ -470,9 +534,7 @@ impl Store {
 
     /// Removes `function`'s pin, if any.
     pub fn unpin(&self, function: &str) -> Result<()> {
-        if !valid_pin_name(function) {
-            return Err(Error::InvalidPinName(function.to_string()));
-        }
+        check_pin_name(function)?;
         let _lock = self.lock()?;
         let path = self.pins_dir().join(function);
         match fs::remove_file(&path) {
@@ -566,6 +628,29 @@ mod tests {
     }
 
     #[test]
+    fn tagging_a_stored_image_moves_the_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.build(MODULE, None, None).unwrap();
+        let b = store
+            .build(b"\0asm\x01\0\0\0\0", None, Some(&tag("r.io/x:1")))
+            .unwrap();
+        store.tag(a.digest(), &tag("r.io/x:1")).unwrap();
+        assert_eq!(store.resolve("r.io/x:1").unwrap(), *a.digest());
+        // As a build moving a tag does: b loses it (and gc may take it).
+        assert!(!store
+            .index()
+            .unwrap()
+            .iter()
+            .any(|e| e.digest == *b.digest()));
+        let missing = Digest::of(b"nothing");
+        assert!(matches!(
+            store.tag(&missing, &tag("r.io/x:2")),
+            Err(Error::MissingBlob(_) | Error::NotFound(_))
+        ));
+    }
+
+    #[test]
     fn tags_resolve_move_and_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -607,16 +692,23 @@ mod tests {
         assert_eq!(store.pins().unwrap()["fn-a"], *a.digest());
         let err = store.remove("app:1").unwrap_err();
         assert!(err.to_string().contains("fn-a"), "{err}");
-        assert!(matches!(
-            store.pin("../x", a.digest()),
-            Err(Error::InvalidPinName(_))
-        ));
+        for bad in ["../x", "fn-a@", "fn-a@x1", "@1", "fn-a@1@2"] {
+            assert!(
+                matches!(store.pin(bad, a.digest()), Err(Error::InvalidPinName(_))),
+                "{bad}"
+            );
+        }
+        // A version's pin keeps the image as well.
+        store.pin("fn-a@12", a.digest()).unwrap();
         let rows = store.list().unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].pinned_by, ["fn-a"]);
+        assert_eq!(rows[0].pinned_by, ["fn-a", "fn-a@12"]);
         assert!(rows[0].problem.is_none());
         store.unpin("fn-a").unwrap();
         store.unpin("fn-a").unwrap();
+        let err = store.remove("app:1").unwrap_err();
+        assert!(err.to_string().contains("fn-a@12"), "{err}");
+        store.unpin("fn-a@12").unwrap();
         store.remove("app:1").unwrap();
     }
 

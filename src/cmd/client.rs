@@ -20,18 +20,28 @@ use wisp::daemon::DEFAULT_SOCKET;
 pub struct SocketArg {
     /// The daemon's Unix socket.
     #[arg(long, env = "WISP_SOCKET", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
+    pub socket: PathBuf,
 }
 
 #[derive(Args)]
 pub struct DeployArgs {
     /// Function name (a-z, 0-9, `-`, `_`).
     name: String,
-    /// The module, `.wasm` or `.wat`.
+    /// The module, `.wasm` or `.wat`; with `--runtime`, the handler's code
+    /// (a directory, or one file).
     #[arg(required_unless_present = "image", conflicts_with = "image")]
     module: Option<PathBuf>,
+    /// Deploy a handler on this language runtime (`python3.12`,
+    /// `javascript`; docs/RUNTIMES.md): MODULE is then its code.
+    #[arg(long, requires = "handler", conflicts_with = "image")]
+    runtime: Option<String>,
+    /// The handler the runtime calls, `MODULE.FUNCTION` (`app.handler`).
+    #[arg(long, requires = "runtime")]
+    handler: Option<String>,
     /// Deploy an image from the daemon's image store instead (`name:tag`,
-    /// `sha256:<hex>` or a digest prefix; see `wisp image`).
+    /// `sha256:<hex>` or a digest prefix; see `wisp image`), or from an OCI
+    /// registry, which the daemon pulls it from
+    /// (`HOST[:PORT]/REPOSITORY[:TAG|@sha256:HEX]`).
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     /// Guest memory in MiB.
@@ -64,6 +74,9 @@ pub struct DeployArgs {
 pub struct InvokeArgs {
     /// Function name.
     name: String,
+    /// Which version: an alias (default `live`) or a version number.
+    #[arg(long, short = 'q')]
+    qualifier: Option<String>,
     /// Print how the daemon served it (cold or warm start, queue, restore
     /// and run times) to stderr.
     #[arg(long)]
@@ -94,6 +107,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 /// `wisp deploy`.
 pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
     let module = match &args.module {
+        Some(path) if args.runtime.is_some() => Some(
+            wisp::runtimes::code_tar(path)
+                .with_context(|| format!("cannot pack {}", path.display()))?,
+        ),
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
         }
@@ -114,8 +131,11 @@ pub fn deploy(args: DeployArgs) -> Result<ExitCode> {
         concurrency: args.concurrency,
         reserved: args.reserved,
         max_ready: args.max_ready,
+        runtime: args.runtime.clone(),
+        handler: args.handler.clone(),
     };
     let request = match (&module, &args.image) {
+        (Some(code), _) if config.runtime.is_some() => DeployRequest::code(code, config),
         (Some(module), _) => DeployRequest::module(module, config),
         (None, Some(image)) => DeployRequest::image(image, config),
         (None, None) => unreachable!("clap requires one"),
@@ -143,7 +163,10 @@ pub fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     let mut stdin = Vec::new();
     std::io::stdin().read_to_end(&mut stdin)?;
     let client = Client::new(args.socket.socket);
-    let path = format!("/v1/functions/{}/invoke", args.name);
+    let path = match &args.qualifier {
+        Some(q) => format!("/v1/functions/{}/invoke?qualifier={q}", args.name),
+        None => format!("/v1/functions/{}/invoke", args.name),
+    };
     let response = runtime()?
         .block_on(client.request(Method::POST, &path, Bytes::from(stdin)))?
         .ok()?;
@@ -156,7 +179,8 @@ pub fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     if args.timings {
         let header = |name| response.header(name).unwrap_or("?");
         eprintln!(
-            "wisp: {} start | queue {} us | restore {} us | run {} us",
+            "wisp: version {} | {} start | queue {} us | restore {} us | run {} us",
+            header(api::HEADER_VERSION),
             header(api::HEADER_START),
             header(api::HEADER_QUEUE_US),
             header(api::HEADER_RESTORE_US),
@@ -178,20 +202,28 @@ pub fn ls(args: SocketArg) -> Result<ExitCode> {
         .ok()?;
     let list: FunctionList = serde_json::from_slice(&response.body)?;
     println!(
-        "{:<24} {:>7} {:>6} {:>5} {:>6} {:>12} {:>9} {:>9}",
-        "NAME", "VERSION", "READY", "BUSY", "MEMORY", "INVOCATIONS", "P50 MS", "P99 MS"
+        "{:<24} {:>7} {:>8} {:>6} {:>5} {:>6} {:>12} {:>9} {:>9}  ALIASES",
+        "NAME", "VERSION", "VERSIONS", "READY", "BUSY", "MEMORY", "INVOCATIONS", "P50 MS", "P99 MS"
     );
     for f in list.functions {
+        let rollout = f
+            .rollout
+            .as_ref()
+            .filter(|r| r.state == api::RolloutState::Running)
+            .map(|r| format!("  [rollout {}]", super::versions::rollout_text(r)))
+            .unwrap_or_default();
         println!(
-            "{:<24} {:>7} {:>6} {:>5} {:>5}M {:>12} {:>9.3} {:>9.3}",
+            "{:<24} {:>7} {:>8} {:>6} {:>5} {:>5}M {:>12} {:>9.3} {:>9.3}  {}{rollout}",
             f.name,
             f.version,
+            f.versions.len(),
             f.instances.ready,
             f.instances.busy,
             f.config.memory_mib,
             f.stats.invocations,
             f.stats.latency_ms.p50,
-            f.stats.latency_ms.p99
+            f.stats.latency_ms.p99,
+            super::versions::aliases_text(&f.aliases)
         );
     }
     Ok(ExitCode::SUCCESS)

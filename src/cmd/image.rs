@@ -1,6 +1,8 @@
-//! `wisp image`: build, import, export, list, remove and collect images in
-//! a local image store (by default the daemon's, `/var/lib/wisp/images`).
+//! `wisp image`: build, import, export, pull, push, list, remove and
+//! collect images in a local image store (by default the daemon's,
+//! `/var/lib/wisp/images`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -9,13 +11,18 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use wisp::compile::Compiler;
 use wisp::daemon::DEFAULT_IMAGE_DIR;
+use wisp::runtimes::{
+    code_layer, code_tar, unpack_code, Runtime, HANDLER_ANNOTATION, RUNTIME_ANNOTATION,
+};
 use wisp::units::parse_size;
-use wisp_images::{gc, oci, GcOptions, Store, Tag};
+use wisp_images::{gc, oci, GcOptions, KeepAs, Limits, Store, Tag};
+use wisp_registry::{Options as RegistryOptions, Registry, RegistryRef};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Build an image from a module (`.wasm` or `.wat`) and a directory of
-    /// files.
+    /// files; or, with --runtime, from a Python or JavaScript handler's code
+    /// on that runtime's image (its layers shared, the code one more).
     Build(BuildArgs),
     /// Import the images of an OCI image layout (a directory, or its tar
     /// form): CNCF wasm artifacts as they are, plain OCI images holding a
@@ -33,6 +40,47 @@ pub enum ImageCommand {
     /// Delete blobs nothing references and, with --max-size, evict the
     /// least recently used unpinned images and compiled artifacts.
     Gc(GcArgs),
+    /// Pull an image from an OCI registry into the store (tagged
+    /// `HOST/REPOSITORY:TAG`), verifying every blob.
+    Pull(PullArgs),
+    /// Push an image of the store to an OCI registry, byte for byte (its
+    /// digest is the same there).
+    Push(PushArgs),
+}
+
+/// How to reach a registry.
+#[derive(Args)]
+pub struct RegistryArgs {
+    /// Reach the registry over plain HTTP. Registries on this machine
+    /// (`localhost`, `127.0.0.0/8`, `::1`) always are, and so are those
+    /// listed in WISP_REGISTRY_PLAIN_HTTP (comma-separated `HOST:PORT`).
+    #[arg(long)]
+    plain_http: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The image: `[HOST[:PORT]/]REPOSITORY[:TAG|@sha256:HEX]` (Docker Hub
+    /// without a host, `latest` without a tag).
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The image in the store: `name:tag`, `sha256:<hex>` or a digest
+    /// prefix.
+    source: String,
+    /// Where to push it: `HOST[:PORT]/REPOSITORY[:TAG]`; the source's own
+    /// name if it is a registry reference (as `wisp image pull` tags).
+    target: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 /// Where the store is.
@@ -45,11 +93,21 @@ pub struct StoreArg {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The module, `.wasm` or `.wat`.
+    /// The module, `.wasm` or `.wat`; with `--runtime`, the handler's code
+    /// (a directory, or one file).
     module: PathBuf,
     /// A directory whose files the image carries (one tar layer).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "runtime")]
     files: Option<PathBuf>,
+    /// Build a handler's image on this runtime (`python3.12`,
+    /// `javascript`), whose image must be in the store (scripts/build-runtimes
+    /// puts it there): its layers, then the code at `/var/task`.
+    #[arg(long, requires = "handler")]
+    runtime: Option<String>,
+    /// The handler the runtime calls, `MODULE.FUNCTION`: recorded in the
+    /// image, so a deploy of it needs neither `runtime` nor `handler`.
+    #[arg(long, requires = "runtime")]
+    handler: Option<String>,
     /// The image's tag, `NAME[:TAG]` (the tag defaults to `latest`).
     #[arg(short = 't', long = "tag", value_name = "NAME:TAG")]
     tag: String,
@@ -108,6 +166,8 @@ pub fn run(command: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Ls(args) => ls(args),
         ImageCommand::Rm(args) => rm(args),
         ImageCommand::Gc(args) => collect(args),
+        ImageCommand::Pull(args) => pull(args),
+        ImageCommand::Push(args) => push(args),
     }
 }
 
@@ -179,6 +239,9 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
 
 fn build(args: BuildArgs) -> Result<ExitCode> {
     let tag = Tag::parse(&args.tag)?;
+    if let (Some(runtime), Some(handler)) = (&args.runtime, &args.handler) {
+        return build_handler(&args, &tag, runtime, handler);
+    }
     let module = read_module(&args.module)?;
     if let Some(dir) = &args.files {
         if !dir.is_dir() {
@@ -189,6 +252,40 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
     let image = store.build(&module, args.files.as_deref(), Some(&tag))?;
     eprintln!(
         "wisp: built {tag} ({} layer(s), {})",
+        image.manifest().layers().len(),
+        human_size(image.size())
+    );
+    println!("{}", image.digest());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wisp image build --runtime R --handler H CODE`: the runtime's image
+/// with the code on top, the runtime and handler in its annotations.
+fn build_handler(args: &BuildArgs, tag: &Tag, runtime: &str, handler: &str) -> Result<ExitCode> {
+    let runtime = Runtime::find(runtime)?;
+    runtime.check_handler(handler)?;
+    let code = code_tar(&args.module)
+        .and_then(|tar| unpack_code(&tar, Limits::default()))
+        .with_context(|| format!("reading the code {}", args.module.display()))?;
+    let store = open(&args.store)?;
+    let base = store
+        .resolve(runtime.image)
+        .and_then(|digest| store.image(&digest))
+        .with_context(|| {
+            format!(
+                "runtime `{}` is not in the store {store} (run scripts/build-runtimes --store {store})",
+                runtime.name,
+                store = args.store.store.display()
+            )
+        })?;
+    let annotations = BTreeMap::from([
+        (RUNTIME_ANNOTATION.to_string(), runtime.name.to_string()),
+        (HANDLER_ANNOTATION.to_string(), handler.to_string()),
+    ]);
+    let image = store.build_on(&base, &code_layer(code), &annotations, KeepAs::Tag(tag))?;
+    eprintln!(
+        "wisp: built {tag} on {} ({} layer(s), {})",
+        runtime.image,
         image.manifest().layers().len(),
         human_size(image.size())
     );
@@ -230,6 +327,74 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         out.blobs,
         human_size(out.bytes)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A registry client with the environment's credentials and plain-HTTP
+/// registries, and a runtime to drive it.
+fn registry(args: &RegistryArgs) -> Result<(Registry, tokio::runtime::Runtime)> {
+    let mut options = RegistryOptions::from_env();
+    options.plain_http |= args.plain_http;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok((Registry::new(options), runtime))
+}
+
+fn pull(args: PullArgs) -> Result<ExitCode> {
+    let reference = RegistryRef::parse(&args.reference)?;
+    let store = open(&args.store)?;
+    let (registry, runtime) = registry(&args.registry)?;
+    let pulled = runtime
+        .block_on(registry.pull(&store, &reference))
+        .with_context(|| format!("pulling {reference}"))?;
+    let name = pulled
+        .tag
+        .map_or_else(|| "<untagged>".to_string(), |t| t.to_string());
+    if pulled.already_stored {
+        eprintln!("wisp: {name} is up to date");
+    } else {
+        let resumed = match (pulled.resumed_blobs, pulled.resumed_bytes) {
+            (0, 0) => String::new(),
+            (blobs, bytes) => format!(
+                "; {blobs} blob(s) and {} of a partial one kept from an interrupted pull",
+                human_size(bytes)
+            ),
+        };
+        let converted = if pulled.converted {
+            format!(
+                ", converted from the plain OCI image {}",
+                pulled.source_digest
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "wisp: pulled {name} ({} blob(s), {}{resumed}{converted})",
+            pulled.fetched_blobs,
+            human_size(pulled.fetched_bytes)
+        );
+    }
+    println!("{}", pulled.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn push(args: PushArgs) -> Result<ExitCode> {
+    let target = args.target.as_deref().unwrap_or(&args.source);
+    let target = RegistryRef::parse_explicit(target)?;
+    let store = open(&args.store)?;
+    let (registry, runtime) = registry(&args.registry)?;
+    let pushed = runtime
+        .block_on(registry.push(&store, &args.source, &target))
+        .with_context(|| format!("pushing {} to {target}", args.source))?;
+    eprintln!(
+        "wisp: pushed {target} ({} blob(s), {}; {} already there)",
+        pushed.blobs_pushed,
+        human_size(pushed.bytes_pushed),
+        pushed.blobs_present
+    );
+    println!("{}", pushed.digest);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,8 +3,10 @@
 pub mod client;
 pub mod image;
 pub mod run;
+pub mod run_handler;
 pub mod serve;
 pub mod snapshot;
+pub mod versions;
 
 use std::path::Path;
 use std::time::Duration;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use wisp::compile::{default_cache_dir, CompileError};
+use wisp::daemon::DEFAULT_IMAGE_DIR;
 use wisp::hostfs::{FsThread, HostDirs};
 use wisp::run_cache::{Key, Lookup, RunCache, DEFAULT_MAX_BYTES};
 use wisp::run_report::{
@@ -24,7 +25,9 @@ use wisp::seccomp::{run_filter, Seccomp};
 use wisp::stdio::ProcessStdio;
 use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, RestoreTimings, Shell, Vm, VmConfig};
 
+use super::run_handler::load_error;
 use super::{argv, env_entries, module_name, ms, VmArgs};
+use wisp::runtimes::local::LocalHandler;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -72,6 +75,18 @@ pub struct RunArgs {
     /// booting; every positional argument is then an argument of the module.
     #[arg(long, value_name = "DIR")]
     snapshot: Option<PathBuf>,
+    /// Run a Python or JavaScript handler on this language runtime
+    /// (`python3.12`, `javascript`; docs/RUNTIMES.md): MODULE is then the
+    /// handler's code (a directory or one file) and stdin its event.
+    #[arg(long, requires = "handler", conflicts_with_all = ["snapshot", "dirs", "files"])]
+    runtime: Option<String>,
+    /// The handler the runtime calls, `MODULE.FUNCTION` (`app.handler`).
+    #[arg(long, requires = "runtime")]
+    handler: Option<String>,
+    /// The image store holding the runtime images (`scripts/build-runtimes
+    /// --store DIR`); the daemon's by default.
+    #[arg(long, env = "WISP_IMAGE_DIR", default_value = DEFAULT_IMAGE_DIR)]
+    store: PathBuf,
     /// The module, a `.wasm` binary or `.wat` text, then its arguments
     /// (after its name as argv[0]).
     #[arg(
@@ -226,6 +241,9 @@ fn chain(e: &VmError) -> String {
 fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
     // The thread confines itself and makes a VM while this one works.
     let vcpu = VcpuThread::spawn(args.seccomp, origin)?;
+    if let Some(root) = default_cache_dir() {
+        wisp::guest_cpu::recall(&root);
+    }
     let env = env_entries(&args.env)?;
     if let Some(dir) = &args.snapshot {
         return run_snapshot(args, &vcpu, dir, env);
@@ -234,13 +252,71 @@ fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
         bail!("give a module to run, or --snapshot DIR");
     };
     let path = Path::new(module);
+    if let (Some(runtime), Some(handler)) = (&args.runtime, &args.handler) {
+        if !rest.is_empty() {
+            bail!("--runtime takes one path, the handler's code; the event is stdin");
+        }
+        let handler = LocalHandler::open(runtime, handler, path, &args.store, &env)?;
+        let mem_size = args.vm.memory();
+        let mut stdio = process_stdio(args)?;
+        stdio.before_stdin = std::io::Cursor::new(handler.context_line(mem_size, args.timeout));
+        let config = VmConfig {
+            files: handler.files()?,
+            run_to_first_read: Some(handler.boot.clone()),
+            ..config(args, mem_size)?
+        };
+        let run = Cached {
+            key: handler.key(mem_size),
+            name: handler.snapshot_name(),
+            invocation: handler.boot.clone(),
+            config,
+            stdio,
+        };
+        return run_cached(args, &vcpu, origin, run, || handler.module()).map_err(load_error);
+    }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let invocation = Invocation {
         args: argv(&module_name(path), rest),
         env,
     };
     let config = config(args, args.vm.memory())?;
-    let stdio = process_stdio(args)?;
+    let run = Cached {
+        key: Key::new(&bytes, config.mem_size, config.files.bytes()),
+        name: module_name(path),
+        invocation,
+        config,
+        stdio: process_stdio(args)?,
+    };
+    run_cached(args, &vcpu, origin, run, || Ok(bytes))
+}
+
+/// A run that restores its VM from `wisp run`'s cache when it can.
+struct Cached {
+    /// What its snapshot is made from.
+    key: Key,
+    /// The snapshot's module name.
+    name: String,
+    invocation: Invocation,
+    config: VmConfig,
+    stdio: ProcessStdio,
+}
+
+/// Restores `run`'s VM from the cache, or compiles `module` and boots it
+/// (caching its snapshot) when the cache has none or is off.
+fn run_cached(
+    args: &RunArgs,
+    vcpu: &VcpuThread,
+    origin: Instant,
+    run: Cached,
+    module: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<Ran> {
+    let Cached {
+        key,
+        name,
+        invocation,
+        config,
+        stdio,
+    } = run;
     let cache = match default_cache_dir() {
         Some(root) if !args.vm.no_cache && args.cache_size > 0 => {
             Some(RunCache::new(&root, args.cache_size))
@@ -248,11 +324,10 @@ fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
         _ => None,
     };
     let Some(cache) = cache else {
-        let artifact = args.vm.compile_bytes(&bytes)?;
-        return run_booted(&vcpu, artifact, config, invocation, stdio, None);
+        let artifact = args.vm.compile_bytes(&module()?)?;
+        return run_booted(vcpu, artifact, config, invocation, stdio, None);
     };
     let t_lookup = Instant::now();
-    let key = Key::new(&bytes, config.mem_size, config.files.bytes());
     let start = match cache.get(&key) {
         Lookup::Hit(image) => {
             let lookup = format!(
@@ -269,14 +344,14 @@ fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
         Lookup::Miss => Start::Created,
         Lookup::Unusable(_) => Start::Rebuilt,
     };
-    let artifact = args.vm.compile_bytes(&bytes)?;
+    let artifact = args.vm.compile_bytes(&module()?)?;
     let store = Store {
         cache,
         key,
-        name: module_name(path),
+        name,
         start,
     };
-    run_booted(&vcpu, artifact, config, invocation, stdio, Some(store))
+    run_booted(vcpu, artifact, config, invocation, stdio, Some(store))
 }
 
 /// Where a booted VM's snapshot goes.

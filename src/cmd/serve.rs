@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// log and allow it, or `off` (no filter).
     #[arg(long, env = "WISP_SECCOMP", value_enum, default_value_t = Seccomp::Kill)]
     seccomp: Seccomp,
+    /// Versions no alias routes to kept per function; older ones are
+    /// deleted with their snapshots.
+    #[arg(long, default_value_t = 5)]
+    keep_versions: usize,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -94,6 +98,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 .invocation_threads
                 .unwrap_or_else(Settings::default_invocation_threads),
             seccomp: args.seccomp,
+            keep_versions: args.keep_versions,
         },
         user: args.user,
         limits: ConnectionLimits {

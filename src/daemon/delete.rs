@@ -1,6 +1,7 @@
 //! `DELETE /v1/functions/{name}`: stop admitting, let in-flight
-//! invocations finish, then forget the function — registry, snapshot,
-//! image pin, metrics.
+//! invocations finish, then forget the function — every version, alias
+//! and rollout in the registry (but not its last version number, which is
+//! never reused), snapshots, image pin, metrics.
 //!
 //! Like a deploy, a delete runs to its end even if its client goes away,
 //! and its blocking steps (the registry, files, the image store's lock)
@@ -14,6 +15,8 @@ use tracing::{info, warn};
 use super::error::{storage_error, ApiError};
 use super::function::Function;
 use super::host::{lock, Host};
+use super::images::is_version_pin_of;
+use super::routes::Deployed;
 
 /// How often a delete looks whether the in-flight invocations finished.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
@@ -28,15 +31,18 @@ impl Host {
         tokio::spawn(async move {
             let guard = host.deploy_lock(&name);
             let _guard = guard.lock().await;
-            let function = host
+            let deployed = host
                 .functions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&name)
                 .ok_or_else(|| ApiError::no_function(&name))?;
-            drain(&function).await;
+            host.rollouts.remove(&name);
+            for function in deployed.versions.values() {
+                drain(function).await;
+            }
             let worker = Arc::clone(&host);
-            tokio::task::spawn_blocking(move || worker.forget(&function))
+            tokio::task::spawn_blocking(move || worker.forget(&name, &deployed))
                 .await
                 .map_err(|e| ApiError::internal(format!("delete worker: {e}")))?
         })
@@ -44,19 +50,28 @@ impl Host {
         .map_err(|e| ApiError::internal(format!("delete task: {e}")))?
     }
 
-    /// The blocking end of a delete: the registry row, the snapshot, the
+    /// The blocking end of a delete: the registry rows, the snapshots, the
     /// image pin and the metrics.
-    fn forget(&self, function: &Function) -> Result<(), ApiError> {
-        let name = function.name.as_str();
+    fn forget(&self, name: &str, deployed: &Deployed) -> Result<(), ApiError> {
         lock(&self.registry)
-            .remove(name)
+            .write(|w| w.remove_function(name))
             .map_err(|e| storage_error("removing the function from the registry", &e))?;
-        let _ = std::fs::remove_dir_all(self.store.snapshot_dir(name, function.version));
-        let _ = std::fs::remove_dir(self.store.function_dir(name)); // if empty
-        if let Err(e) = self.images.unpin(name) {
-            warn!(function = name, error = %e, "removing the image pin");
+        let _ = std::fs::remove_dir_all(self.store.function_dir(name));
+        let version_pins = self.images.pins().map(|pins| {
+            pins.into_keys()
+                .filter(|p| is_version_pin_of(p, name))
+                .collect::<Vec<_>>()
+        });
+        let pins = std::iter::once(name.to_string()).chain(version_pins.unwrap_or_default());
+        for pin in pins {
+            if let Err(e) = self.images.unpin(&pin) {
+                warn!(function = name, pin, error = %e, "removing an image pin");
+            }
         }
         self.metrics.forget(name);
+        for v in deployed.versions.keys() {
+            self.metrics.forget_version(name, *v);
+        }
         info!(function = name, "deleted");
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! `PUT /v1/functions/{name}`: checking a deploy, compiling, booting to
-//! ready on an invocation thread, snapshotting, registering and making the
-//! new version current.
+//! ready on an invocation thread, snapshotting, registering the new
+//! version and moving `live` to it.
 //!
 //! A deploy runs to its end once the daemon has its request, even if the
 //! client goes away: it is a task of its own, and the registry is written
@@ -15,19 +15,36 @@ use wisp_images::Digest;
 use wisp_vmm::{Files, Image, Vm, VmConfig};
 
 use super::budget::instance_base_bytes;
-use super::error::{boot_error, compile_error, image_error, storage_error, ApiError};
+use super::error::{
+    boot_error, compile_error, handler_error, image_error, registry_error, storage_error, ApiError,
+};
 use super::function::{invocation, Function, MAX_OUTPUT};
 use super::host::{lock, Host};
-use super::images::{image_files, image_module};
+use super::images::{image_files, image_module, runtime_image, version_pin};
 use super::registry::Record;
-use crate::api::{FunctionConfig, FunctionImage, FunctionInfo, MAX_TIMEOUT_MS};
+use crate::api::{
+    AliasRouting, FunctionConfig, FunctionImage, FunctionInfo, LIVE_ALIAS, MAX_TIMEOUT_MS,
+};
+use crate::runtimes::{Runtime, RuntimeError};
+use wisp_registry::{names_registry, RegistryRef};
 
 /// What a deploy runs.
 pub enum Source {
     /// A module as uploaded (`.wasm` or `.wat`).
     Module(Vec<u8>),
-    /// An image in the daemon's image store, by reference.
+    /// An image in the daemon's image store, by reference; or, for a
+    /// reference naming a registry host, pulled from that registry first.
     Image(String),
+    /// An image pulled from a registry for this deploy: the reference as
+    /// given and the digest it resolved to, which the function records.
+    Pulled {
+        /// The registry reference, as the request gave it.
+        reference: String,
+        /// The stored image's manifest digest.
+        digest: Digest,
+    },
+    /// A handler's code (a tar), on the runtime its settings name.
+    Code(Vec<u8>),
 }
 
 /// A checked function name: `[a-z0-9][a-z0-9_-]{0,62}`, so it is safe as a
@@ -105,6 +122,7 @@ pub fn validate_config(name: &str, c: &FunctionConfig, budget: u64) -> Result<()
             "environment variable `{k}` contains a NUL byte, which WASI strings cannot hold"
         ));
     }
+    function_runtime(c)?;
     if let Err(e) = invocation(name, c).check() {
         return bad(format!("env: {}", super::error::chain(&e)));
     }
@@ -131,6 +149,56 @@ pub fn validate_config(name: &str, c: &FunctionConfig, budget: u64) -> Result<()
     Ok(())
 }
 
+/// `config` with the runtime and handler an image's annotations name
+/// (`wisp image build --runtime`) when it names neither itself; checked.
+fn with_image_handler(
+    config: FunctionConfig,
+    handler: Option<(String, String)>,
+) -> Result<FunctionConfig, ApiError> {
+    let config = match handler {
+        Some((runtime, handler)) if config.runtime.is_none() && config.handler.is_none() => {
+            FunctionConfig {
+                runtime: Some(runtime),
+                handler: Some(handler),
+                ..config
+            }
+        }
+        _ => config,
+    };
+    function_runtime(&config)?;
+    Ok(config)
+}
+
+/// The runtime a function's settings name, checked with its handler;
+/// `None` for a wasm module.
+pub fn function_runtime(c: &FunctionConfig) -> Result<Option<&'static Runtime>, ApiError> {
+    let refused = |e: RuntimeError| {
+        let code = match e {
+            RuntimeError::Unknown(_) => "runtime_not_found",
+            RuntimeError::BadHandler { .. } => "invalid_handler",
+        };
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            e.to_string(),
+        )
+    };
+    match (&c.runtime, &c.handler) {
+        (None, None) => Ok(None),
+        (Some(name), Some(handler)) => {
+            let runtime = Runtime::find(name).map_err(refused)?;
+            runtime.check_handler(handler).map_err(refused)?;
+            Ok(Some(runtime))
+        }
+        (Some(_), None) => Err(ApiError::invalid_config(
+            "a `runtime` needs a `handler`, e.g. app.handler",
+        )),
+        (None, Some(_)) => Err(ApiError::invalid_config(
+            "a `handler` needs a `runtime`, e.g. python3.12",
+        )),
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,8 +206,9 @@ fn now_unix() -> u64 {
 }
 
 impl Host {
-    /// Deploys or updates `name` and returns it once ready (true if it is
-    /// new). The old version serves until the new one is ready.
+    /// Deploys a new version of `name` and moves `live` to it once it is
+    /// ready (true if the function is new). The old version serves until
+    /// then, and is kept.
     pub async fn deploy(
         self: &Arc<Self>,
         name: FunctionName,
@@ -151,6 +220,16 @@ impl Host {
         // A task of its own: if the client goes away, the deploy still
         // ends with the registry and the serving version agreeing.
         tokio::spawn(async move {
+            // Pulled before the function's deploy lock is taken, on the
+            // async runtime (its store work on blocking threads), so a slow
+            // registry holds up neither another deploy nor `/healthz`.
+            let source = match source {
+                Source::Image(reference) if names_registry(&reference) => {
+                    let digest = host.pull(&reference).await?;
+                    Source::Pulled { reference, digest }
+                }
+                source => source,
+            };
             let guard = host.deploy_lock(name.as_str());
             let _guard = guard.lock().await;
             let worker = Arc::clone(&host);
@@ -162,6 +241,26 @@ impl Host {
         .map_err(|e| ApiError::internal(format!("deploy task: {e}")))?
     }
 
+    /// Pulls the image of registry reference `reference` into the image
+    /// store (only its manifest, to resolve a tag, if the image is already
+    /// stored) and returns its digest: a tag is resolved once per deploy.
+    async fn pull(&self, reference: &str) -> Result<Digest, ApiError> {
+        let parsed = RegistryRef::parse_explicit(reference).map_err(|e| registry_error(&e))?;
+        let pulled = self
+            .oci
+            .pull(&self.images, &parsed)
+            .await
+            .map_err(|e| registry_error(&e))?;
+        info!(
+            image = %parsed,
+            digest = %pulled.digest,
+            fetched_bytes = pulled.fetched_bytes,
+            already_stored = pulled.already_stored,
+            "pulled"
+        );
+        Ok(pulled.digest)
+    }
+
     /// The blocking part of a deploy: builds the version, registers it and
     /// makes it current.
     fn build_and_activate(
@@ -170,10 +269,10 @@ impl Host {
         config: FunctionConfig,
         source: Source,
     ) -> Result<(FunctionInfo, bool), ApiError> {
-        let function = self.build(name.as_str(), config, source)?;
-        let created = self.activate(Arc::clone(&function));
-        info!(function = %function.name, version = function.version, "deployed");
-        Ok((function.info("ready"), created))
+        let (function, record) = self.build(name.as_str(), config, source)?;
+        let created = self.activate(function, &record)?;
+        info!(function = %record.name, version = record.version, "deployed");
+        Ok((self.get(&record.name)?, created))
     }
 
     /// Builds and registers a version. An image is pinned for the function
@@ -185,8 +284,8 @@ impl Host {
         name: &str,
         config: FunctionConfig,
         source: Source,
-    ) -> Result<Arc<Function>, ApiError> {
-        let from_image = matches!(source, Source::Image(_));
+    ) -> Result<(Arc<Function>, Record), ApiError> {
+        let from_image = !matches!(source, Source::Module(_));
         let previous = self
             .images
             .pins()
@@ -197,10 +296,19 @@ impl Host {
                 self.build_module(name, config, &module, Files::default(), None)
             }
             Source::Image(reference) => {
-                image_module(&self.images, name, &reference).and_then(|(module, files, image)| {
-                    self.build_module(name, config, &module, files, Some(image))
-                })
+                self.build_image(name, config, &reference, reference.clone())
             }
+            Source::Pulled { reference, digest } => {
+                self.build_image(name, config, &digest.to_string(), reference)
+            }
+            Source::Code(code) => function_runtime(&config)
+                .and_then(|runtime| {
+                    runtime.ok_or_else(|| ApiError::invalid_config("code_base64 needs a `runtime`"))
+                })
+                .and_then(|runtime| runtime_image(&self.images, name, runtime, &code))
+                .and_then(|(module, files, image)| {
+                    self.build_module(name, config, &module, files, Some(image))
+                }),
         };
         let restore = match (&result, from_image) {
             (Err(_), true) => Some(previous),
@@ -218,8 +326,25 @@ impl Host {
         result
     }
 
-    /// Stores the module, compiles, snapshots, registers and restores the
-    /// reserved instances.
+    /// Builds from the stored image `stored` (a reference into the image
+    /// store), recording `reference` as what the deploy named.
+    fn build_image(
+        &self,
+        name: &str,
+        config: FunctionConfig,
+        stored: &str,
+        reference: String,
+    ) -> Result<(Arc<Function>, Record), ApiError> {
+        let image = image_module(&self.images, name, stored)?;
+        let config = with_image_handler(config, image.handler)?;
+        let recorded = FunctionImage {
+            reference,
+            ..image.image
+        };
+        self.build_module(name, config, &image.module, image.files, Some(recorded))
+    }
+
+    /// Stores the module, compiles and snapshots the next version.
     fn build_module(
         &self,
         name: &str,
@@ -227,16 +352,15 @@ impl Host {
         module: &[u8],
         files: Files,
         source_image: Option<FunctionImage>,
-    ) -> Result<Arc<Function>, ApiError> {
+    ) -> Result<(Arc<Function>, Record), ApiError> {
         let sha = self
             .store
             .put_module(module)
             .map_err(|e| storage_error("storing the module", &e))?;
+        // Numbers are never reused: the registry keeps each name's last.
         let version = lock(&self.registry)
-            .version(name)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .unwrap_or(0)
-            + 1;
+            .next_version(name)
+            .map_err(|e| storage_error("reading the registry", &e))?;
         let image = self.snapshot(name, version, &config, module, files)?;
         let record = Record {
             name: name.to_string(),
@@ -247,19 +371,8 @@ impl Host {
             snapshot_dir: self.store.snapshot_dir(name, version),
             deployed_at: now_unix(),
         };
-        lock(&self.registry)
-            .upsert(&record)
-            .map_err(|e| storage_error("registering the function", &e))?;
         let function = Arc::new(Function::from_record(&record, image));
-        let max_ready = function.config.max_ready as usize;
-        for _ in 0..function.config.reserved {
-            match self.restore(&function) {
-                Ok(Some(instance)) => function.pool.put(instance, max_ready),
-                Ok(None) => break,
-                Err(e) => warn!(function = %name, error = %e, "restoring a reserved instance"),
-            }
-        }
-        Ok(function)
+        Ok((function, record))
     }
 
     /// Compiles, boots to ready with `files` and snapshots a module; the
@@ -278,19 +391,35 @@ impl Host {
             .load_or_compile(module)
             .map_err(compile_error)?;
         let mem_size = u64::from(config.memory_mib) << 20;
-        let _charge = self
-            .budget
-            .reserve(instance_base_bytes(mem_size) + mem_size)
-            .ok_or_else(ApiError::memory_budget)?;
+        let wanted = instance_base_bytes(mem_size) + mem_size;
+        let _charge = self.budget.reserve(wanted).ok_or_else(|| {
+            warn!(
+                function = name,
+                wanted,
+                used = self.budget.used(),
+                limit = self.budget.limit(),
+                "no room in the memory budget for a deploy's boot"
+            );
+            ApiError::memory_budget()
+        })?;
         let vm_config = VmConfig {
             mem_size,
             timeout: Some(Duration::from_millis(config.timeout_ms)),
             boot_timeout: Duration::from_millis(config.init_timeout_ms),
             max_output: MAX_OUTPUT,
             files,
+            // A handler on a runtime: snapshotted once it is imported.
+            run_to_first_read: config.runtime.is_some().then(|| invocation(name, config)),
             ..VmConfig::default()
         };
-        let mut vm = self.boot_filtered(vm_config, artifact)?;
+        let runtime = config.runtime.is_some();
+        let mut vm = self.boot_filtered(vm_config, artifact)?.map_err(|e| {
+            if runtime {
+                handler_error(e)
+            } else {
+                boot_error(e)
+            }
+        })?;
         let init = vm.take_init_output();
         if !init.stderr.is_empty() {
             info!(function = name, stderr = %String::from_utf8_lossy(&init.stderr), "init output");
@@ -315,7 +444,11 @@ impl Host {
     /// filter as invocations. The VM comes back to this (unfiltered) thread
     /// to be snapshotted. Takes an invocation thread's permit when there is
     /// a runtime to wait on, so invocations still start at once.
-    fn boot_filtered(&self, config: VmConfig, artifact: Vec<u8>) -> Result<Vm, ApiError> {
+    fn boot_filtered(
+        &self,
+        config: VmConfig,
+        artifact: Vec<u8>,
+    ) -> Result<wisp_vmm::Result<Vm>, ApiError> {
         let _permit = tokio::runtime::Handle::try_current()
             .ok()
             .and_then(|runtime| {
@@ -328,28 +461,78 @@ impl Host {
             let _ = tx.send(Vm::boot(config, &artifact));
         });
         rx.recv()
-            .map_err(|_| ApiError::internal("the boot worker stopped"))?
-            .map_err(boot_error)
+            .map_err(|_| ApiError::internal("the boot worker stopped"))
     }
 
-    /// Makes `function` the current version; the old one drains and its
-    /// snapshot goes. Returns true if there was none.
-    fn activate(&self, function: Arc<Function>) -> bool {
-        let old = self
-            .functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(function.name.clone(), Arc::clone(&function));
-        let Some(old) = old else {
-            return true;
+    /// Registers `function` and moves `live` to it, in one transaction
+    /// (a rollout of `live` is cancelled in it too); restores its reserved
+    /// instances, swaps it in and applies the retention limit. Returns true
+    /// if the function had no version.
+    fn activate(&self, function: Arc<Function>, record: &Record) -> Result<bool, ApiError> {
+        let name = record.name.as_str();
+        let mut deployed = self
+            .deployed(name)
+            .map(|d| (*d).clone())
+            .unwrap_or_default();
+        let created = deployed.versions.is_empty();
+        // The alias keeps its pool settings; its split ends.
+        let live = AliasRouting {
+            additional: None,
+            ..deployed
+                .aliases
+                .get(LIVE_ALIAS)
+                .cloned()
+                .unwrap_or_else(|| AliasRouting::to(record.version))
         };
-        old.pool.drain();
-        // Running instances keep their private mapping of the old files;
-        // nothing new will open them.
-        if old.version != function.version {
-            let _ = std::fs::remove_dir_all(self.store.snapshot_dir(&old.name, old.version));
+        let live = AliasRouting {
+            version: record.version,
+            ..live
+        };
+        let cancelled = self.rollouts.cancel_of_alias(
+            name,
+            LIVE_ALIAS,
+            format!(
+                "version {} was deployed and `live` moved to it",
+                record.version
+            ),
+        );
+        lock(&self.registry)
+            .write(|w| {
+                w.put_version(record)?;
+                w.put_alias(name, LIVE_ALIAS, &live)?;
+                match &cancelled {
+                    Some(rollout) => w.put_rollout(name, rollout),
+                    None => Ok(()),
+                }
+            })
+            .map_err(|e| storage_error("registering the version", &e))?;
+        if let Some(digest) = record
+            .image
+            .as_ref()
+            .and_then(|i| Digest::parse(&i.digest).ok())
+        {
+            if let Err(e) = self.images.pin(&version_pin(name, record.version), &digest) {
+                warn!(function = %name, version = record.version, error = %e, "pinning the version's image");
+            }
         }
-        false
+        if let Some(rollout) = cancelled {
+            self.rollouts.set(name, rollout);
+        }
+        deployed
+            .versions
+            .insert(record.version, Arc::clone(&function));
+        deployed.aliases.insert(LIVE_ALIAS.to_string(), live);
+        deployed.size_pools();
+        for _ in 0..function.sizing.reserved() {
+            match self.restore(&function) {
+                Ok(Some(instance)) => function.pool.put(instance, function.sizing.max_ready()),
+                Ok(None) => break,
+                Err(e) => warn!(function = %name, error = %e, "restoring a reserved instance"),
+            }
+        }
+        self.set_deployed(name, deployed);
+        self.retain(name);
+        Ok(created)
     }
 
     /// A function registered before from its record, re-snapshotted from

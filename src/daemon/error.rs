@@ -8,7 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use wisp_images::Error as ImageError;
-use wisp_vmm::{Blame, Error as VmError};
+use wisp_registry::Error as RegistryError;
+use wisp_vmm::{Blame, Error as VmError, Outcome};
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::compile::CompileError;
@@ -210,6 +211,27 @@ pub fn boot_error(e: VmError) -> ApiError {
     }
 }
 
+/// The response for a handler on a runtime whose boot to its first event
+/// failed: the handler did not load (its import raised, a syntax error, no
+/// such function), in the interpreter's words.
+pub fn handler_error(e: VmError) -> ApiError {
+    match e {
+        VmError::EndedDuringInit { outcome, stderr } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_handler",
+            format!(
+                "the handler did not load ({}): {}",
+                match outcome {
+                    Outcome::Exited(code) => format!("exit status {code}"),
+                    Outcome::Trapped(trap) => format!("the runtime trapped: {trap}"),
+                },
+                stderr.trim_end()
+            ),
+        ),
+        e => boot_error(e),
+    }
+}
+
 /// The response for a module the compiler refused.
 pub fn compile_error(e: CompileError) -> ApiError {
     match e {
@@ -282,6 +304,44 @@ pub fn image_error(e: &ImageError) -> ApiError {
             )
         },
         e => storage_error("the image store", e),
+    }
+}
+
+/// A registry's error, by whose it is to fix: a bad reference is the
+/// client's (400), an image the registry lacks is `image_not_found` (422,
+/// as for the local store), and a registry that cannot be reached, refuses
+/// the daemon's credentials, serves bytes that do not match their digest
+/// or breaks the protocol is a bad gateway (502), each with its own code.
+pub fn registry_error(e: &RegistryError) -> ApiError {
+    let gateway = |code| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            code,
+            format!("{}; nothing was deployed", chain(e)),
+        )
+    };
+    match e {
+        RegistryError::InvalidReference { .. } => {
+            ApiError::bad_request("invalid_image_reference", e.to_string())
+        }
+        RegistryError::NotFound { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_found",
+            chain(e),
+        ),
+        RegistryError::Unreachable { .. } => gateway("registry_unreachable"),
+        RegistryError::Denied { .. } => gateway("registry_denied"),
+        RegistryError::Mismatch { .. } => gateway("registry_digest_mismatch"),
+        RegistryError::Protocol { .. } => gateway("registry_error"),
+        RegistryError::Unsupported(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_image",
+            format!("{}; nothing was deployed", chain(e)),
+        ),
+        RegistryError::Image(image) => image_error(image),
+        RegistryError::Credentials { .. } | RegistryError::Io { .. } => {
+            storage_error("pulling the image", e)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! and its statistics.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use super::pool::Pool;
 use super::registry::Record;
 use crate::api::{
     FunctionConfig, FunctionImage, FunctionInfo, FunctionStats, InstanceCounts, Latency,
+    VersionInfo,
 };
+use crate::runtimes::{Runtime, EXIT_HANDLER_ERROR};
 use crate::stats::Summary;
 
 /// Most stdout + stderr bytes an invocation may produce.
@@ -24,10 +26,13 @@ const LATENCY_WINDOW: usize = 1024;
 pub struct Function {
     /// Its name.
     pub name: String,
-    /// Deployment counter.
+    /// Its number.
     pub version: u64,
     /// Its settings.
     pub config: FunctionConfig,
+    /// How many instances its pool keeps, from its settings and the
+    /// aliases that route to it (see [`super::routes::Deployed::size_pools`]).
+    pub sizing: Sizing,
     /// SHA-256 of the module, hex.
     pub module_sha256: String,
     /// The image it was deployed from, if it was.
@@ -42,6 +47,34 @@ pub struct Function {
     pub stats: Stats,
     /// What every invocation passes the module.
     pub invocation: Invocation,
+    /// Whether it is a handler on a language runtime: its stdin then
+    /// starts with a line of request context.
+    pub on_runtime: bool,
+}
+
+/// A version's pool size: set whenever the aliases change, read by
+/// every invocation and pool manager tick.
+pub struct Sizing {
+    reserved: AtomicU32,
+    max_ready: AtomicU32,
+}
+
+impl Sizing {
+    /// Instances kept ready even when idle.
+    pub fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed) as usize
+    }
+
+    /// Most instances kept ready.
+    pub fn max_ready(&self) -> usize {
+        self.max_ready.load(Ordering::Relaxed) as usize
+    }
+
+    /// Sets both.
+    pub fn set(&self, reserved: u32, max_ready: u32) {
+        self.reserved.store(reserved, Ordering::Relaxed);
+        self.max_ready.store(max_ready, Ordering::Relaxed);
+    }
 }
 
 /// Counters and recent latencies of a function.
@@ -51,6 +84,7 @@ pub struct Stats {
     cold: AtomicU64,
     warm: AtomicU64,
     errors: AtomicU64,
+    nonzero_exits: AtomicU64,
     rejected: AtomicU64,
     latencies: Mutex<VecDeque<Duration>>,
 }
@@ -73,6 +107,21 @@ impl Stats {
     /// Records a refused request.
     pub fn reject(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a run that exited with a code other than 0: the function
+    /// failing on its own terms, which a rollout counts as an error.
+    pub fn nonzero_exit(&self) {
+        self.nonzero_exits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Invocations that ran and, of those, failures (errors and non-zero
+    /// exits): what a rollout compares.
+    pub fn outcomes(&self) -> (u64, u64) {
+        (
+            self.invocations.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed) + self.nonzero_exits.load(Ordering::Relaxed),
+        )
     }
 
     fn snapshot(&self) -> FunctionStats {
@@ -114,10 +163,25 @@ pub struct Completed {
     pub restore: Duration,
     /// Time the function ran.
     pub run: Duration,
+    /// The request id a runtime's handler saw (none for a wasm module).
+    pub request_id: Option<String>,
 }
 
-/// What a function's instances see as `argv` (its name) and environment.
+impl Completed {
+    /// Whether a handler on a runtime raised: the body is its error
+    /// document.
+    pub fn handler_raised(&self) -> bool {
+        self.request_id.is_some() && self.exit_code == EXIT_HANDLER_ERROR
+    }
+}
+
+/// What a function's instances see as `argv` (its name) and environment;
+/// for a handler on a runtime, what its bootstrap boots with.
 pub fn invocation(name: &str, config: &FunctionConfig) -> Invocation {
+    let runtime = config.runtime.as_deref().map(Runtime::find);
+    if let (Some(Ok(runtime)), Some(handler)) = (runtime, &config.handler) {
+        return runtime.boot_invocation(handler, &config.env);
+    }
     Invocation {
         args: vec![name.as_bytes().to_vec()],
         env: config
@@ -134,9 +198,14 @@ impl Function {
         let config = record.config.clone();
         Function {
             invocation: invocation(&record.name, &config),
+            on_runtime: config.runtime.is_some(),
             name: record.name.clone(),
             version: record.version,
             pool: Pool::new(config.concurrency, u64::from(config.concurrency)),
+            sizing: Sizing {
+                reserved: AtomicU32::new(config.reserved),
+                max_ready: AtomicU32::new(config.max_ready),
+            },
             config,
             module_sha256: record.module_sha256.clone(),
             source_image: record.image.clone(),
@@ -156,6 +225,26 @@ impl Function {
         }
     }
 
+    /// For a handler on a runtime, the stdin of one request with `body`
+    /// (a line of context first) and the request id its handler sees;
+    /// `None` for a wasm module, whose stdin is the body.
+    pub fn runtime_request(&self, body: &[u8]) -> Option<(Vec<u8>, String)> {
+        if !self.on_runtime {
+            return None;
+        }
+        let id = crate::runtimes::request_id();
+        let context = crate::runtimes::RequestContext {
+            request_id: &id,
+            function_name: &self.name,
+            function_version: self.version,
+            memory_limit_in_mb: self.config.memory_mib,
+            deadline_ms: Some(crate::runtimes::deadline_ms(Duration::from_millis(
+                self.config.timeout_ms,
+            ))),
+        };
+        Some((context.stdin(body), id))
+    }
+
     /// What `GET /v1/functions/{name}` shows.
     pub fn info(&self, state: &str) -> FunctionInfo {
         FunctionInfo {
@@ -166,12 +255,34 @@ impl Function {
             image: self.source_image.clone(),
             config: self.config.clone(),
             deployed_at: self.deployed_at,
-            instances: InstanceCounts {
-                ready: self.pool.ready() as u64,
-                busy: self.pool.busy(),
-                queued: self.pool.queued(),
-            },
+            instances: self.instances(),
             stats: self.stats.snapshot(),
+            versions: Vec::new(),
+            aliases: Vec::new(),
+            rollout: None,
+        }
+    }
+
+    /// What `GET /v1/functions/{name}/versions` shows of it; `aliases`
+    /// route to it.
+    pub fn version_info(&self, aliases: Vec<String>) -> VersionInfo {
+        VersionInfo {
+            version: self.version,
+            module_sha256: self.module_sha256.clone(),
+            image: self.source_image.clone(),
+            config: self.config.clone(),
+            deployed_at: self.deployed_at,
+            aliases,
+            instances: self.instances(),
+            stats: self.stats.snapshot(),
+        }
+    }
+
+    fn instances(&self) -> InstanceCounts {
+        InstanceCounts {
+            ready: self.pool.ready() as u64,
+            busy: self.pool.busy(),
+            queued: self.pool.queued(),
         }
     }
 }

@@ -17,6 +17,8 @@ use super::function::Function;
 use super::invokers::Invokers;
 use super::metrics::Metrics;
 use super::registry::Registry;
+use super::rollout::Rollouts;
+use super::routes::Deployed;
 use super::store::Store;
 use crate::compile::Compiler;
 use crate::seccomp::{invocation_filter, Seccomp};
@@ -40,6 +42,9 @@ pub struct Settings {
     pub invocation_threads: usize,
     /// The invocation threads' seccomp filter.
     pub seccomp: Seccomp,
+    /// Versions no alias routes to kept per function; older ones are
+    /// deleted, snapshots included.
+    pub keep_versions: usize,
 }
 
 impl Settings {
@@ -51,14 +56,16 @@ impl Settings {
 
 /// The daemon.
 pub struct Host {
-    /// The current version of each function.
-    pub(super) functions: RwLock<HashMap<String, Arc<Function>>>,
+    /// Each function's kept versions and aliases.
+    pub(super) functions: RwLock<HashMap<String, Arc<Deployed>>>,
     /// One lock per function name: deploys and deletes of a name run one
     /// at a time.
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) registry: Mutex<Registry>,
     pub(super) store: Store,
     pub(super) images: ImageStore,
+    /// The client of the OCI registries deploys pull from.
+    pub(super) oci: wisp_registry::Registry,
     pub(super) compiler: Compiler,
     shells: Mutex<Vec<Shell>>,
     pub(super) settings: Settings,
@@ -69,6 +76,8 @@ pub struct Host {
     pub(super) invokers: Invokers,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// The rollouts the daemon drives.
+    pub(super) rollouts: Rollouts,
 }
 
 /// Locks `m`, carrying on after a panic elsewhere: what these mutexes guard
@@ -95,6 +104,7 @@ impl Host {
             registry: Mutex::new(registry),
             store,
             images,
+            oci: wisp_registry::Registry::new(wisp_registry::Options::from_env()),
             compiler,
             shells: Mutex::new(Vec::new()),
             budget: MemoryBudget::new(settings.memory_budget),
@@ -104,13 +114,14 @@ impl Host {
             invokers,
             settings,
             metrics: Metrics::default(),
+            rollouts: Rollouts::default(),
         });
         host.recover()?;
         Ok(host)
     }
 
-    /// The current version of `name`.
-    pub(super) fn function(&self, name: &str) -> Option<Arc<Function>> {
+    /// The versions and aliases of `name`.
+    pub(super) fn deployed(&self, name: &str) -> Option<Arc<Deployed>> {
         self.functions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -118,22 +129,67 @@ impl Host {
             .cloned()
     }
 
-    /// Every current version, by name.
+    /// Replaces what `name` has (removes it if `deployed` has no version),
+    /// sizing the pools from the new aliases; the versions it no longer
+    /// has stop admitting and drop their ready instances.
+    pub(super) fn set_deployed(&self, name: &str, deployed: Deployed) {
+        deployed.size_pools();
+        for f in deployed.versions.values() {
+            f.pool.trim(f.sizing.max_ready());
+        }
+        let old = {
+            let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+            if deployed.versions.is_empty() {
+                functions.remove(name)
+            } else {
+                functions.insert(name.to_string(), Arc::new(deployed.clone()))
+            }
+        };
+        for (v, f) in old.iter().flat_map(|o| o.versions.iter()) {
+            if !deployed.versions.contains_key(v) {
+                f.pool.drain();
+            }
+        }
+    }
+
+    /// Every kept version of every function, by name and number.
     pub(super) fn all(&self) -> Vec<Arc<Function>> {
-        let mut all: Vec<_> = self
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = functions
             .values()
-            .cloned()
+            .flat_map(|d| d.versions.values().cloned())
             .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        drop(functions);
+        all.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         all
     }
 
     /// The lock that serialises deploys and deletes of `name`.
     pub(super) fn deploy_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         Arc::clone(lock(&self.deploys).entry(name.to_string()).or_default())
+    }
+
+    /// Runs `change` on a blocking thread under `name`'s deploy lock, in a
+    /// task of its own: it completes even if the client goes away. `what`
+    /// names it in an internal error.
+    pub(super) async fn change<T: Send + 'static>(
+        self: &Arc<Self>,
+        name: &str,
+        what: &'static str,
+        change: impl FnOnce(&Host) -> Result<T, super::error::ApiError> + Send + 'static,
+    ) -> Result<T, super::error::ApiError> {
+        use super::error::ApiError;
+        let host = Arc::clone(self);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let guard = host.deploy_lock(&name);
+            let _guard = guard.lock().await;
+            tokio::task::spawn_blocking(move || change(&host))
+                .await
+                .map_err(|e| ApiError::internal(format!("{what} worker: {e}")))?
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} task: {e}")))?
     }
 
     /// A pre-created shell, if one is left.
@@ -165,14 +221,37 @@ impl Host {
 
     /// `GET /v1/functions/{name}`.
     pub fn get(&self, name: &str) -> Result<crate::api::FunctionInfo, super::error::ApiError> {
-        self.function(name)
-            .map(|f| f.info("ready"))
+        self.deployed(name)
+            .and_then(|d| self.info(&d))
             .ok_or_else(|| super::error::ApiError::no_function(name))
     }
 
     /// `GET /v1/functions`.
     pub fn list(&self) -> Vec<crate::api::FunctionInfo> {
-        self.all().iter().map(|f| f.info("ready")).collect()
+        let mut all: Vec<_> = self
+            .functions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| {
+            a.primary()
+                .map(|f| &f.name)
+                .cmp(&b.primary().map(|f| &f.name))
+        });
+        all.iter().filter_map(|d| self.info(d)).collect()
+    }
+
+    /// A function as the API shows it: its `live` version with every
+    /// version, alias and its latest rollout.
+    fn info(&self, deployed: &Deployed) -> Option<crate::api::FunctionInfo> {
+        let primary = deployed.primary()?;
+        let mut info = primary.info("ready");
+        info.versions = deployed.versions.keys().copied().collect();
+        info.aliases = deployed.alias_infos();
+        info.rollout = self.rollouts.latest(&primary.name);
+        Some(info)
     }
 
     /// The metrics exposition, with gauges refreshed.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,14 +16,20 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::deploy::{FunctionName, Source};
-use super::error::ApiError;
+use super::error::{registry_error, ApiError};
 use super::host::Host;
-use crate::api::{self, DeployRequest, FunctionList};
+use super::routes::Qualifier;
+use crate::api::{
+    self, AliasInfo, AliasList, AliasRouting, DeployRequest, FunctionList, RolloutInfo,
+    RolloutRequest, VersionList,
+};
 
 /// Largest deploy body (a base64 module and settings).
 pub const MAX_DEPLOY_BODY: usize = 64 << 20;
 /// Largest invocation body (the function's stdin).
 pub const MAX_INVOKE_BODY: usize = 6 << 20;
+/// Largest alias or rollout body.
+pub const MAX_SMALL_BODY: usize = 64 << 10;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -48,6 +54,20 @@ pub fn router(host: Arc<Host>, body_timeout: Duration) -> Router {
             get(get_function).put(deploy).delete(delete),
         )
         .route("/v1/functions/{name}/invoke", post(invoke))
+        .route("/v1/functions/{name}/versions", get(versions))
+        .route(
+            "/v1/functions/{name}/versions/{version}",
+            axum::routing::delete(delete_version),
+        )
+        .route("/v1/functions/{name}/aliases", get(aliases))
+        .route(
+            "/v1/functions/{name}/aliases/{alias}",
+            get(get_alias).put(put_alias).delete(delete_alias),
+        )
+        .route(
+            "/v1/functions/{name}/rollout",
+            get(get_rollout).post(start_rollout).delete(cancel_rollout),
+        )
         .route("/v1/functions", get(list))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -150,32 +170,47 @@ async fn deploy(
     let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("invalid deploy request: {e}"))
     })?;
-    let source = match (request.module_base64, request.image) {
-        (Some(module), None) => Source::Module(
-            base64::engine::general_purpose::STANDARD
-                .decode(module.as_bytes())
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_module_encoding",
-                        format!("module_base64 is not base64: {e}"),
-                    )
-                })?,
-        ),
-        (None, Some(reference)) => {
-            wisp_images::Reference::parse(&reference)
-                .map_err(|e| ApiError::bad_request("invalid_image_reference", e.to_string()))?;
+    let needs_code = || {
+        ApiError::invalid_config(
+            "a `runtime` deploys a handler's code: give `code_base64`, not `module_base64` or `image`",
+        )
+    };
+    let source = match (request.module_base64, request.image, request.code_base64) {
+        (Some(_), None, None) | (None, Some(_), None) if request.config.runtime.is_some() => {
+            return Err(needs_code())
+        }
+        (None, None, Some(code)) => Source::Code(decode_base64(
+            &code,
+            "code_base64",
+            "invalid_code_encoding",
+        )?),
+        (Some(module), None, None) => Source::Module(decode_base64(
+            &module,
+            "module_base64",
+            "invalid_module_encoding",
+        )?),
+        (None, Some(reference), None) => {
+            // A reference naming a registry host is pulled from it;
+            // any other names the daemon's image store.
+            if wisp_registry::names_registry(&reference) {
+                wisp_registry::RegistryRef::parse_explicit(&reference)
+                    .map_err(|e| registry_error(&e))?;
+            } else {
+                wisp_images::Reference::parse(&reference)
+                    .map_err(|e| ApiError::bad_request("invalid_image_reference", e.to_string()))?;
+            }
             Source::Image(reference)
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "invalid deploy request: give `module_base64` or `image`",
+                "invalid deploy request: give `module_base64`, `image` or `code_base64`",
             ))
         }
-        (Some(_), Some(_)) => {
+        _ => {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "invalid deploy request: give `module_base64` or `image`, not both",
+                "invalid deploy request: give one of `module_base64`, `image` and `code_base64`",
             ))
         }
     };
@@ -188,14 +223,32 @@ async fn deploy(
     Ok((status, Json(info)).into_response())
 }
 
+/// The query of an invocation.
+#[derive(serde::Deserialize)]
+struct InvokeQuery {
+    /// An alias or a version number; `live` if absent.
+    qualifier: Option<String>,
+}
+
+/// The bytes of request field `field`, or a 400 `code` if it is not
+/// base64.
+fn decode_base64(value: &str, field: &str, code: &'static str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|e| ApiError::bad_request(code, format!("{field} is not base64: {e}")))
+}
+
 async fn invoke(
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<InvokeQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = name(path, false)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let qualifier = Qualifier::parse(query.qualifier.as_deref());
     let stdin = read_body(body, MAX_INVOKE_BODY, api.body_timeout).await?;
-    let invoked = api.host.invoke(&name, stdin).await?;
+    let invoked = api.host.invoke(&name, &qualifier, stdin).await?;
     let run = invoked.run;
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
@@ -204,6 +257,12 @@ async fn invoke(
         }
     };
     set(api::HEADER_EXIT_CODE, run.exit_code.to_string());
+    if let Some(id) = &run.request_id {
+        set(api::HEADER_REQUEST_ID, id.clone());
+    }
+    if run.handler_raised() {
+        set(api::HEADER_FUNCTION_ERROR, "Unhandled".into());
+    }
     set(
         api::HEADER_START,
         if run.cold { "cold" } else { "warm" }.into(),
@@ -211,6 +270,10 @@ async fn invoke(
     set(api::HEADER_QUEUE_US, invoked.queue.as_micros().to_string());
     set(api::HEADER_RESTORE_US, run.restore.as_micros().to_string());
     set(api::HEADER_RUN_US, run.run.as_micros().to_string());
+    set(api::HEADER_VERSION, invoked.version.to_string());
+    if let Some(alias) = invoked.alias {
+        set(api::HEADER_ALIAS, alias);
+    }
     if !run.stderr.is_empty() {
         let tail = &run.stderr[run.stderr.len().saturating_sub(api::STDERR_TAIL)..];
         set(
@@ -244,6 +307,117 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     host.delete(&name(path, false)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The `{name}` and a second segment of a path, 404 if they do not decode.
+fn name_and(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    path.map(|Path(p)| p).map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such resource: {}", e.body_text()),
+        )
+    })
+}
+
+async fn versions(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<VersionList>, ApiError> {
+    Ok(Json(VersionList {
+        versions: host.versions(&name(path, false)?)?,
+    }))
+}
+
+async fn delete_version(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let (name, version) = name_and(path)?;
+    let version = version.parse::<u64>().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "version_not_found",
+            format!("`{version}` is not a version number"),
+        )
+    })?;
+    host.delete_version(&name, version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn aliases(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AliasList>, ApiError> {
+    let name = name(path, false)?;
+    let function = host.get(&name)?;
+    Ok(Json(AliasList {
+        aliases: function.aliases,
+    }))
+}
+
+async fn get_alias(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<AliasInfo>, ApiError> {
+    let (name, alias) = name_and(path)?;
+    Ok(Json(host.alias(&name, &alias)?))
+}
+
+async fn put_alias(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, alias) = name_and(path)?;
+    let body = read_body(body, MAX_SMALL_BODY, api.body_timeout).await?;
+    let routing: AliasRouting = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid alias: {e}")))?;
+    let (info, created) = api.host.put_alias(&name, &alias, routing).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+async fn delete_alias(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let (name, alias) = name_and(path)?;
+    host.delete_alias(&name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_rollout(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = name(path, false)?;
+    let body = read_body(body, MAX_SMALL_BODY, api.body_timeout).await?;
+    let request: RolloutRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid rollout: {e}")))?;
+    let info = api.host.start_rollout(&name, request).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn get_rollout(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RolloutInfo>, ApiError> {
+    Ok(Json(host.rollout(&name(path, false)?)?))
+}
+
+async fn cancel_rollout(
+    State(host): State<Arc<Host>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RolloutInfo>, ApiError> {
+    Ok(Json(host.cancel_rollout(&name(path, false)?).await?))
 }
 
 async fn metrics(State(host): State<Arc<Host>>) -> Response {

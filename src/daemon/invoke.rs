@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{info, warn};
 use wisp_vmm::{Blame, BufferIo, Error as VmError, Outcome, Vm};
 
 use super::error::{invocation_error, ApiError, Failure};
 use super::function::{Completed, Function};
 use super::host::Host;
 use super::instance::Instance;
+use super::metrics::Routed;
 use super::pool::{Rejection, Slot};
+use super::routes::{Chosen, Qualifier};
 
 /// What an invocation returned, with its queueing time.
 pub struct Invoked {
@@ -23,6 +25,10 @@ pub struct Invoked {
     pub run: Completed,
     /// Time waiting for a concurrency slot and an invocation thread.
     pub queue: Duration,
+    /// The version that answered.
+    pub version: u64,
+    /// The alias the request went through, unless it named a version.
+    pub alias: Option<String>,
 }
 
 /// What a run on an invocation thread came to.
@@ -46,10 +52,15 @@ impl Execution {
 }
 
 impl Host {
-    /// Runs `name` with `stdin`.
-    pub async fn invoke(self: &Arc<Self>, name: &str, stdin: Bytes) -> Result<Invoked, ApiError> {
+    /// Runs the version of `name` that `qualifier` routes to with `stdin`.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        qualifier: &Qualifier,
+        stdin: Bytes,
+    ) -> Result<Invoked, ApiError> {
         let t0 = Instant::now();
-        let (function, slot) = self.admit(name).await?;
+        let (Chosen { function, alias }, slot) = self.admit(name, qualifier).await?;
         // Wait for an invocation thread here, so the wait shows in the
         // queue time and a submitted job starts at once.
         let worker_permit = Arc::clone(&self.workers)
@@ -74,7 +85,17 @@ impl Host {
             .await
             .map_err(|_| ApiError::internal("the invocation worker stopped"))?;
         let latency = t0.elapsed();
+        if let Ok(run) = &result {
+            if let (Some(id), false) = (&run.request_id, run.stderr.is_empty()) {
+                // A runtime's log (print, console.log), by request.
+                info!(function = %name, request_id = %id, log = %String::from_utf8_lossy(&run.stderr), "function log");
+            }
+        }
         let result = result.map_err(|failure| invocation_error(name, failure));
+        let routed = Routed {
+            version: function.version,
+            alias: alias.as_deref(),
+        };
         match &result {
             Err(e) if e.is_rejection() => {
                 function.stats.reject();
@@ -83,28 +104,47 @@ impl Host {
             result => {
                 function.stats.record(cold, result.is_ok(), latency);
                 self.metrics.ran(name, cold, latency);
-                if let Err(e) = result {
-                    self.metrics.failed(name, e.code);
-                }
+                let outcome = match result {
+                    Ok(run) if run.exit_code != 0 => {
+                        function.stats.nonzero_exit();
+                        "nonzero_exit"
+                    }
+                    Ok(_) => "ok",
+                    Err(e) => {
+                        self.metrics.failed(name, e.code);
+                        e.code
+                    }
+                };
+                self.metrics.ran_version(name, routed, outcome);
             }
         }
-        result.map(|run| Invoked { run, queue })
+        result.map(|run| Invoked {
+            run,
+            queue,
+            version: function.version,
+            alias,
+        })
     }
 
-    /// Takes a concurrency slot of the current version of `name`. An update
-    /// may drain the version looked up; then the new one is taken.
-    async fn admit(&self, name: &str) -> Result<(Arc<Function>, Slot), ApiError> {
+    /// Takes a concurrency slot of the version `qualifier` routes to. A
+    /// deploy or a delete may drain the version chosen; then the choice is
+    /// made again, and fails only if it still lands on a drained version.
+    async fn admit(&self, name: &str, qualifier: &Qualifier) -> Result<(Chosen, Slot), ApiError> {
         loop {
-            let function = self
-                .function(name)
-                .ok_or_else(|| ApiError::no_function(name))?;
+            let chosen = self
+                .deployed(name)
+                .ok_or_else(|| ApiError::no_function(name))?
+                .choose(name, qualifier)?;
+            let function = &chosen.function;
             match function.pool.admit().await {
-                Ok(slot) => return Ok((function, slot)),
+                Ok(slot) => return Ok((chosen, slot)),
                 Err(Rejection::Draining) => {
-                    if self
-                        .function(name)
-                        .is_some_and(|f| !Arc::ptr_eq(&f, &function))
-                    {
+                    let moved = self.deployed(name).is_some_and(|d| {
+                        d.versions
+                            .get(&function.version)
+                            .is_none_or(|f| !Arc::ptr_eq(f, function))
+                    });
+                    if moved {
                         continue;
                     }
                     return Err(ApiError::no_function(name));
@@ -128,7 +168,12 @@ impl Host {
     /// if there is one, else on a freshly restored one. A failure of the
     /// host (never of the function, its settings or exhaustion) is retried
     /// once on a fresh instance.
-    fn execute(&self, function: &Function, stdin: &[u8]) -> Execution {
+    fn execute(&self, function: &Function, body: &[u8]) -> Execution {
+        let request = function.runtime_request(body);
+        let (stdin, request_id) = match &request {
+            Some((stdin, id)) => (stdin.as_slice(), Some(id)),
+            None => (body, None),
+        };
         let mut retried = false;
         loop {
             let t0 = Instant::now();
@@ -148,9 +193,7 @@ impl Host {
             if !self.charge_for_run(&mut instance) {
                 if !cold {
                     // Untouched: it can still serve someone else.
-                    function
-                        .pool
-                        .put(instance, function.config.max_ready as usize);
+                    function.pool.put(instance, function.sizing.max_ready());
                 }
                 return Execution::failed(Failure::NoMemory, cold);
             }
@@ -170,6 +213,7 @@ impl Host {
                         cold,
                         restore,
                         run,
+                        request_id: request_id.cloned(),
                     }),
                     cold,
                     instance: Some(instance),
@@ -199,7 +243,7 @@ impl Host {
         }
         let mut freed = 0;
         for f in self.all() {
-            freed += f.pool.trim(f.config.reserved as usize);
+            freed += f.pool.trim(f.sizing.reserved());
         }
         freed > 0 && instance.charge_for_run()
     }
@@ -222,7 +266,7 @@ impl Host {
     /// then for what it holds), otherwise its VM becomes a shell for the
     /// next cold start (cheaper than destroying it and creating another).
     fn put_back(&self, function: &Function, mut instance: Instance) {
-        let max_ready = function.config.max_ready as usize;
+        let max_ready = function.sizing.max_ready();
         if function.pool.has_room(max_ready) {
             match instance.vm().reset() {
                 Ok(()) => {

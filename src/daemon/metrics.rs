@@ -33,6 +33,37 @@ pub struct FunctionLabels {
     pub function: String,
 }
 
+/// Labels of an invocation by the version that ran it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// Function name.
+    pub function: String,
+    /// The version.
+    pub version: String,
+    /// The alias it went through; empty when the request named a version.
+    pub alias: String,
+    /// `ok`, `nonzero_exit` or the error's stable code.
+    pub outcome: &'static str,
+}
+
+/// Labels of a version's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionGaugeLabels {
+    /// Function name.
+    pub function: String,
+    /// The version.
+    pub version: String,
+}
+
+/// Where an invocation was routed, for [`Metrics::ran_version`].
+#[derive(Clone, Copy, Debug)]
+pub struct Routed<'a> {
+    /// The version that ran.
+    pub version: u64,
+    /// The alias, unless the request named a version.
+    pub alias: Option<&'a str>,
+}
+
 /// Labels of a host memory gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemoryLabels {
@@ -64,6 +95,10 @@ pub struct Metrics {
     pub busy: Family<FunctionLabels, Gauge>,
     /// Host memory: budget used and limit, and the daemon's resident size.
     pub memory: Family<MemoryLabels, Gauge>,
+    /// Invocations that ran, by version, alias and outcome.
+    pub version_invocations: Family<VersionLabels, Counter>,
+    /// Ready instances of each version.
+    pub version_ready: Family<VersionGaugeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -76,6 +111,8 @@ impl Default for Metrics {
         let ready = Family::default();
         let busy = Family::default();
         let memory = Family::default();
+        let version_invocations = Family::default();
+        let version_ready = Family::default();
         registry.register(
             "invocations",
             "Invocations that ran (any outcome), by cold or warm start",
@@ -95,6 +132,16 @@ impl Default for Metrics {
         registry.register("ready_instances", "Instances ready", ready.clone());
         registry.register("busy_instances", "Instances serving", busy.clone());
         registry.register("host_memory_bytes", "Host memory", memory.clone());
+        registry.register(
+            "version_invocations",
+            "Invocations that ran, by version, the alias they went through and outcome",
+            version_invocations.clone(),
+        );
+        registry.register(
+            "version_ready_instances",
+            "Instances ready, by version",
+            version_ready.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -104,6 +151,8 @@ impl Default for Metrics {
             ready,
             busy,
             memory,
+            version_invocations,
+            version_ready,
         }
     }
 }
@@ -122,6 +171,19 @@ impl Metrics {
                 function: function.to_string(),
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Counts an invocation of `function` that ran, by where it was routed
+    /// and how it ended.
+    pub fn ran_version(&self, function: &str, routed: Routed<'_>, outcome: &'static str) {
+        self.version_invocations
+            .get_or_create(&VersionLabels {
+                function: function.to_string(),
+                version: routed.version.to_string(),
+                alias: routed.alias.unwrap_or_default().to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Counts a failed invocation of `function` by its error code.
@@ -151,12 +213,25 @@ impl Metrics {
         functions: &[std::sync::Arc<super::function::Function>],
         budget: &super::budget::MemoryBudget,
     ) {
+        // A function's gauges sum its versions.
+        let mut per_function: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
         for f in functions {
+            let sums = per_function.entry(&f.name).or_default();
+            sums.0 += f.pool.ready() as i64;
+            sums.1 += f.pool.busy() as i64;
+            self.version_ready
+                .get_or_create(&VersionGaugeLabels {
+                    function: f.name.clone(),
+                    version: f.version.to_string(),
+                })
+                .set(f.pool.ready() as i64);
+        }
+        for (name, (ready, busy)) in per_function {
             let labels = FunctionLabels {
-                function: f.name.clone(),
+                function: name.to_string(),
             };
-            self.ready.get_or_create(&labels).set(f.pool.ready() as i64);
-            self.busy.get_or_create(&labels).set(f.pool.busy() as i64);
+            self.ready.get_or_create(&labels).set(ready);
+            self.busy.get_or_create(&labels).set(busy);
         }
         let gauge = |kind, value: u64| {
             self.memory
@@ -175,6 +250,14 @@ impl Metrics {
         };
         self.ready.remove(&labels);
         self.busy.remove(&labels);
+    }
+
+    /// Drops the gauges of a deleted version.
+    pub fn forget_version(&self, function: &str, version: u64) {
+        self.version_ready.remove(&VersionGaugeLabels {
+            function: function.to_string(),
+            version: version.to_string(),
+        });
     }
 
     /// The exposition text.

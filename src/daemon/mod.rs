@@ -9,6 +9,8 @@
 //!
 //! - [`host`]: the shared state every job works on
 //! - [`deploy`], [`invoke`], [`delete`]: the API's jobs, one file each
+//! - [`routes`], [`versions`], [`rollout`]: which version serves a
+//!   request, versions and aliases, gradual rollouts
 //! - [`recovery`]: bringing functions back at start
 //! - [`pool_manager`]: keeping instances ready between requests
 //! - [`function`], [`pool`], [`instance`]: a function version, its
@@ -38,8 +40,11 @@ pub mod pool_manager;
 pub mod privileges;
 pub mod recovery;
 pub mod registry;
+pub mod rollout;
+pub mod routes;
 pub mod server;
 pub mod store;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -158,6 +163,7 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let host = tokio::task::spawn_blocking(move || Host::open(store, settings)).await??;
     host.start_pool_manager()
         .context("starting the pool manager")?;
+    host.resume_rollouts();
     let app = http::router(Arc::clone(&host), config.limits.body_timeout);
 
     info!(socket = %config.socket.display(), state = %config.state_dir.display(), "listening");

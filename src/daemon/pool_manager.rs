@@ -60,8 +60,8 @@ impl Host {
         let mut shrank = false;
         for f in self.all() {
             let demand = f.pool.sample_demand();
-            let reserved = f.config.reserved as usize;
-            let max_ready = f.config.max_ready as usize;
+            let reserved = f.sizing.reserved();
+            let max_ready = f.sizing.max_ready();
             let busy = f.pool.busy() as usize;
             let idle = f.pool.idle_secs() > self.settings.idle_timeout.as_secs_f64();
             let predicted = (demand * DEMAND_HEADROOM).ceil() as usize;

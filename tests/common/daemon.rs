@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
@@ -127,6 +128,26 @@ pub async fn deploy(
         )
         .await
         .unwrap()
+}
+
+/// `PUT /v1/functions/{name}` of `{"image": reference}` on the daemon at
+/// `socket`, which must be answered within `within`.
+pub fn deploy_image(socket: &Path, name: &str, reference: &str, within: Duration) -> Response {
+    let client = Client::new(socket);
+    let body = serde_json::to_vec(&serde_json::json!({ "image": reference })).unwrap();
+    block_on(async {
+        tokio::time::timeout(
+            within,
+            client.request(
+                Method::PUT,
+                &format!("/v1/functions/{name}"),
+                Bytes::from(body),
+            ),
+        )
+        .await
+        .expect("the deploy was answered")
+        .unwrap()
+    })
 }
 
 /// `POST /v1/functions/{name}/invoke` with `stdin`.

@@ -185,3 +185,45 @@ pub fn wasi_rust_program(name: &str) -> PathBuf {
         },
     )
 }
+
+/// Imports the language runtimes (`wisp/python:3.12`, `wisp/javascript:…`)
+/// into the image store `store`, running `scripts/build-runtimes` with this
+/// build's `wisp`. The script fetches and builds them once (cached in
+/// `target/runtimes`) and installs what it needs on a fresh Debian machine;
+/// one test at a time runs it.
+pub fn install_runtimes(store: &std::path::Path) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join("scripts/build-runtimes"))
+        .arg("--store")
+        .arg(store)
+        .env("WISP", env!("CARGO_BIN_EXE_wisp"))
+        .status()
+        .expect("running scripts/build-runtimes");
+    assert!(status.success(), "scripts/build-runtimes failed: {status}");
+}
+
+/// Deploys `hello` from the image `reference` as function `greet` through
+/// the CLI on `socket`, and checks what a user sees: the digest in the
+/// deploy's report, the greeting, and the reference and digest that
+/// `wisp inspect` records.
+pub fn deploy_greet_from_image(socket: &std::path::Path, reference: &str, digest: &str) {
+    let socket = socket.to_str().expect("utf-8 path");
+    let out = run(
+        &["deploy", "greet", "--image", reference, "--socket", socket],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(digest), "{}", stderr(&out));
+    let out = run(&["invoke", "greet", "--socket", socket], b"");
+    assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
+    let out = run(&["inspect", "greet", "--socket", socket], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: wisp::api::FunctionInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let image = info.image.expect("an image");
+    assert_eq!(
+        (image.reference.as_str(), image.digest.as_str()),
+        (reference, digest)
+    );
+}

@@ -67,6 +67,29 @@ impl Layout {
         d["digest"].as_str().unwrap().to_string()
     }
 
+    /// Stores an image manifest of `layers` with `config` (an image
+    /// configuration) and lists it under `ref_name`; returns its digest.
+    pub fn image(
+        &mut self,
+        config: &serde_json::Value,
+        layers: &[serde_json::Value],
+        ref_name: Option<&str>,
+    ) -> String {
+        let config = self.blob(
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(config).unwrap(),
+        );
+        self.manifest(
+            json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config,
+                "layers": layers
+            }),
+            ref_name,
+        )
+    }
+
     /// The tar form of the layout, at `path`.
     pub fn tar(&self, path: &Path) {
         let mut b = tar::Builder::new(fs::File::create(path).unwrap());
@@ -110,19 +133,7 @@ pub fn plain_image(
     if let Some(e) = entrypoint {
         config["config"]["Entrypoint"] = json!([e]);
     }
-    let config = layout.blob(
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    layout.manifest(
-        json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config,
-            "layers": [layer]
-        }),
-        Some("plain:1"),
-    )
+    layout.image(&config, &[layer], Some("plain:1"))
 }
 
 /// A tar of hand-made entries: `data` is the content, or the link target

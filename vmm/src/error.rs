@@ -71,6 +71,9 @@ pub enum Error {
     /// Reading `/proc/self/pagemap` (the working set) failed.
     #[error("reading /proc/self/pagemap")]
     Pagemap(#[source] std::io::Error),
+    /// `mincore` on guest memory (what a reset must drop) failed.
+    #[error("mincore on guest memory")]
+    Mincore(#[source] std::io::Error),
     /// The agent's ELF could not be loaded.
     #[error("loading the agent")]
     LoadAgent(#[source] linux_loader::loader::Error),
@@ -110,9 +113,17 @@ pub enum Error {
     /// missing `_start`, incompatible artifact), in the agent's words.
     #[error("{0}")]
     Module(String),
-    /// The module ended while it was being instantiated.
-    #[error("the module ended while it was being instantiated ({0})")]
-    EndedDuringInit(String),
+    /// The module ended before it was ready: while it was being
+    /// instantiated, or (booted to its first read of stdin) before that
+    /// read.
+    #[error("the module ended before it was ready ({outcome:?})")]
+    EndedDuringInit {
+        /// How it ended.
+        outcome: crate::Outcome,
+        /// The end of what it wrote to stderr meanwhile (at most
+        /// [`crate::INIT_STDERR_TAIL`] bytes, lossy UTF-8): often why.
+        stderr: String,
+    },
     /// The module needed more memory than the VM has, in the agent's
     /// words.
     #[error("{0}")]
@@ -424,7 +435,7 @@ impl Error {
             | Error::Protocol(_)
             | Error::AgentPanic(_)
             | Error::Module(_)
-            | Error::EndedDuringInit(_)
+            | Error::EndedDuringInit { .. }
             | Error::OutOfMemory(_)
             | Error::OutputLimit(_) => Blame::Guest,
             Error::Config(_)

@@ -27,6 +27,7 @@ mod io;
 mod kvm;
 mod loader;
 mod memory;
+mod pagemap;
 pub mod seccomp;
 mod shell;
 mod timer;
@@ -35,11 +36,11 @@ mod vm;
 pub use error::{Blame, ConfigError, DescriptorProblem, Error, FilesError, ProtocolError, Result};
 pub use files::{Files, FilesBuilder, SCRATCH_DIR};
 pub use io::{refuse_fs_call, BufferIo, GuestIo};
-pub use kvm::open_kvm;
+pub use kvm::{assume_guest_cpu_features, guest_cpu_features, open_kvm, probe_guest_cpu_features};
 pub use loader::AGENT_ELF;
 pub use shell::Shell;
 pub use vm::{
     compat, BootTimings, Capture, Image, Invocation, Outcome, Prefault, RestoreTimings, Vm,
-    VmConfig, WorkingSet,
+    VmConfig, WorkingSet, INIT_STDERR_TAIL,
 };
 pub use wisp_abi::boot::TestMode;

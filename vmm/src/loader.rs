@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use vm_memory::GuestAddress;
-use wisp_abi::boot::{BootInfo, TestMode, BOOT_MAGIC};
+use wisp_abi::boot::{BootInfo, ReadyAt, TestMode, BOOT_MAGIC};
 use wisp_abi::layout::*;
 
 use crate::error::{ConfigError, Error, Result};
@@ -36,6 +36,7 @@ pub fn load(
     artifact: &[u8],
     files: &[u8],
     test_mode: TestMode,
+    ready_at: ReadyAt,
     tsc_khz: u64,
 ) -> Result<Placement> {
     let loaded = Elf::load(
@@ -77,6 +78,8 @@ pub fn load(
         realtime_ns: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
+        ready_at: ready_at as u32,
+        reserved: 0,
     };
     memory::write(mem, BOOT_INFO_ADDR, &boot.to_bytes())?;
     Ok(Placement {
@@ -151,7 +154,16 @@ mod tests {
     #[test]
     fn the_module_is_placed_after_all_of_the_agent() {
         let mem = memory::create(64 << 20).unwrap();
-        load(&mem, 64 << 20, b"module", b"", TestMode::None, 1).unwrap();
+        load(
+            &mem,
+            64 << 20,
+            b"module",
+            b"",
+            TestMode::None,
+            ReadyAt::Instantiated,
+            1,
+        )
+        .unwrap();
         // `module_addr` is at byte 40 of the boot record.
         let boot = memory::read(&mem, BOOT_INFO_ADDR, BootInfo::SIZE).unwrap();
         let module_addr = u64::from_le_bytes(boot[40..48].try_into().unwrap());

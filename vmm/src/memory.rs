@@ -281,6 +281,62 @@ pub fn clear_holes(mem: &GuestRam, holes: &[(u64, PageRuns)]) -> Result<PageRuns
     Ok(dropped)
 }
 
+/// Runs of pages in the byte range `(offset, len)` of `mem` that are
+/// present: in anonymous memory, the ones something touched. Asks
+/// `PAGEMAP_SCAN`, which skips empty page tables, else `mincore`.
+pub fn resident_runs(mem: &GuestRam, offset: u64, len: u64) -> Result<PageRuns> {
+    let (base, size) = host_range(mem);
+    if offset.checked_add(len).is_none_or(|end| end > size as u64)
+        || !offset.is_multiple_of(PAGE_SIZE)
+    {
+        return Err(Error::OutOfRange { addr: offset, len });
+    }
+    let addr = base as u64 + offset;
+    let first = offset / PAGE_SIZE;
+    if let Some(runs) = crate::pagemap::present(addr, len) {
+        let runs = runs.map_err(Error::Pagemap)?;
+        return Ok(runs.into_iter().map(|(p, n)| (first + p, n)).collect());
+    }
+    mincore_runs(addr, len, first)
+}
+
+/// [`resident_runs`] by `mincore` over the host range `[addr, addr + len)`,
+/// numbering pages from `first`. The range must lie in a live mapping.
+fn mincore_runs(addr: u64, len: u64, first: u64) -> Result<PageRuns> {
+    let mut vec = vec![0u8; len.div_ceil(PAGE_SIZE) as usize];
+    // SAFETY: the caller passes a range inside a live mapping, and `vec`
+    // has a byte for each of its pages; mincore only writes `vec`.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len as usize, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::Mincore(std::io::Error::last_os_error()));
+    }
+    let mut runs = Vec::new();
+    // Mostly zeroes: skip them eight at a time.
+    for (chunk, bytes) in vec.chunks(8).enumerate() {
+        if bytes.iter().all(|&b| b & 1 == 0) {
+            continue;
+        }
+        for (i, _) in bytes.iter().enumerate().filter(|(_, &b)| b & 1 != 0) {
+            push_run(&mut runs, first + (chunk * 8 + i) as u64);
+        }
+    }
+    Ok(runs)
+}
+
+/// Gives page `runs` of anonymous memory back to the host: they read as
+/// zeroes again, and the next touch takes a fresh (huge) page.
+pub fn drop_runs(mem: &GuestRam, runs: &[(u64, u64)]) -> Result<()> {
+    for &(start, count) in runs {
+        madvise(
+            mem,
+            start * PAGE_SIZE,
+            count * PAGE_SIZE,
+            libc::MADV_DONTNEED,
+        )?;
+    }
+    Ok(())
+}
+
 /// How [`populate`] pre-faults pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {
@@ -329,10 +385,7 @@ pub fn touched_pages(mem: &GuestRam) -> Result<TouchedPages> {
     const FILE_OR_SHARED: u64 = 1 << 61;
     let (base, size) = host_range(mem);
     let pages = size as u64 / PAGE_SIZE;
-    let file = File::open("/proc/self/pagemap").map_err(Error::Pagemap)?;
-    let mut raw = vec![0u8; pages as usize * 8];
-    file.read_exact_at(&mut raw, base as u64 / PAGE_SIZE * 8)
-        .map_err(Error::Pagemap)?;
+    let raw = crate::pagemap::entries(base as u64, pages).map_err(Error::Pagemap)?;
     let mut touched = TouchedPages::default();
     for (page, entry) in raw.chunks_exact(8).enumerate() {
         let entry = u64::from_le_bytes(entry.try_into().expect("8-byte chunk"));
@@ -530,6 +583,25 @@ mod tests {
         assert_eq!(dropped, vec![(1024, 512)]);
         assert_eq!(read(&mem, 4 << 20, 8).unwrap(), [0; 8]);
         assert!(anonymous_over(&mem, &[(15 << 20, 2 << 20)]).is_err());
+    }
+
+    #[test]
+    fn touched_anonymous_pages_are_found_and_dropped() {
+        let mem = create(16 << 20).unwrap();
+        anonymous_over(&mem, &[(4 << 20, 8 << 20)]).unwrap();
+        assert!(resident_runs(&mem, 4 << 20, 8 << 20).unwrap().is_empty());
+        write(&mem, (6 << 20) + 5, b"x").unwrap();
+        let runs = resident_runs(&mem, 4 << 20, 8 << 20).unwrap();
+        // A 4 KiB page, or its whole huge page if the host gave one.
+        assert!(runs == [(1536, 1)] || runs == [(1536, 512)], "{runs:?}");
+        // The fallback without PAGEMAP_SCAN sees the same.
+        let (base, _) = host_range(&mem);
+        let by_mincore = mincore_runs(base as u64 + (4 << 20), 8 << 20, 1024).unwrap();
+        assert_eq!(by_mincore, runs);
+        drop_runs(&mem, &runs).unwrap();
+        assert!(resident_runs(&mem, 4 << 20, 8 << 20).unwrap().is_empty());
+        assert_eq!(read(&mem, (6 << 20) + 5, 1).unwrap(), [0]);
+        resident_runs(&mem, 15 << 20, 2 << 20).unwrap_err();
     }
 
     #[test]

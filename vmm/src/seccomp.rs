@@ -37,8 +37,8 @@ use crate::error::Result;
 /// docs of their own.
 mod nr {
     use kvm_bindings::{
-        kvm_cpuid2, kvm_dirty_log, kvm_fpu, kvm_msrs, kvm_regs, kvm_sregs,
-        kvm_userspace_memory_region, kvm_xcrs, kvm_xsave, KVMIO,
+        kvm_clear_dirty_log, kvm_cpuid2, kvm_dirty_log, kvm_enable_cap, kvm_fpu, kvm_msrs,
+        kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, kvm_xsave, KVMIO,
     };
     use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
@@ -47,6 +47,8 @@ mod nr {
     ioctl_iowr_nr!(KVM_GET_SUPPORTED_CPUID, KVMIO, 0x05, kvm_cpuid2);
     ioctl_io_nr!(KVM_CREATE_VCPU, KVMIO, 0x41);
     ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
+    ioctl_iowr_nr!(KVM_CLEAR_DIRTY_LOG, KVMIO, 0xc0, kvm_clear_dirty_log);
+    ioctl_iow_nr!(KVM_ENABLE_CAP, KVMIO, 0xa3, kvm_enable_cap);
     ioctl_iow_nr!(
         KVM_SET_USER_MEMORY_REGION,
         KVMIO,
@@ -69,6 +71,7 @@ mod nr {
     ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
     ioctl_iow_nr!(KVM_SET_XCRS, KVMIO, 0xa7, kvm_xcrs);
 }
+pub(crate) use nr::KVM_CLEAR_DIRTY_LOG;
 use nr::*;
 
 /// The KVM ioctls a VM thread may issue, by name.
@@ -78,6 +81,7 @@ pub fn kvm_ioctls() -> Vec<(&'static str, u64)> {
         ("KVM_CREATE_VM", KVM_CREATE_VM()),
         ("KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE()),
         ("KVM_SET_TSS_ADDR", KVM_SET_TSS_ADDR()),
+        ("KVM_ENABLE_CAP", KVM_ENABLE_CAP()),
         ("KVM_CREATE_VCPU", KVM_CREATE_VCPU()),
         ("KVM_SET_CPUID2", KVM_SET_CPUID2()),
         // Cached by `prepare`; listed in case the cache is cold.
@@ -85,6 +89,7 @@ pub fn kvm_ioctls() -> Vec<(&'static str, u64)> {
         // Attaching, detaching guest memory; the dirty log of a reset.
         ("KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION()),
         ("KVM_GET_DIRTY_LOG", KVM_GET_DIRTY_LOG()),
+        ("KVM_CLEAR_DIRTY_LOG", KVM_CLEAR_DIRTY_LOG()),
         // Running, and loading the vCPU state of a restore or reset.
         ("KVM_RUN", KVM_RUN()),
         ("KVM_GET_REGS", KVM_GET_REGS()),
@@ -102,6 +107,16 @@ pub fn kvm_ioctls() -> Vec<(&'static str, u64)> {
         ("KVM_SET_FPU", KVM_SET_FPU()),
         ("KVM_GET_TSC_KHZ", KVM_GET_TSC_KHZ()),
     ]
+}
+
+/// Every ioctl request a VM thread may make: KVM's, and `PAGEMAP_SCAN` (on
+/// its own pagemap: what a reset finds touched in memory KVM does not log).
+fn vm_ioctls() -> Vec<u64> {
+    kvm_ioctls()
+        .into_iter()
+        .map(|(_, request)| request)
+        .chain([crate::pagemap::PAGEMAP_SCAN])
+        .collect()
 }
 
 /// `madvise` advice a VM thread may give: dropping pages (the allocator),
@@ -196,9 +211,9 @@ pub fn vm_thread() -> Vec<Syscall> {
         Syscall::with(
             "ioctl",
             SYS_ioctl,
-            kvm_ioctls()
+            vm_ioctls()
                 .into_iter()
-                .map(|(_, request)| arg_eq(1, request))
+                .map(|request| arg_eq(1, request))
                 .collect(),
         ),
         // Guest memory (snapshot file mapped copy-on-write), the vCPU's
@@ -217,6 +232,8 @@ pub fn vm_thread() -> Vec<Syscall> {
             SYS_madvise,
             MADVICE.iter().map(|&a| arg_eq(2, a as u64)).collect(),
         ),
+        // A reset finds the pages touched in memory KVM does not log.
+        Syscall::any("mincore", SYS_mincore),
         // A reset copies the written pages back from the snapshot file.
         Syscall::any("pread64", SYS_pread64),
         // Dropping a VM closes its VM and vCPU descriptors.
@@ -252,15 +269,14 @@ pub fn vm_thread() -> Vec<Syscall> {
 
 /// The calls that would take a VM thread beyond its own VMs: starting
 /// processes or threads, sockets, signals to others, executable memory,
-/// ioctls on anything but KVM, tracing, namespaces, credentials, kernel
+/// ioctls but KVM's and a pagemap scan, tracing, namespaces, credentials, kernel
 /// modules. No code of ours, of the C library or of Rust's runtime makes
 /// them on a VM thread, so one of them means the thread is compromised:
 /// under [`Enforcement::Deny`] they kill the process.
 pub fn reaching_calls() -> Vec<Syscall> {
     use libc::*;
-    let kvm: Vec<u64> = kvm_ioctls().into_iter().map(|(_, nr)| nr).collect();
     let mut calls = vec![
-        Syscall::with("ioctl", SYS_ioctl, vec![arg_none_of(1, &kvm)]),
+        Syscall::with("ioctl", SYS_ioctl, vec![arg_none_of(1, &vm_ioctls())]),
         Syscall::with("mmap", SYS_mmap, vec![arg_set(2, PROT_EXEC as u64)]),
         Syscall::with("mprotect", SYS_mprotect, vec![arg_set(2, PROT_EXEC as u64)]),
     ];
@@ -427,10 +443,12 @@ fn seccomp_error(e: impl std::error::Error + Send + Sync + 'static) -> crate::Er
 }
 
 /// Does once per process what a VM thread would otherwise do on its first
-/// VM, with system calls its filter does not allow: opens `/dev/kvm`,
+/// VM, with system calls its filter does not allow: opens `/dev/kvm` and
+/// the process's pagemap,
 /// fetches the CPUID KVM supports and installs the timeout signal's
 /// handler. Call it before filtering any thread.
 pub fn prepare() -> Result<()> {
+    crate::pagemap::open();
     let kvm = crate::kvm::kvm()?;
     crate::arch::supported_cpuid(kvm)?;
     crate::timer::install_handler().map_err(crate::Error::Timer)
@@ -441,6 +459,7 @@ pub fn prepare() -> Result<()> {
 /// guest's CPUID, and a thread that boots after all fetches KVM's under
 /// its filter (which allows that ioctl).
 pub fn prepare_to_restore() -> Result<()> {
+    crate::pagemap::open();
     crate::kvm::kvm()?;
     crate::timer::install_handler().map_err(crate::Error::Timer)
 }

@@ -4,7 +4,9 @@
 //! here), and neither depends on the function, so shells can be made ahead
 //! of time and filled with a snapshot's memory and vCPU state when needed.
 
-use kvm_bindings::CpuId;
+use kvm_bindings::{
+    kvm_enable_cap, CpuId, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+};
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::arch;
@@ -18,6 +20,11 @@ pub struct Shell {
     pub(crate) vm: VmFd,
     /// The CPUID the vCPU was given, once it has one.
     pub(crate) cpuid: Option<CpuId>,
+    /// Whether KVM's dirty log is under manual protection here: reading it
+    /// neither clears it nor write-protects the pages again, so a page the
+    /// guest rewrites on every invocation costs one exit, not one per
+    /// invocation (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).
+    pub(crate) manual_dirty_log: bool,
 }
 
 impl Shell {
@@ -40,10 +47,20 @@ impl Shell {
         // real mode, and other hosts reject or ignore it, so failure is fine.
         let _ = vm.set_tss_address(0xfffb_d000);
         let vcpu = vm.create_vcpu(0).map_err(Error::kvm("CREATE_VCPU"))?;
+        let manual = kvm_enable_cap {
+            cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            // Protection on, without KVM_DIRTY_LOG_INITIALLY_SET: a new
+            // slot starts with an empty log.
+            args: [u64::from(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE), 0, 0, 0],
+            ..Default::default()
+        };
+        // A KVM without it logs the classic way; resets work either way.
+        let manual_dirty_log = vm.enable_cap(&manual).is_ok();
         Ok(Shell {
             vcpu,
             vm,
             cpuid: None,
+            manual_dirty_log,
         })
     }
 

@@ -61,6 +61,9 @@ pub struct Ctx {
     pub limits: crate::limits::Limits,
     /// The descriptor table: stdio, files and directories.
     pub fs: Vfs,
+    /// The TSC rate, while the module's first read of stdin is still to
+    /// report `Ready` (`crate::ready`).
+    pub ready_at_read: Option<u64>,
 }
 
 impl Ctx {
@@ -75,6 +78,7 @@ impl Ctx {
             rng: ChaCha12Rng::from_seed([0; 32]),
             limits,
             fs,
+            ready_at_read: None,
         }
     }
 
@@ -261,6 +265,7 @@ fn fd_read(
         FdKind::File => return fs::read(mem, ctx, fd as u32, (ptr, len), None, nread),
         FdKind::Stdio(_) | FdKind::Dir => return Err(Errno::Badf),
     }
+    crate::ready::before_stdin(ctx);
     let dst = mem.slice_mut(ptr, len)?;
     let n = ctx.stdio.read(&mut ctx.channel, dst);
     mem.write_u32(nread, n as u32)
@@ -407,6 +412,9 @@ fn poll_oneoff(
     let mut all = Vec::new();
     for i in 0..count {
         all.push(subscription(mem, ctx, subs + i * SUBSCRIPTION_SIZE)?);
+    }
+    if all.iter().any(|sub| matches!(sub.wait, Wait::Stdin)) {
+        crate::ready::before_stdin(ctx);
     }
     let start = ctx.clock.monotonic_ns();
     let ready = |ctx: &Ctx, sub: &Subscription, at_once: bool| match sub.wait {

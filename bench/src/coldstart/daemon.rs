@@ -19,6 +19,9 @@ use crate::procfs::proc_kib;
 
 /// A request taking longer than this is an error (the daemon is stuck).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A deploy may first compile its module: a language runtime's
+/// interpreter takes about half a minute on a 2-core machine.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A daemon under test with a keep-alive connection for sequential
 /// requests, driven from a single-threaded runtime so a request costs no
@@ -34,8 +37,10 @@ pub struct BenchDaemon {
 pub struct Function {
     /// Label in the results (`hello`, `transform`).
     pub label: String,
-    /// The module, `.wasm` or `.wat`.
+    /// The module, `.wasm` or `.wat` (empty for a handler).
     pub module: Vec<u8>,
+    /// A handler on a language runtime, deployed as code instead.
+    pub handler: Option<HandlerCode>,
     /// The request body (its stdin).
     pub input: Bytes,
     /// What it must answer.
@@ -45,6 +50,19 @@ pub struct Function {
     /// At most this many invocations per scenario: a heavy function's
     /// rows need fewer samples than a trivial one's.
     pub max_runs: usize,
+}
+
+/// A handler deployed as code on a runtime (docs/RUNTIMES.md).
+#[derive(Clone, Debug)]
+pub struct HandlerCode {
+    /// The runtime (`python3.12`).
+    pub runtime: String,
+    /// `MODULE.FUNCTION`.
+    pub handler: String,
+    /// The code's directory.
+    pub dir: std::path::PathBuf,
+    /// The code as the tar a deploy sends.
+    pub code_tar: Vec<u8>,
 }
 
 impl BenchDaemon {
@@ -68,9 +86,19 @@ impl BenchDaemon {
     }
 
     fn request(&mut self, method: Method, path: &str, body: Bytes) -> Result<Response> {
+        self.request_within(REQUEST_TIMEOUT, method, path, body)
+    }
+
+    fn request_within(
+        &mut self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response> {
         let conn = &mut self.conn;
         self.runtime.block_on(async {
-            tokio::time::timeout(REQUEST_TIMEOUT, conn.send(method, path, body))
+            tokio::time::timeout(timeout, conn.send(method, path, body))
                 .await
                 .context("no response from the daemon")?
         })
@@ -84,23 +112,51 @@ impl BenchDaemon {
         reserved: u32,
         max_ready: u32,
     ) -> Result<()> {
-        let module = DeployRequest::module(&function.module, FunctionConfig::default());
         // Only the settings the benchmark chooses, the rest left to the
         // daemon's defaults: so a `--baseline` build from before a setting
         // existed accepts the request too.
-        let request = serde_json::json!({
-            "module_base64": module.module_base64,
+        let mut request = serde_json::json!({
             "memory_mib": function.memory_mib,
             "reserved": reserved,
             "max_ready": max_ready,
         });
-        self.request(
+        match &function.handler {
+            Some(code) => {
+                let code_request = DeployRequest::code(&code.code_tar, FunctionConfig::default());
+                request["code_base64"] = code_request.code_base64.into();
+                request["runtime"] = code.runtime.clone().into();
+                request["handler"] = code.handler.clone().into();
+            }
+            None => {
+                let module = DeployRequest::module(&function.module, FunctionConfig::default());
+                request["module_base64"] = module.module_base64.into();
+            }
+        }
+        self.request_within(
+            DEPLOY_TIMEOUT,
             Method::PUT,
             &format!("/v1/functions/{name}"),
             Bytes::from(serde_json::to_vec(&request)?),
         )?
         .ok()
         .with_context(|| format!("deploying {name}"))?;
+        Ok(())
+    }
+
+    /// Points `name`'s `alias` as `routing` (an `AliasRouting`) says.
+    pub fn put_alias(
+        &mut self,
+        name: &str,
+        alias: &str,
+        routing: &serde_json::Value,
+    ) -> Result<()> {
+        self.request(
+            Method::PUT,
+            &format!("/v1/functions/{name}/aliases/{alias}"),
+            Bytes::from(serde_json::to_vec(routing)?),
+        )?
+        .ok()
+        .with_context(|| format!("setting {name}'s alias {alias}"))?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod fresh;
+pub mod handlers;
 pub mod machine;
 pub mod plot;
 pub mod process;
@@ -29,9 +30,9 @@ use clap::ValueEnum;
 use self::daemon::{BenchDaemon, Function};
 use self::process::{find_program, ProcessRun};
 use self::report::{
-    Report, Skipped, BASELINE_COLD, BASELINE_WARM, COLD, ECHO, NATIVE, WARM, WASMTIME,
+    Report, Skipped, BASELINE_COLD, BASELINE_WARM, COLD, ECHO, NATIVE, WARM, WARM_SPLIT, WASMTIME,
 };
-use self::series::Start;
+use self::series::{Series, Start};
 
 /// The trivial function: wisp's example.
 const HELLO_WAT: &[u8] = include_bytes!("../../../examples/hello.wat");
@@ -55,6 +56,9 @@ pub struct Plan {
     pub burst_duration: Duration,
     /// Ready instances for the density scenario (0: none).
     pub density: u32,
+    /// Ready instances of the Python handler for its density scenario (0:
+    /// none; needs `runtimes`).
+    pub density_python: u32,
     /// Built by `scripts/build-bench-functions`: the realistic function,
     /// native twins, the payload and container bundles. Without it only
     /// the trivial function runs, against `/bin/echo` as the native process.
@@ -68,6 +72,9 @@ pub struct Plan {
     /// Another `wisp` build (say, the one before a change) whose daemon's
     /// cold and warm scenarios run beside `wisp`'s, in the same run.
     pub baseline: Option<PathBuf>,
+    /// `scripts/build-runtimes`' output (its OCI layouts of the runtime
+    /// images): with it, Python and JavaScript handlers are measured too.
+    pub runtimes: Option<PathBuf>,
 }
 
 /// The ways to run a function other than wisp's daemon.
@@ -95,6 +102,10 @@ impl Alternative {
         }
     }
 }
+
+/// Fresh boots of a handler: each starts the interpreter and imports the
+/// handler (a quarter of a second for Python), so fewer samples.
+const FRESH_HANDLER_RUNS: usize = 30;
 
 /// Guest memory of the trivial function.
 const HELLO_MIB: u32 = 16;
@@ -133,6 +144,7 @@ fn touch(mib: u32) -> Function {
     Function {
         label: "touch".into(),
         module: wat.into_bytes(),
+        handler: None,
         input: Bytes::new(),
         expected: Bytes::from_static(b"touched\n"),
         // Room for the agent and the module beside the touched memory.
@@ -146,6 +158,7 @@ fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
     let mut functions = vec![Function {
         label: "hello".into(),
         module: HELLO_WAT.to_vec(),
+        handler: None,
         input: Bytes::new(),
         expected: Bytes::from_static(HELLO_OUT),
         memory_mib: HELLO_MIB,
@@ -179,6 +192,7 @@ fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
     functions.push(Function {
         label: "transform".into(),
         module: read("transform.wasm")?,
+        handler: None,
         input: Bytes::from(payload),
         expected: Bytes::from(expected.stdout),
         memory_mib: TRANSFORM_MIB,
@@ -189,7 +203,7 @@ fn functions(plan: &Plan) -> Result<(Vec<Function>, Skipped)> {
 
 /// Runs the whole benchmark and writes its results into `plan.out`.
 pub fn run(plan: &Plan) -> Result<Report> {
-    let (functions, mut skipped) = functions(plan)?;
+    let (mut functions, mut skipped) = functions(plan)?;
     if let Some(wasmtime) = plan.wasmtime.as_ref().filter(|w| !w.is_file()) {
         anyhow::bail!("--wasmtime {}: no such program", wasmtime.display());
     }
@@ -200,6 +214,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
         series: Vec::new(),
         burst: None,
         density: None,
+        python_density: None,
         skipped: Vec::new(),
     };
     let daemon_dir = plan.out.join("daemon");
@@ -207,6 +222,16 @@ pub fn run(plan: &Plan) -> Result<Report> {
     let flags = daemon_flags(plan);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut daemon = BenchDaemon::start(&plan.wisp, &daemon_dir, &flags)?;
+    let store = daemon_dir.join("state").join("images");
+    if let Some(runtimes) = &plan.runtimes {
+        functions.extend(handlers::functions(
+            &plan.wisp,
+            runtimes,
+            &store,
+            &plan.out,
+            &mut skipped,
+        )?);
+    }
     let mut baseline = match &plan.baseline {
         Some(wisp) => {
             let dir = plan.out.join("baseline");
@@ -220,7 +245,8 @@ pub fn run(plan: &Plan) -> Result<Report> {
 
     for f in &functions {
         let mut daemons = vec![(&mut daemon, [COLD, WARM])];
-        if let Some(baseline) = baseline.as_mut() {
+        // (A baseline build may predate handlers.)
+        if let Some(baseline) = baseline.as_mut().filter(|_| f.handler.is_none()) {
             daemons.push((baseline, [BASELINE_COLD, BASELINE_WARM]));
         }
         for (daemon, _) in &mut daemons {
@@ -243,10 +269,36 @@ pub fn run(plan: &Plan) -> Result<Report> {
             daemon.delete(&format!("{}-cold", f.label))?;
             daemon.delete(&format!("{}-warm", f.label))?;
         }
-        report.series.push(fresh::fresh_boot(f, plan.process_runs)?);
+        match &f.handler {
+            None => {
+                // Right after the warm series, on this build only (a
+                // baseline may predate aliases).
+                report.series.push(warm_split(&mut daemon, f, plan.runs)?);
+                report.series.push(fresh::fresh_boot(f, plan.process_runs)?);
+            }
+            Some(code) => {
+                let runs = plan.process_runs.min(FRESH_HANDLER_RUNS);
+                report
+                    .series
+                    .push(handlers::fresh_boot(f, code, &store, runs)?);
+            }
+        }
     }
 
     for f in &functions {
+        if let Some(code) = &f.handler {
+            // A handler's native alternative is its interpreter.
+            if plan.without.contains(&Alternative::Native) {
+                continue;
+            }
+            let stdin = write_input(plan, f)?;
+            let native = handlers::native(f, code).map(|run| ProcessRun { stdin, ..run });
+            match native.map(|run| run.series(&f.label, plan.process_runs)) {
+                Ok(Ok(series)) => report.series.push(series),
+                Ok(Err(why)) | Err(why) => skipped.push((format!("process / {}", f.label), why)),
+            }
+            continue;
+        }
         for alternative in alternatives(plan, f, &mut skipped)? {
             match alternative.series(&f.label, plan.process_runs.min(f.max_runs)) {
                 Ok(series) => report.series.push(series),
@@ -283,6 +335,13 @@ pub fn run(plan: &Plan) -> Result<Report> {
             Err(e) => skipped.push(("density".to_string(), format!("{e:#}"))),
         }
     }
+    let python = functions.iter().find(|f| f.label == "python");
+    if let Some(python) = python.filter(|_| plan.density_python > 0) {
+        match daemon::density(&mut daemon, python, plan.density_python) {
+            Ok(d) => report.python_density = Some(d),
+            Err(e) => skipped.push(("density of Python".to_string(), format!("{e:#}"))),
+        }
+    }
     report.skipped = skipped;
     Ok(report)
 }
@@ -295,7 +354,8 @@ pub fn run(plan: &Plan) -> Result<Report> {
 /// hold under 1 MiB.
 fn daemon_flags(plan: &Plan) -> Vec<String> {
     const BASE_MIB: u64 = 8 << 10;
-    let density_mib = u64::from(plan.density) * u64::from(HELLO_MIB + 2);
+    let density_mib = (u64::from(plan.density) * u64::from(HELLO_MIB + 2))
+        .max(u64::from(plan.density_python) * u64::from(handlers::HANDLER_MIB + 2));
     let budget = BASE_MIB.max(density_mib + (4 << 10));
     vec!["--memory-budget".into(), format!("{budget}M")]
 }
@@ -310,6 +370,24 @@ fn deploy_cold_and_warm(daemon: &mut BenchDaemon, f: &Function) -> Result<()> {
     daemon.deploy(&format!("{}-warm", f.label), f, 2, 2)?;
     let _ = daemon.series(COLD, &cold, f, 10, Some(Start::Cold));
     Ok(())
+}
+
+/// The warm scenario through `live` split 90/10 between two versions of
+/// `f`, each with two pooled instances (the split's shares of them, rounded
+/// up: two and one).
+fn warm_split(daemon: &mut BenchDaemon, f: &Function, runs: usize) -> Result<Series> {
+    let name = format!("{}-split", f.label);
+    daemon.deploy(&name, f, 2, 2)?;
+    daemon.deploy(&name, f, 2, 2)?;
+    daemon.put_alias(
+        &name,
+        "live",
+        &serde_json::json!({"version": 1, "additional": {"version": 2, "weight": 10}}),
+    )?;
+    let _ = daemon.series(WARM_SPLIT, &name, f, 20, None);
+    let series = daemon.series(WARM_SPLIT, &name, f, runs, None);
+    daemon.delete(&name)?;
+    Ok(series)
 }
 
 /// The process-per-invocation alternatives for `f` that this host has;

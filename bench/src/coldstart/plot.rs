@@ -352,6 +352,7 @@ mod tests {
                 pool: vec![(0, 0, 2, 5), (50, 1, 2, 0)],
             }),
             density: None,
+            python_density: None,
             skipped: vec![],
         };
         let files = write(&report, dir.path()).unwrap();

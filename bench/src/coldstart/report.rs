@@ -24,6 +24,8 @@ pub struct Report {
     pub burst: Option<Burst>,
     /// The density scenario, if it ran.
     pub density: Option<Density>,
+    /// The density scenario of the Python handler, if it ran.
+    pub python_density: Option<Density>,
     /// Scenarios and alternatives that could not run, with the reason.
     pub skipped: Skipped,
 }
@@ -35,6 +37,9 @@ pub type Skipped = Vec<(String, String)>;
 pub const COLD: &str = "wisp cold";
 /// The warm scenario.
 pub const WARM: &str = "wisp warm";
+/// The warm scenario through an alias splitting 90/10 between two
+/// versions (each with its own pool), in the same run as [`WARM`].
+pub const WARM_SPLIT: &str = "wisp warm split";
 /// The cold scenario on the `--baseline` build.
 pub const BASELINE_COLD: &str = "baseline cold";
 /// The warm scenario on the `--baseline` build.
@@ -45,6 +50,8 @@ pub const NATIVE: &str = "native fork/exec";
 pub const ECHO: &str = "fork/exec /bin/echo";
 /// The `wasmtime run` alternative.
 pub const WASMTIME: &str = "wasmtime run";
+/// The Python handler as a `python3` process per invocation.
+pub const PYTHON_PROCESS: &str = "python3 process";
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -132,8 +139,8 @@ impl Report {
         }
         for s in &self.series {
             let cold = s.count(super::series::Start::Cold);
-            if s.scenario == WARM && cold > 0 {
-                let _ = writeln!(out, "note: {cold} of the {} `{WARM}` invocations of {} found no instance ready and started cold", s.samples.len(), s.function);
+            if (s.scenario == WARM || s.scenario == WARM_SPLIT) && cold > 0 {
+                let _ = writeln!(out, "note: {cold} of the {} `{}` invocations of {} found no instance ready and started cold", s.samples.len(), s.scenario, s.function);
             }
         }
         if let Some(b) = &self.burst {
@@ -155,10 +162,11 @@ impl Report {
                 peak(|p| p.2)
             );
         }
-        if let Some(d) = &self.density {
+        for (what, d) in [("", &self.density), (" of Python", &self.python_density)] {
+            let Some(d) = d else { continue };
             let _ = writeln!(
                 out,
-                "\ndensity: {} of {} instances ready ({} MiB guests) after a {} ms deploy; idle, each takes {} KiB of host memory ({} KiB of it in the daemon's RSS); {}/20 invocations answered",
+                "\ndensity{what}: {} of {} instances ready ({} MiB guests) after a {} ms deploy; idle, each takes {} KiB of host memory ({} KiB of it in the daemon's RSS); {}/20 invocations answered",
                 d.ready, d.requested, d.guest_mib, d.deploy_ms, d.host_kib_per_instance, d.rss_kib_per_instance, d.invocations_ok
             );
         }
@@ -182,6 +190,7 @@ impl Report {
         let f = "hello";
         let cold = self.p50(COLD, f);
         let warm = self.p50(WARM, f);
+        let split = self.p50(WARM_SPLIT, f);
         let native = self.p50(NATIVE, f);
         let echo = self.p50(ECHO, f);
         let wasmtime = self.p50(WASMTIME, f);
@@ -222,6 +231,15 @@ impl Report {
                 format!("warm p50 <= 100 us: {}", fmt(warm)),
             ),
             (
+                warm.zip(split)
+                    .map(|(w, s)| s <= w + Duration::from_micros(5)),
+                format!(
+                    "warm through a 90/10 alias split adds <= 5 us to warm p50: {} vs {}",
+                    fmt(split),
+                    fmt(warm)
+                ),
+            ),
+            (
                 speedup(native, warm).map(|x| x >= 9.0),
                 format!(
                     "warm >= 9x faster than a process spawn (static binary): {}",
@@ -248,6 +266,7 @@ impl Report {
                 speedup(wasmtime, cli).map_or("-".into(), |x| format!("{x:.1}x"))
             ),
         ));
+        targets.extend(self.handler_targets());
         targets.push(match &self.burst {
             Some(b) => (
                 Some(b.clients >= 1000 && b.series.failures() == 0),
@@ -269,7 +288,56 @@ impl Report {
             ),
             None => (None, "density >= 1000 ready at <= 2 MiB each".to_string()),
         });
+        targets.push(match &self.python_density {
+            Some(d) => (
+                Some(d.ready >= 500),
+                format!(
+                    "density of Python >= 500 ready: {} at {} KiB each",
+                    d.ready, d.host_kib_per_instance
+                ),
+            ),
+            None => (None, "density of Python >= 500 ready".to_string()),
+        });
         targets
+    }
+
+    /// The targets of Python and JavaScript handlers (issue 15).
+    fn handler_targets(&self) -> Vec<(Option<bool>, String)> {
+        let fmt =
+            |d: Option<Duration>| d.map_or_else(|| "-".to_string(), |d| format!("{:.3} ms", ms(d)));
+        let python = self.find(COLD, "python").and_then(|s| s.summary());
+        let (cold, cold_p99) = (python.as_ref().map(|s| s.p50), python.map(|s| s.p99));
+        let warm = self.p50(WARM, "python");
+        let process = self.p50(PYTHON_PROCESS, "python");
+        let js_cold = self.p50(COLD, "javascript");
+        vec![
+            (
+                cold.zip(cold_p99).map(|(p50, p99)| {
+                    p50 <= Duration::from_millis(5) && p99 <= Duration::from_millis(15)
+                }),
+                format!(
+                    "Python handler cold p50 <= 5 ms, p99 <= 15 ms: {}, {}",
+                    fmt(cold),
+                    fmt(cold_p99)
+                ),
+            ),
+            (
+                warm.map(|w| w <= Duration::from_micros(500)),
+                format!("Python handler warm p50 <= 0.5 ms: {}", fmt(warm)),
+            ),
+            (
+                js_cold.map(|c| c <= Duration::from_millis(2)),
+                format!("JavaScript handler cold p50 <= 2 ms: {}", fmt(js_cold)),
+            ),
+            (
+                cold.zip(process).map(|(c, p)| c < p),
+                format!(
+                    "Python handler cold faster than a `python3` process: {} vs {}",
+                    fmt(cold),
+                    fmt(process)
+                ),
+            ),
+        ]
     }
 
     /// Writes `results.json`, `samples.csv` and `summary.txt` into `dir`.

@@ -10,4 +10,4 @@ mod regs;
 pub use gdt::{exception_name, write_system_tables, EXCEPTIONS_WITH_ERROR_CODE};
 pub use paging::write_page_tables;
 pub use persist::VcpuState;
-pub use regs::{configure_vcpu, supported_cpuid};
+pub use regs::{configure_vcpu, guest_xcr0, supported_cpuid};

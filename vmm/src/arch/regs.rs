@@ -70,6 +70,15 @@ fn host_xcr0() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// The XCR0 a booted vCPU gets (without the x87 and SSE bits, which are
+/// always on): the state components KVM lets the guest enable, less those
+/// the host kernel does not manage and AMX; `None` if KVM offers no XSAVE,
+/// and then the guest has no AVX.
+pub fn guest_xcr0(kvm: &Kvm) -> Result<Option<u64>> {
+    let cpuid = supported_cpuid(kvm)?;
+    Ok(xsave_support(cpuid).map(|supported| supported & host_xcr0() & !XCR0_AMX))
+}
+
 fn segment(selector: u16, code: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
@@ -91,8 +100,7 @@ fn segment(selector: u16, code: bool) -> kvm_segment {
 /// Puts the vCPU at `entry` in 64-bit ring 3 with `stack_top` as RSP. The
 /// CPUID must already be set (to [`supported_cpuid`]).
 pub fn configure_vcpu(kvm: &Kvm, vcpu: &VcpuFd, entry: u64, stack_top: u64) -> Result<()> {
-    let cpuid = supported_cpuid(kvm)?;
-    let xcr0 = xsave_support(cpuid).map(|supported| supported & host_xcr0() & !XCR0_AMX);
+    let xcr0 = guest_xcr0(kvm)?;
 
     let mut sregs = vcpu.get_sregs().map_err(Error::kvm("GET_SREGS"))?;
     let code = segment(selectors::USER_CODE, true);

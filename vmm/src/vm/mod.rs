@@ -6,12 +6,11 @@
 
 mod persist;
 mod run;
+mod slots;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kvm_bindings::kvm_userspace_memory_region;
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-use wisp_abi::boot::TestMode;
+use wisp_abi::boot::{ReadyAt, TestMode};
 use wisp_abi::msg::{self, Kind, SEED_LEN};
 
 use crate::arch;
@@ -28,9 +27,10 @@ pub use persist::{compat, Capture, Image, Prefault, RestoreTimings, WorkingSet};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use run::deliver_output;
 use run::{Phase, Stop};
+use slots::Slots;
 
-/// The KVM memory slot of guest RAM (the only one).
-const MEMORY_SLOT: u32 = 0;
+/// Most bytes of boot-time stderr an [`Error::EndedDuringInit`] carries.
+pub const INIT_STDERR_TAIL: usize = 4096;
 
 /// Limits and knobs of one VM.
 #[derive(Clone, Debug)]
@@ -50,6 +50,14 @@ pub struct VmConfig {
     /// Read-only directories placed in guest memory and mounted by the
     /// agent (besides the scratch `/tmp` it always has).
     pub files: Files,
+    /// `Some`: boot runs the module's `_start` with this invocation and
+    /// the VM is ready — the snapshot point — at the module's first read
+    /// of stdin, so what it does before (an interpreter starting and
+    /// importing a handler) is never repeated. Each invocation's clock,
+    /// entropy and stdin are then delivered to that read; its arguments
+    /// and environment are ignored (the module has read them at boot).
+    /// `None` (the default): ready once the module is instantiated.
+    pub run_to_first_read: Option<Invocation>,
     /// Whether a restored VM can be [reset](Vm::reset): KVM then logs the
     /// pages the guest writes, so a reset restores only those. A VM that
     /// serves one invocation does without the log (and the write faults
@@ -69,6 +77,7 @@ impl Default for VmConfig {
             max_output: 64 << 20,
             prefault: Prefault::None,
             files: Files::default(),
+            run_to_first_read: None,
             resettable: true,
             test_mode: TestMode::None,
         }
@@ -133,6 +142,8 @@ enum State {
 pub struct Vm {
     shell: Shell,
     mem: GuestRam,
+    /// How `mem` is registered with KVM.
+    slots: Slots,
     /// The snapshot this VM was restored from, for [`Vm::reset`].
     image: Option<std::sync::Arc<Image>>,
     channel: HostChannel,
@@ -167,10 +178,16 @@ fn lossy(bytes: &[u8]) -> String {
 
 impl Vm {
     /// A VM in the ready state from its parts.
-    fn assemble(shell: Shell, mem: GuestRam, channel: HostChannel, config: VmConfig) -> Vm {
+    fn assemble(
+        shell: Shell,
+        (mem, slots): (GuestRam, Slots),
+        channel: HostChannel,
+        config: VmConfig,
+    ) -> Vm {
         Vm {
             shell,
             mem,
+            slots,
             image: None,
             channel,
             config,
@@ -205,7 +222,8 @@ impl Vm {
     fn boot_from(mut shell: Shell, t0: Instant, config: VmConfig, artifact: &[u8]) -> Result<Vm> {
         shell.ensure_cpuid()?;
         let mem = memory::create(config.mem_size)?;
-        attach_memory(&shell, &mem, false)?;
+        let slots = Slots::single(config.mem_size, false);
+        slots.attach(&shell, &mem)?;
         let t1 = Instant::now();
 
         arch::write_page_tables(&mem, config.mem_size)?;
@@ -216,6 +234,11 @@ impl Vm {
             artifact,
             config.files.bytes(),
             config.test_mode,
+            if config.run_to_first_read.is_some() {
+                ReadyAt::FirstRead
+            } else {
+                ReadyAt::Instantiated
+            },
             kvm::tsc_khz(&shell.vcpu),
         )?;
         arch::configure_vcpu(
@@ -226,13 +249,13 @@ impl Vm {
         )?;
         let t2 = Instant::now();
 
-        let mut vm = Vm::assemble(shell, mem, HostChannel::new()?, config);
+        let mut vm = Vm::assemble(shell, (mem, slots), HostChannel::new()?, config);
         let deadline = Deadline::arm(vm.config.boot_timeout).map_err(Error::Timer)?;
-        let mut init_output = std::mem::take(&mut vm.init_output);
-        let stop = vm.run(Phase::Boot, &mut init_output, Some(&deadline))?;
-        vm.init_output = init_output;
-        if let Stop::Done(outcome) = stop {
-            return Err(Error::EndedDuringInit(format!("{outcome:?}")));
+        vm.run_to_ready(&deadline)?;
+        if let Some(invocation) = vm.config.run_to_first_read.take() {
+            vm.post_request(&invocation)?;
+            vm.run_to_ready(&deadline)?;
+            vm.config.run_to_first_read = Some(invocation);
         }
         vm.timings = BootTimings {
             create: t1 - t0,
@@ -240,6 +263,45 @@ impl Vm {
             init: t2.elapsed(),
         };
         Ok(vm)
+    }
+
+    /// Runs a booting VM to its next `Ready`, collecting its output.
+    fn run_to_ready(&mut self, deadline: &Deadline) -> Result<()> {
+        let mut init_output = std::mem::take(&mut self.init_output);
+        let stop = self.run(Phase::Boot, &mut init_output, Some(deadline));
+        self.init_output = init_output;
+        match stop? {
+            Stop::Ready => Ok(()),
+            Stop::Done(outcome) => {
+                let stderr = &self.init_output.stderr;
+                let tail = &stderr[stderr.len().saturating_sub(INIT_STDERR_TAIL)..];
+                Err(Error::EndedDuringInit {
+                    outcome,
+                    stderr: lossy(tail),
+                })
+            }
+        }
+    }
+
+    /// Writes a request for `invocation`, with the time now and a fresh
+    /// seed, into the guest's receive queue.
+    fn post_request(&mut self, invocation: &Invocation) -> Result<()> {
+        let realtime_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = random_seed()?;
+        let posted = self.channel.push_rx(&self.mem, |buf| {
+            let n = msg::encode_request(buf, realtime_ns, &seed, &invocation.args, &invocation.env)
+                .map_err(|_| ConfigError::RequestTooLarge {
+                    needed: invocation.request_len(),
+                    limit: buf.len(),
+                })?;
+            Ok((Kind::Request, n))
+        })?;
+        if !posted {
+            return Err(ProtocolError::NoRxBuffer("the request").into());
+        }
+        Ok(())
     }
 
     /// Output the module wrote during boot (in its init export), which would
@@ -274,21 +336,7 @@ impl Vm {
                 .map_err(Error::Output)?;
         }
 
-        let realtime_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = random_seed()?;
-        let posted = self.channel.push_rx(&self.mem, |buf| {
-            let n = msg::encode_request(buf, realtime_ns, &seed, &invocation.args, &invocation.env)
-                .map_err(|_| ConfigError::RequestTooLarge {
-                    needed: invocation.request_len(),
-                    limit: buf.len(),
-                })?;
-            Ok((Kind::Request, n))
-        })?;
-        if !posted {
-            return Err(ProtocolError::NoRxBuffer("the request").into());
-        }
+        self.post_request(invocation)?;
         let deadline = self
             .config
             .timeout
@@ -301,43 +349,4 @@ impl Vm {
             Stop::Ready => Err(ProtocolError::ReadyTwice.into()),
         }
     }
-}
-
-/// Registers `mem` as the shell's guest-physical memory at address 0, with
-/// KVM logging the pages the guest writes if `log_dirty`.
-fn attach_memory(shell: &Shell, mem: &GuestRam, log_dirty: bool) -> Result<()> {
-    // Every GuestRam here has exactly one region, at guest address 0.
-    let region = mem.iter().next().expect("guest RAM has one region");
-    let host_addr = region.as_ptr();
-    let region = kvm_userspace_memory_region {
-        slot: MEMORY_SLOT,
-        flags: if log_dirty {
-            kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
-        } else {
-            0
-        },
-        guest_phys_addr: 0,
-        memory_size: region.len(),
-        userspace_addr: host_addr as u64,
-    };
-    // SAFETY: the region is a live mapping of exactly memory_size bytes; the
-    // Vm owning the shell keeps it mapped until the VM fd is closed (field
-    // order: `shell` drops first).
-    unsafe { shell.vm.set_user_memory_region(region) }.map_err(Error::kvm("SET_USER_MEMORY_REGION"))
-}
-
-/// Deletes the guest memory slot, so the mapping can be dropped and the
-/// VM given other memory.
-fn detach_memory(shell: &Shell) -> Result<()> {
-    let region = kvm_userspace_memory_region {
-        slot: MEMORY_SLOT,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: 0,
-        userspace_addr: 0,
-    };
-    // SAFETY: a zero-sized region deletes the slot; KVM then references no
-    // host memory of ours.
-    unsafe { shell.vm.set_user_memory_region(region) }
-        .map_err(Error::kvm("SET_USER_MEMORY_REGION (delete)"))
 }

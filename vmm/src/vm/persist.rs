@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use serde::{Deserialize, Serialize};
 use wisp_abi::layout::PAGE_SIZE;
-use wisp_snapshot::{Builder, Compat, CpuFeatures, Extent, Snapshot};
+use wisp_snapshot::{Builder, Compat, Extent, Snapshot};
 
-use super::{attach_memory, Invocation, State, Vm, VmConfig, MEMORY_SLOT};
+use super::{Invocation, Slots, State, Vm, VmConfig};
 use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
 use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::BufferIo;
+use crate::kvm::guest_cpu_features;
 use crate::memory::{self, GuestRam, Populate};
 use crate::shell::Shell;
 
@@ -41,6 +42,11 @@ const META_MODULE: &str = "module";
 
 /// The longest a working-set sample invocation may run.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pages the dirty log may hold, under manual protection, before a reset
+/// write-protects them again (see [`Vm::reset`]). Copying a page back
+/// costs well under a microsecond; the write fault it saves, an exit.
+const REPROTECT_ABOVE: u64 = 512;
 
 /// How a restore prepares guest memory before the guest runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +178,7 @@ impl Image {
     /// Opens and verifies the snapshot in `dir`: format, versions, CPU
     /// features, checksums of every section and of the memory data.
     pub fn open(dir: &Path) -> Result<Image> {
-        let snap = Snapshot::open(dir, &compat(), &CpuFeatures::host())?;
+        let snap = Snapshot::open(dir, &compat(), guest_cpu_features())?;
         let vm: VmSection = snap.section(VM_SECTION)?;
         let working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
         let init_output = match snap.section(INIT_OUTPUT_SECTION) {
@@ -375,7 +381,7 @@ impl Vm {
         };
         builder.section(WORKING_SET_SECTION, &working_set)?;
         builder.meta(META_MODULE, module);
-        builder.commit(&compat(), &CpuFeatures::host())?;
+        builder.commit(&compat(), guest_cpu_features())?;
         Ok(())
     }
 
@@ -471,12 +477,18 @@ impl Vm {
             }
         }
         // For a VM that can be reset, KVM logs the pages the guest writes,
-        // so a reset restores only those.
-        attach_memory(&shell, &mem, config.resettable)?;
+        // so a reset restores only those; except in the large holes, which
+        // the guest touches as fast as a fresh VM's memory without the log.
+        let slots = if config.resettable {
+            Slots::around(image.mem_size, &image.blocks.anonymous_ranges())
+        } else {
+            Slots::single(image.mem_size, false)
+        };
+        slots.attach(&shell, &mem)?;
         image.vcpu.restore(&shell.vcpu)?;
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
-        let mut vm = Vm::assemble(shell, mem, channel, config);
+        let mut vm = Vm::assemble(shell, (mem, slots), channel, config);
         vm.init_output = image.init_output.to_io();
         vm.image = Some(Arc::clone(image));
         vm.restore_timings = RestoreTimings {
@@ -491,9 +503,11 @@ impl Vm {
     /// invocation did: the pages the guest wrote (KVM's dirty log) and the
     /// host wrote (the channel's record) are copied back from the snapshot
     /// file where it has data, and zeroed (or, for a block mostly written,
-    /// dropped) where it has none; then the vCPU and channel state are
-    /// reloaded. Pages only read stay mapped, with KVM's mappings of them,
-    /// so the next invocation does not fault them in again.
+    /// dropped) where it has none; what the guest touched in the large
+    /// holes, which KVM does not log, is dropped; then the vCPU and channel
+    /// state are reloaded. Pages only read stay mapped, with KVM's mappings
+    /// of them, so the next invocation does not fault them in again; so do
+    /// pages written, under manual protection, up to [`REPROTECT_ABOVE`].
     pub fn reset(&mut self) -> Result<()> {
         let image = self.image.clone().ok_or(Error::NotRestored("be reset"))?;
         if !self.config.resettable {
@@ -503,18 +517,28 @@ impl Vm {
         // Finish whatever port I/O the last exit left pending, so KVM does
         // not complete it on top of the state loaded below.
         self.quiesce()?;
-        let bitmap = self
-            .shell
-            .vm
-            .get_dirty_log(MEMORY_SLOT, self.config.mem_size as usize)
-            .map_err(Error::kvm("GET_DIRTY_LOG"))?;
-        self.note_written(&bitmap);
-        let mut written = memory::bitmap_runs(&bitmap);
+        let dirty = self.slots.dirty_pages(&self.shell)?;
+        self.note_written(&dirty);
+        let mut written = dirty.clone();
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         let (data, holes) = image.blocks.split(&memory::merge_runs(written));
         memory::copy_from_file(&self.mem, &image.memory, &data)?;
-        for (start, pages) in memory::clear_holes(&self.mem, &holes)? {
+        let dropped = memory::clear_holes(&self.mem, &holes)?;
+        for &(start, pages) in &dropped {
             self.note_dropped(start, pages);
+        }
+        memory::drop_runs(&self.mem, &self.slots.touched_unlogged(&self.mem)?)?;
+        // Under manual protection the log keeps growing: pages logged once
+        // are copied back at every reset without costing the guest an exit
+        // each time it writes them again. Past a bound, copying back pages
+        // the guest may no longer write costs more than those exits: then
+        // the log starts over.
+        let logged: u64 = dirty.iter().map(|r| r.1).sum();
+        if logged > REPROTECT_ABOVE {
+            self.slots.reprotect(&self.shell, &dirty)?;
+        } else {
+            // Dropped pages hold nothing to copy back any more.
+            self.slots.reprotect(&self.shell, &dropped)?;
         }
         let t1 = Instant::now();
         image.vcpu.reload(&self.shell.vcpu)?;
@@ -544,6 +568,15 @@ impl Vm {
         memory::first_difference(&self.mem, &image.memory)
     }
 
+    /// Bytes present now in the guest memory KVM does not log (the large
+    /// holes of a resettable VM), which a reset drops: a check for tests
+    /// that touches there take the fast path and go back to the host.
+    #[doc(hidden)]
+    pub fn unlogged_resident_bytes(&self) -> Result<u64> {
+        let runs = self.slots.touched_unlogged(&self.mem)?;
+        Ok(runs.iter().map(|r| r.1).sum::<u64>() * PAGE_SIZE)
+    }
+
     /// Guest pages written since the restore (at the last reset): they stay
     /// private to this VM, so this approximates its host memory beyond the
     /// shared snapshot pages.
@@ -562,12 +595,16 @@ impl Vm {
         }
     }
 
-    fn note_written(&mut self, bitmap: &[u64]) {
-        if self.written.len() < bitmap.len() {
-            self.written.resize(bitmap.len(), 0);
-        }
-        for (acc, bits) in self.written.iter_mut().zip(bitmap) {
-            *acc |= bits;
+    /// Records the page `runs` as written: private to this VM.
+    fn note_written(&mut self, runs: &[(u64, u64)]) {
+        let words = (self.config.mem_size / PAGE_SIZE).div_ceil(64) as usize;
+        self.written.resize(words, 0);
+        for &(start, pages) in runs {
+            for page in start..start + pages {
+                if let Some(word) = self.written.get_mut((page / 64) as usize) {
+                    *word |= 1 << (page % 64);
+                }
+            }
         }
     }
 
@@ -579,7 +616,7 @@ impl Vm {
     /// land on the next restore's state.
     pub fn into_shell(mut self) -> Result<Shell> {
         self.quiesce()?;
-        super::detach_memory(&self.shell)?;
+        self.slots.detach(&self.shell)?;
         Ok(self.shell)
     }
 

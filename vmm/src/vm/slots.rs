@@ -1,0 +1,283 @@
+//! How a VM's guest RAM is registered with KVM: as memory slots, some with
+//! KVM's dirty log (for resets), some without.
+//!
+//! A dirty-logged slot is mapped by KVM 4 KiB at a time and write-protected,
+//! so every first write to a page is an exit — cheap to reset, dear to
+//! touch. A restored VM's large runs of memory the snapshot holds nothing in
+//! (fresh anonymous memory, see [`memory::Blocks::anonymous_ranges`]) get
+//! slots of their own without the log, so the guest touches them with
+//! 2 MiB mappings as a fresh VM does; a reset finds what it touched there
+//! from the host's page tables instead, and drops it.
+
+use std::os::unix::io::AsRawFd;
+
+use kvm_bindings::{kvm_clear_dirty_log, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use wisp_abi::layout::PAGE_SIZE;
+
+use crate::error::{Error, Result};
+use crate::memory::{self, GuestRam, PageRuns};
+use crate::seccomp::KVM_CLEAR_DIRTY_LOG;
+use crate::shell::Shell;
+
+/// At most this many slots go without the dirty log (the largest holes;
+/// the rest stay in logged slots, which resets handle as well): KVM's slot
+/// count is limited (509 on older kernels).
+const MAX_UNLOGGED: usize = 32;
+
+/// One KVM memory slot over part of guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    /// KVM's slot number.
+    id: u32,
+    /// First guest-physical byte (also the offset into guest RAM).
+    start: u64,
+    /// Bytes.
+    len: u64,
+    /// Whether KVM logs the guest's writes to it.
+    logged: bool,
+}
+
+impl Slot {
+    fn first_page(&self) -> u64 {
+        self.start / PAGE_SIZE
+    }
+
+    fn pages(&self) -> u64 {
+        self.len / PAGE_SIZE
+    }
+}
+
+/// The slots a VM's RAM is registered as, in guest-physical order, covering
+/// all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Slots {
+    slots: Vec<Slot>,
+}
+
+impl Slots {
+    /// One slot over `mem_size` bytes, dirty-logged if `logged`.
+    pub(super) fn single(mem_size: u64, logged: bool) -> Slots {
+        Slots {
+            slots: vec![Slot {
+                id: 0,
+                start: 0,
+                len: mem_size,
+                logged,
+            }],
+        }
+    }
+
+    /// Dirty-logged slots around unlogged ones over `holes` (sorted,
+    /// disjoint, page-aligned byte ranges inside `mem_size`; at most the
+    /// [`MAX_UNLOGGED`] largest are used).
+    pub(super) fn around(mem_size: u64, holes: &[(u64, u64)]) -> Slots {
+        let mut holes = holes.to_vec();
+        if holes.len() > MAX_UNLOGGED {
+            holes.sort_by_key(|&(start, len)| (std::cmp::Reverse(len), start));
+            holes.truncate(MAX_UNLOGGED);
+            holes.sort_unstable();
+        }
+        let mut slots = Vec::with_capacity(holes.len() * 2 + 1);
+        let mut push = |start: u64, len: u64, logged: bool| {
+            if len > 0 {
+                let id = slots.len() as u32;
+                slots.push(Slot {
+                    id,
+                    start,
+                    len,
+                    logged,
+                });
+            }
+        };
+        let mut at = 0;
+        for (start, len) in holes {
+            push(at, start - at, true);
+            push(start, len, false);
+            at = start + len;
+        }
+        push(at, mem_size - at, true);
+        Slots { slots }
+    }
+
+    /// Registers `mem` with the shell's VM as these slots.
+    pub(super) fn attach(&self, shell: &Shell, mem: &GuestRam) -> Result<()> {
+        // Every GuestRam here has exactly one region, at guest address 0.
+        let region = mem.iter().next().expect("guest RAM has one region");
+        let (host, size) = (region.as_ptr() as u64, region.len());
+        for slot in &self.slots {
+            assert!(slot.start + slot.len <= size, "slot {slot:?} past RAM");
+            let region = kvm_userspace_memory_region {
+                slot: slot.id,
+                flags: if slot.logged {
+                    KVM_MEM_LOG_DIRTY_PAGES
+                } else {
+                    0
+                },
+                guest_phys_addr: slot.start,
+                memory_size: slot.len,
+                userspace_addr: host + slot.start,
+            };
+            // SAFETY: the range lies inside `mem`'s live mapping (asserted
+            // above); the Vm owning the shell keeps it mapped until the
+            // slots are deleted or the VM fd is closed (field order: `shell`
+            // drops first).
+            unsafe { shell.vm.set_user_memory_region(region) }
+                .map_err(Error::kvm("SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the slots, so the mapping can be dropped and the VM given
+    /// other memory.
+    pub(super) fn detach(&self, shell: &Shell) -> Result<()> {
+        for slot in &self.slots {
+            let region = kvm_userspace_memory_region {
+                slot: slot.id,
+                flags: 0,
+                guest_phys_addr: slot.start,
+                memory_size: 0,
+                userspace_addr: 0,
+            };
+            // SAFETY: a zero-sized region deletes the slot; KVM then
+            // references no host memory of ours through it.
+            unsafe { shell.vm.set_user_memory_region(region) }
+                .map_err(Error::kvm("SET_USER_MEMORY_REGION (delete)"))?;
+        }
+        Ok(())
+    }
+
+    /// The pages KVM logged as written in the logged slots, as runs of
+    /// guest pages. Under manual protection (see [`Shell`]) the log keeps
+    /// every page written since it was last [cleared](Slots::reprotect);
+    /// otherwise reading it clears it and write-protects the pages again.
+    pub(super) fn dirty_pages(&self, shell: &Shell) -> Result<PageRuns> {
+        let mut runs = Vec::new();
+        for slot in self.slots.iter().filter(|s| s.logged) {
+            let bitmap = shell
+                .vm
+                .get_dirty_log(slot.id, slot.len as usize)
+                .map_err(Error::kvm("GET_DIRTY_LOG"))?;
+            let first = slot.first_page();
+            runs.extend(
+                memory::bitmap_runs(&bitmap)
+                    .into_iter()
+                    .map(|(page, count)| (first + page, count)),
+            );
+        }
+        Ok(runs)
+    }
+
+    /// Clears the dirty log of `runs` (guest pages; those outside logged
+    /// slots are ignored) and write-protects them again, so KVM logs their
+    /// next write. Only under manual protection: otherwise reading the log
+    /// did both.
+    pub(super) fn reprotect(&self, shell: &Shell, runs: &[(u64, u64)]) -> Result<()> {
+        if !shell.manual_dirty_log {
+            return Ok(());
+        }
+        for slot in self.slots.iter().filter(|s| s.logged) {
+            let (first, pages) = (slot.first_page(), slot.pages());
+            let mut bitmap = vec![0u64; pages.div_ceil(64) as usize];
+            let mut any = false;
+            for &(start, count) in runs {
+                let (from, to) = (start.max(first), (start + count).min(first + pages));
+                for page in from..to {
+                    let bit = page - first;
+                    bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+                    any = true;
+                }
+            }
+            if !any {
+                continue;
+            }
+            let clear = kvm_clear_dirty_log {
+                slot: slot.id,
+                num_pages: pages as u32,
+                first_page: 0,
+                __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 {
+                    dirty_bitmap: bitmap.as_mut_ptr().cast(),
+                },
+            };
+            // SAFETY: the bitmap has a bit for each of the slot's
+            // `num_pages` pages and outlives the call; KVM only reads it.
+            let rc =
+                unsafe { ioctl_with_ref(&shell.vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG(), &clear) };
+            if rc < 0 {
+                return Err(Error::Kvm {
+                    op: "CLEAR_DIRTY_LOG",
+                    source: kvm_ioctls::Error::last(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The pages of the unlogged slots present in the host's page tables:
+    /// the ones the guest (or the host) touched there.
+    pub(super) fn touched_unlogged(&self, mem: &GuestRam) -> Result<PageRuns> {
+        let mut runs = Vec::new();
+        for slot in self.slots.iter().filter(|s| !s.logged) {
+            runs.extend(memory::resident_runs(mem, slot.start, slot.len)?);
+        }
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(slots: &Slots) -> Vec<(u64, u64, bool)> {
+        slots
+            .slots
+            .iter()
+            .map(|s| (s.start >> 20, s.len >> 20, s.logged))
+            .collect()
+    }
+
+    #[test]
+    fn holes_get_unlogged_slots_between_logged_ones() {
+        let slots = Slots::around(128 << 20, &[(4 << 20, 100 << 20)]);
+        assert_eq!(
+            layout(&slots),
+            vec![(0, 4, true), (4, 100, false), (104, 24, true)]
+        );
+        // Holes at either end leave no empty slot.
+        let slots = Slots::around(64 << 20, &[(0, 16 << 20), (48 << 20, 16 << 20)]);
+        assert_eq!(
+            layout(&slots),
+            vec![(0, 16, false), (16, 32, true), (48, 16, false)]
+        );
+        let ids: Vec<u32> = slots.slots.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+        assert_eq!(
+            layout(&Slots::single(16 << 20, false)),
+            vec![(0, 16, false)]
+        );
+    }
+
+    #[test]
+    fn only_the_largest_holes_go_unlogged() {
+        let holes: Vec<(u64, u64)> = (0..40u64)
+            .map(|i| ((i * 40) << 20, (16 + i) << 20))
+            .collect();
+        let slots = Slots::around(1600 << 20, &holes);
+        let unlogged: Vec<u64> = slots
+            .slots
+            .iter()
+            .filter(|s| !s.logged)
+            .map(|s| s.len >> 20)
+            .collect();
+        assert_eq!(unlogged.len(), MAX_UNLOGGED);
+        assert_eq!(unlogged[0], 16 + 40 - MAX_UNLOGGED as u64);
+        // Still every byte of RAM in exactly one slot, in order.
+        let mut at = 0;
+        for slot in &slots.slots {
+            assert_eq!(slot.start, at);
+            at += slot.len;
+        }
+        assert_eq!(at, 1600 << 20);
+    }
+}
