@@ -3,6 +3,8 @@
 //! real daemon. Killed when dropped.
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `binary serve` with extra `flags`, its socket, state and log
     /// in `dir` (a fresh temporary directory if `None`), and waits until it
-    /// accepts connections. The error carries the daemon's log.
+    /// answers requests. The error carries the daemon's log.
     pub fn start(
         binary: &Path,
         dir: Option<&Path>,
@@ -63,16 +65,16 @@ impl DaemonProcess {
             _tmp: tmp,
         };
         let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+        while !answers(&daemon.socket, START_TIMEOUT) {
             if let Some(status) = daemon.exited() {
                 return Err(format!(
-                    "wisp serve exited ({status}) before listening:\n{}",
+                    "wisp serve exited ({status}) before answering:\n{}",
                     daemon.log_text()
                 ));
             }
             if t0.elapsed() > START_TIMEOUT {
                 return Err(format!(
-                    "wisp serve did not listen within {START_TIMEOUT:?}:\n{}",
+                    "wisp serve did not answer within {START_TIMEOUT:?}:\n{}",
                     daemon.log_text()
                 ));
             }
@@ -120,6 +122,23 @@ impl DaemonProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the daemon on `socket` answers `GET /healthz` within `timeout`.
+/// Accepting a connection is not enough: the daemon binds its socket
+/// before it brings its functions back (and fixes the image pins), and
+/// answers only after.
+fn answers(socket: &Path, timeout: Duration) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let mut head = [0u8; 12];
+    stream.set_read_timeout(Some(timeout)).is_ok()
+        && stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: wisp\r\nconnection: close\r\n\r\n")
+            .is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/1.1 200"
 }
 
 impl Drop for DaemonProcess {
