@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -903,17 +903,33 @@ struct Finished {
 
 /// Runs `cmd` to its end and fails the test, killing it, if that takes
 /// longer than `timeout`: what these tests drive must never hang.
-// The child is reaped by wait4 (which also reports its peak memory), not
-// by `Child::wait`.
-#[allow(clippy::zombie_processes)]
-fn finish_within(mut cmd: Command, timeout: Duration) -> Finished {
+///
+/// `cmd` runs under GNU time, which reports the peak memory of `cmd` alone.
+/// `wait4` on a child of this test would not: a child spawned with vfork
+/// (as `Command` does) takes this test process's own peak with it at exec,
+/// so a test running beside a heavier one would read that one's memory.
+fn finish_within(cmd: Command, timeout: Duration) -> Finished {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["--format", "%M", "--output"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
     let t0 = Instant::now();
-    let mut child = cmd
+    let mut child = timed
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawning /usr/bin/time (Debian's `time`, which scripts/test installs)");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -923,31 +939,36 @@ fn finish_within(mut cmd: Command, timeout: Duration) -> Finished {
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as libc::pid_t;
-    loop {
-        let mut status = 0;
-        // SAFETY: `rusage` is plain integers, for which zeroes are valid.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 writes only `status` and `usage`, both live locals;
-        // `pid` is this test's own child, not yet reaped, so no other
-        // process can be waited for.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if reaped == pid {
-            return Finished {
-                status: ExitStatus::from_raw(status),
-                stdout: stdout.join().unwrap(),
-                stderr: stderr.join().unwrap(),
-                max_rss_kib: usage.ru_maxrss,
-                elapsed: t0.elapsed(),
-            };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        assert_eq!(reaped, 0, "wait4: {}", std::io::Error::last_os_error());
         if t0.elapsed() > timeout {
-            let _ = child.kill();
+            // The whole group: time and the command under it.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {timeout:?}: it hangs");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = t0.elapsed();
+    // The last line is the figure; a line before it may say how the
+    // command ended.
+    let report = fs::read_to_string(report.path()).unwrap();
+    let max_rss_kib = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time's report: {report:?}"));
+    Finished {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        max_rss_kib,
+        elapsed,
     }
 }
 
