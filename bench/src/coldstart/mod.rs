@@ -30,7 +30,8 @@ use clap::ValueEnum;
 use self::daemon::{BenchDaemon, Function};
 use self::process::{find_program, ProcessRun};
 use self::report::{
-    Report, Skipped, BASELINE_COLD, BASELINE_WARM, COLD, ECHO, NATIVE, WARM, WARM_SPLIT, WASMTIME,
+    Report, Skipped, BASELINE_COLD, BASELINE_WARM, COLD, ECHO, NATIVE, WARM, WARM_SPLIT,
+    WARM_UNALIASED, WASMTIME,
 };
 use self::series::{Series, Start};
 
@@ -273,7 +274,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
             None => {
                 // Right after the warm series, on this build only (a
                 // baseline may predate aliases).
-                report.series.push(warm_split(&mut daemon, f, plan.runs)?);
+                report.series.extend(warm_split(&mut daemon, f, plan.runs)?);
                 report.series.push(fresh::fresh_boot(f, plan.process_runs)?);
             }
             Some(code) => {
@@ -374,21 +375,39 @@ fn deploy_cold_and_warm(daemon: &mut BenchDaemon, f: &Function) -> Result<()> {
 
 /// The warm scenario through `live` split 90/10 between two versions of
 /// `f`, each with two pooled instances (the split's shares of them, rounded
-/// up: two and one).
-fn warm_split(daemon: &mut BenchDaemon, f: &Function, runs: usize) -> Result<Series> {
-    let name = format!("{}-split", f.label);
-    daemon.deploy(&name, f, 2, 2)?;
-    daemon.deploy(&name, f, 2, 2)?;
+/// up: two and one), and beside it the same function unaliased with two:
+/// the two run in alternating blocks of [`SPLIT_BLOCK`] invocations, so
+/// the split's cost is not a drift of the machine between two series.
+fn warm_split(daemon: &mut BenchDaemon, f: &Function, runs: usize) -> Result<[Series; 2]> {
+    let split = format!("{}-split", f.label);
+    let unaliased = format!("{}-unaliased", f.label);
+    daemon.deploy(&unaliased, f, 2, 2)?;
+    daemon.deploy(&split, f, 2, 2)?;
+    daemon.deploy(&split, f, 2, 2)?;
     daemon.put_alias(
-        &name,
+        &split,
         "live",
         &serde_json::json!({"version": 1, "additional": {"version": 2, "weight": 10}}),
     )?;
-    let _ = daemon.series(WARM_SPLIT, &name, f, 20, None);
-    let series = daemon.series(WARM_SPLIT, &name, f, runs, None);
-    daemon.delete(&name)?;
-    Ok(series)
+    let pair = [(WARM_UNALIASED, &unaliased), (WARM_SPLIT, &split)];
+    for (scenario, name) in pair {
+        let _ = daemon.series(scenario, name, f, 20, None);
+    }
+    let mut out = pair.map(|(scenario, _)| Series::new(scenario, &f.label));
+    let runs = runs.min(f.max_runs);
+    for done in (0..runs).step_by(SPLIT_BLOCK) {
+        let n = SPLIT_BLOCK.min(runs - done);
+        for (series, (scenario, name)) in out.iter_mut().zip(pair) {
+            series.append(daemon.series(scenario, name, f, n, None));
+        }
+    }
+    daemon.delete(&split)?;
+    daemon.delete(&unaliased)?;
+    Ok(out)
 }
+
+/// Invocations per block of the split scenario and its unaliased twin.
+const SPLIT_BLOCK: usize = 50;
 
 /// The process-per-invocation alternatives for `f` that this host has;
 /// the others are added to `skipped` with the reason.

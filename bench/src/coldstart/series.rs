@@ -80,6 +80,21 @@ impl Series {
         }
     }
 
+    /// Appends `later`, a series measured after this one: its samples'
+    /// times continue from this one's wall time.
+    pub fn append(&mut self, later: Series) {
+        let offset = self.wall_us;
+        self.samples
+            .extend(later.samples.into_iter().map(|s| Sample {
+                at_us: s.at_us + offset,
+                ..s
+            }));
+        self.wall_us += later.wall_us;
+        for message in later.errors {
+            self.note_error(message);
+        }
+    }
+
     /// Records an error message (the first few distinct ones are kept).
     pub fn note_error(&mut self, message: String) {
         if self.errors.len() < ERROR_EXAMPLES && !self.errors.contains(&message) {
@@ -192,5 +207,30 @@ mod tests {
         assert_eq!(series.summary().unwrap().count, 3);
         assert!(series.samples.windows(2).all(|w| w[0].at_us <= w[1].at_us));
         assert!(series.throughput() > 0.0);
+    }
+
+    #[test]
+    fn appending_continues_the_timeline_and_keeps_the_errors() {
+        let block = |at: &[u64], wall_us, error: &str| Series {
+            samples: at
+                .iter()
+                .map(|&at_us| Sample {
+                    at_us,
+                    latency_us: 10,
+                    ok: true,
+                    start: Start::Warm,
+                })
+                .collect(),
+            wall_us,
+            errors: vec![error.to_string()],
+            ..Series::new("s", "f")
+        };
+        let mut series = block(&[0, 40], 100, "first");
+        series.append(block(&[0, 30], 50, "second"));
+        series.append(block(&[5], 20, "first"));
+        let at: Vec<u64> = series.samples.iter().map(|s| s.at_us).collect();
+        assert_eq!(at, [0, 40, 100, 130, 155]);
+        assert_eq!(series.wall_us, 170);
+        assert_eq!(series.errors, ["first", "second"]);
     }
 }
