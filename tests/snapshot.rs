@@ -104,6 +104,18 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
     }
 }
 
+/// Resets queue the registers for KVM to load at the next run
+/// (`KVM_CAP_SYNC_REGS`) rather than setting them with ioctls that cost
+/// ~10 µs each on PVM; every reset test here then exercises that path.
+#[test]
+fn resets_take_the_queued_register_path_on_this_host() {
+    common::require_kvm();
+    assert!(
+        wisp_vmm::has_sync_regs(),
+        "KVM here lacks KVM_CAP_SYNC_REGS: resets fall back to SET_REGS/SET_SREGS and a quiescing run"
+    );
+}
+
 #[test]
 fn memory_touched_in_large_holes_is_dropped_at_reset() {
     // The module grows its linear memory by 16 MiB and writes every page of

@@ -17,8 +17,14 @@ pub fn kvm() -> Result<&'static Kvm> {
         return Ok(k);
     }
     let k = Kvm::new().map_err(Error::KvmUnavailable)?;
-    Ok(KVM.get_or_init(|| k))
+    let k = KVM.get_or_init(|| k);
+    // Asked now, with the handle: the invocation seccomp filter allows no
+    // KVM_CHECK_EXTENSION later.
+    SYNC_REGS.get_or_init(|| k.check_extension(kvm_ioctls::Cap::SyncRegs));
+    Ok(k)
 }
+
+static SYNC_REGS: OnceLock<bool> = OnceLock::new();
 
 /// Opens `/dev/kvm` now (it stays open for the process's life), and this
 /// process's pagemap, so a daemon can drop the privileges needed to open
@@ -26,6 +32,12 @@ pub fn kvm() -> Result<&'static Kvm> {
 pub fn open_kvm() -> Result<()> {
     crate::pagemap::open();
     kvm().map(|_| ())
+}
+
+/// Whether KVM loads registers queued in a vCPU's run structure
+/// (`KVM_CAP_SYNC_REGS`), which saves ioctls on every reset.
+pub fn has_sync_regs() -> bool {
+    kvm().is_ok() && SYNC_REGS.get().copied().unwrap_or(false)
 }
 
 /// The guest TSC frequency in kHz: from KVM if it says, else measured

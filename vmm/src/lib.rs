@@ -36,7 +36,10 @@ mod vm;
 pub use error::{Blame, ConfigError, DescriptorProblem, Error, FilesError, ProtocolError, Result};
 pub use files::{Files, FilesBuilder, SCRATCH_DIR};
 pub use io::{refuse_fs_call, BufferIo, GuestIo};
-pub use kvm::{assume_guest_cpu_features, guest_cpu_features, open_kvm, probe_guest_cpu_features};
+pub use kvm::{
+    assume_guest_cpu_features, guest_cpu_features, has_sync_regs, open_kvm,
+    probe_guest_cpu_features,
+};
 pub use loader::AGENT_ELF;
 pub use shell::Shell;
 pub use vm::{

@@ -455,6 +455,52 @@ pub fn copy_from_file(mem: &GuestRam, file: &File, runs: &[(u64, u64)]) -> Resul
     Ok(())
 }
 
+/// A snapshot's memory file mapped read-only and shared, once per
+/// snapshot: a reset copies pages back from it with a `memcpy` per run of
+/// pages instead of a `pread` each (a system call, several µs on the hosts
+/// measured, and a reset copies a dozen runs after a small invocation).
+pub struct FileView {
+    region: vm_memory::mmap::MmapRegion<()>,
+}
+
+impl FileView {
+    /// Maps `size` bytes of `file`, which must never change while mapped
+    /// (as for [`map_private`]).
+    pub fn map(file: &Arc<File>, size: u64) -> Result<FileView> {
+        let region = MmapRegionBuilder::new(size as usize)
+            .with_file_offset(FileOffset::from_arc(Arc::clone(file), 0))
+            .with_mmap_prot(libc::PROT_READ)
+            .with_mmap_flags(libc::MAP_SHARED | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| Error::MapSnapshot(mmap_cause(e)))?;
+        Ok(FileView { region })
+    }
+
+    /// Overwrites `runs` of guest pages with the same pages of the file
+    /// (holes read as zeroes), returning them to the snapshot's contents.
+    pub fn copy_into(&self, mem: &GuestRam, runs: &[(u64, u64)]) -> Result<()> {
+        let (base, size) = host_range(mem);
+        let limit = size.min(self.region.size()) as u64;
+        for &(start, count) in runs {
+            let (offset, len) = (start * PAGE_SIZE, count * PAGE_SIZE);
+            if offset.checked_add(len).is_none_or(|end| end > limit) {
+                return Err(Error::OutOfRange { addr: offset, len });
+            }
+            // SAFETY: both ranges lie inside live mappings (checked above),
+            // distinct ones, so they cannot overlap; the caller holds the VM
+            // whose RAM this is, so its vCPU is not running.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.region.as_ptr().add(offset as usize),
+                    base.add(offset as usize),
+                    len as usize,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The first page where guest RAM differs from `file`, if any.
 pub fn first_difference(mem: &GuestRam, file: &File) -> Result<Option<u64>> {
     const CHUNK: usize = 1 << 20;

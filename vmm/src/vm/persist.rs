@@ -22,7 +22,7 @@ use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
 use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::BufferIo;
-use crate::kvm::guest_cpu_features;
+use crate::kvm::{self, guest_cpu_features};
 use crate::memory::{self, GuestRam, Populate};
 use crate::shell::Shell;
 
@@ -148,6 +148,9 @@ pub fn compat() -> Compat {
 /// restored; share it with an `Arc`.
 pub struct Image {
     memory: Arc<File>,
+    /// `memory` mapped read-only for resets (here, not at the first reset:
+    /// invocation threads may not map memory).
+    view: memory::FileView,
     mem_size: u64,
     vcpu: VcpuState,
     channel: ChannelState,
@@ -214,8 +217,10 @@ impl Image {
             .iter()
             .map(|e| (e.start_page, e.pages))
             .collect();
+        let memory = Arc::new(memory);
         Ok(Image {
-            memory: Arc::new(memory),
+            view: memory::FileView::map(&memory, vm.mem_size)?,
+            memory,
             mem_size: vm.mem_size,
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
@@ -362,8 +367,10 @@ impl Vm {
             None => WorkingSet::default(),
             Some(invocation) => {
                 let file = builder.memory_file()?;
+                let file = Arc::new(file);
                 let image = Image {
-                    memory: Arc::new(file),
+                    view: memory::FileView::map(&file, mem_size)?,
+                    memory: file,
                     mem_size,
                     vcpu: capture.vcpu,
                     channel: capture.channel,
@@ -514,15 +521,17 @@ impl Vm {
             return Err(ConfigError::NotResettable.into());
         }
         let t0 = Instant::now();
-        // Finish whatever port I/O the last exit left pending, so KVM does
-        // not complete it on top of the state loaded below.
-        self.quiesce()?;
+        if !kvm::has_sync_regs() {
+            // Finish whatever port I/O the last exit left pending, so KVM
+            // does not complete it on top of the state loaded below.
+            self.quiesce()?;
+        }
         let dirty = self.slots.dirty_pages(&self.shell)?;
         self.note_written(&dirty);
         let mut written = dirty.clone();
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         let (data, holes) = image.blocks.split(&memory::merge_runs(written));
-        memory::copy_from_file(&self.mem, &image.memory, &data)?;
+        image.view.copy_into(&self.mem, &data)?;
         let dropped = memory::clear_holes(&self.mem, &holes)?;
         for &(start, pages) in &dropped {
             self.note_dropped(start, pages);
@@ -541,7 +550,7 @@ impl Vm {
             self.slots.reprotect(&self.shell, &dropped)?;
         }
         let t1 = Instant::now();
-        image.vcpu.reload(&self.shell.vcpu)?;
+        image.vcpu.reload(&mut self.shell.vcpu)?;
         self.channel.restore(&image.channel);
         self.state = State::Ready;
         self.epoch += 1;
