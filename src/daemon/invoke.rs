@@ -81,9 +81,12 @@ impl Host {
             drop(slot);
             drop(worker_permit);
         });
-        let (result, cold) = rx
+        // Alone: no other invocation (or reset) holds a thread, so polling
+        // for the result takes a core nobody else wants.
+        let alone = self.workers.available_permits() + 1 >= self.settings.invocation_threads.max(1);
+        let (result, cold) = super::invokers::wait_for(rx, alone)
             .await
-            .map_err(|_| ApiError::internal("the invocation worker stopped"))?;
+            .ok_or_else(|| ApiError::internal("the invocation worker stopped"))?;
         let latency = t0.elapsed();
         if let Ok(run) = &result {
             if let (Some(id), false) = (&run.request_id, run.stderr.is_empty()) {
