@@ -29,19 +29,6 @@ fn wisp(args: &[&str]) -> Output {
     common::run(args, b"")
 }
 
-/// Runs `wisp` and expects success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = wisp(args);
-    assert!(
-        out.status.success(),
-        "wisp {args:?} failed ({:?}):\n{}{}",
-        out.status,
-        common::stdout(&out),
-        common::stderr(&out)
-    );
-    common::stdout(&out)
-}
-
 /// Runs `wisp` and expects the one-line failure of bad input (exit 1)
 /// mentioning `needle`.
 fn fails(args: &[&str], needle: &str) -> String {
@@ -72,7 +59,7 @@ fn bare_config() -> serde_json::Value {
 /// `wisp image build examples/hello.wat --files FILES -t TAG --store
 /// STORE`; the digest it prints.
 fn build_hello(files: &Path, tag: &str, store: &Path) -> String {
-    let out = ok(&[
+    let out = common::ok(&[
         "image",
         "build",
         s(&hello_wat()),
@@ -142,7 +129,7 @@ fn build_export_import_round_trip_keeps_digests() {
 
     let layout_dir = dir.path().join("layout");
     let layout_tar = dir.path().join("layout.tar");
-    ok(&[
+    common::ok(&[
         "image",
         "export",
         "hello:1",
@@ -151,7 +138,7 @@ fn build_export_import_round_trip_keeps_digests() {
         "--store",
         s(&a),
     ]);
-    ok(&[
+    common::ok(&[
         "image",
         "export",
         "hello:1",
@@ -166,8 +153,8 @@ fn build_export_import_round_trip_keeps_digests() {
         .join(digest.trim_start_matches("sha256:"))
         .is_file());
 
-    let imported_dir = ok(&["image", "import", s(&layout_dir), "--store", s(&b)]);
-    let imported_tar = ok(&[
+    let imported_dir = common::ok(&["image", "import", s(&layout_dir), "--store", s(&b)]);
+    let imported_tar = common::ok(&[
         "image",
         "import",
         s(&layout_tar),
@@ -198,7 +185,7 @@ fn build_export_import_round_trip_keeps_digests() {
     // Exported again from the copy, the layout is byte for byte the same
     // but for the tag.
     let again_dir = dir.path().join("again");
-    ok(&[
+    common::ok(&[
         "image",
         "export",
         "hello:1",
@@ -215,7 +202,7 @@ fn build_export_import_round_trip_keeps_digests() {
         );
     }
 
-    let ls = ok(&["image", "ls", "--store", s(&a)]);
+    let ls = common::ok(&["image", "ls", "--store", s(&a)]);
     assert!(ls.contains("hello:1") && ls.contains("hello:2"), "{ls}");
     assert!(ls.contains(&digest[7..19]), "{ls}");
 
@@ -315,7 +302,7 @@ fn imports_a_cncf_wasm_artifact_as_it_is() {
         Some("example.org/cncf/hello:v1"),
     );
     let store_dir = dir.path().join("store");
-    let out = ok(&["image", "import", s(&layout.root), "--store", s(&store_dir)]);
+    let out = common::ok(&["image", "import", s(&layout.root), "--store", s(&store_dir)]);
     assert_eq!(out.trim(), manifest, "the manifest digest is kept");
     let store = Store::open(&store_dir).unwrap();
     let image = store.open_image("example.org/cncf/hello:v1").unwrap();
@@ -327,7 +314,7 @@ fn imports_a_cncf_wasm_artifact_as_it_is() {
     assert_eq!(files[1].kind, FileKind::File(b"<p>hi</p>".to_vec(), 0o644));
     // Its export is the same artifact.
     let out_tar = dir.path().join("out.tar");
-    ok(&[
+    common::ok(&[
         "image",
         "export",
         &manifest,
@@ -338,7 +325,7 @@ fn imports_a_cncf_wasm_artifact_as_it_is() {
     ]);
     let back = dir.path().join("back");
     assert_eq!(
-        ok(&["image", "import", s(&out_tar), "--store", s(&back)]).trim(),
+        common::ok(&["image", "import", s(&out_tar), "--store", s(&back)]).trim(),
         manifest
     );
 
@@ -433,7 +420,7 @@ fn imports_a_plain_oci_image_holding_a_wasm_file() {
         ],
         Some("/bin/main.wasm"),
     );
-    ok(&["image", "import", s(&hinted.root), "--store", s(&store_dir)]);
+    common::ok(&["image", "import", s(&hinted.root), "--store", s(&store_dir)]);
     let image = store.open_image("plain:1").unwrap();
     assert_eq!(image.module().unwrap(), module);
     assert_eq!(image.files().unwrap().len(), 2, "lib, lib/helper.wasm");
@@ -526,7 +513,7 @@ fn a_flipped_byte_in_a_stored_blob_is_caught() {
     assert!(!dir.path().join("out.tar").exists());
     // Rebuilding heals it.
     build_hello(&files, "hello:1", &store_dir);
-    ok(&["image", "ls", "--store", s(&store_dir)]);
+    common::ok(&["image", "ls", "--store", s(&store_dir)]);
     image.files().unwrap();
 }
 
@@ -605,7 +592,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
     let (orphan, _) = store.blobs().put(&[7u8; 5000]).unwrap();
 
     // Without a budget only what nothing references goes.
-    let out = ok(&["image", "gc", "--store", s(&store_dir)]);
+    let out = common::ok(&["image", "gc", "--store", s(&store_dir)]);
     assert!(out.contains(&format!("removed {orphan}")), "{out}");
     assert!(out.contains("freed 4.9 KiB (1 blobs)"), "{out}");
     // A pinned image cannot be removed.
@@ -616,7 +603,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
 
     // Under a budget for about two images: the two least recently used
     // unpinned ones go, oldest first; the pinned (and oldest) one stays.
-    let out = ok(&[
+    let out = common::ok(&[
         "image",
         "gc",
         "--max-size",
@@ -633,7 +620,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
     for d in images[3].blob_digests() {
         store.blobs().verify(&d).unwrap();
     }
-    let ls = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let ls = common::ok(&["image", "ls", "--store", s(&store_dir)]);
     assert!(
         ls.contains("deployed:1") && ls.contains(" deployed "),
         "{ls}"
@@ -666,7 +653,7 @@ fn gc_keeps_pinned_images_and_evicts_least_recently_used() {
 
     // Unpinned, it can go.
     store.unpin("deployed").unwrap();
-    ok(&["image", "rm", "deployed:1", "--store", s(&store_dir)]);
+    common::ok(&["image", "rm", "deployed:1", "--store", s(&store_dir)]);
     assert!(store.blobs().list().unwrap().is_empty());
 }
 
@@ -698,7 +685,7 @@ fn every_kept_version_pins_its_image() {
         &["image", "rm", "hello:1", "--store", s(&store_dir)],
         "greet@1",
     );
-    ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
+    common::ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
     // Both images are still whole.
     for image in [&first, &second] {
         store.image(image).unwrap().verify().unwrap();
@@ -714,7 +701,7 @@ fn every_kept_version_pins_its_image() {
     .unwrap();
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(pinned("greet@1"), None);
-    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+    common::ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
     store.image(&first).unwrap_err();
 
     // A pin lost in a crash comes back when the daemon starts.
@@ -739,7 +726,7 @@ fn deploy_by_image_reference_through_the_daemon() {
     common::deploy_greet_from_image(&socket, "hello:1", &digest);
 
     // Pinned: listed as such, not removable, kept by gc under any budget.
-    let ls = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let ls = common::ok(&["image", "ls", "--store", s(&store_dir)]);
     assert!(
         ls.lines()
             .any(|l| l.starts_with("hello:1") && l.contains("greet")),
@@ -749,7 +736,7 @@ fn deploy_by_image_reference_through_the_daemon() {
         &["image", "rm", "hello:1", "--store", s(&store_dir)],
         "greet",
     );
-    ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
+    common::ok(&["image", "gc", "--max-size", "0", "--store", s(&store_dir)]);
     Store::open(&store_dir)
         .unwrap()
         .open_image("hello:1")
@@ -794,7 +781,7 @@ fn deploy_by_image_reference_through_the_daemon() {
     // After kill -9 the function comes back with its image and pin.
     daemon.kill();
     let daemon = Daemon::start_in(dir.path());
-    let inspect = ok(&["inspect", "greet", "--socket", s(&socket)]);
+    let inspect = common::ok(&["inspect", "greet", "--socket", s(&socket)]);
     let info: wisp::api::FunctionInfo = serde_json::from_str(&inspect).unwrap();
     assert_eq!(info.image.unwrap().digest, digest);
     let out = wisp(&["invoke", "greet", "--socket", s(&socket)]);
@@ -811,7 +798,7 @@ fn deploy_by_image_reference_through_the_daemon() {
             .replace("\"hello, \"", "\"howdy, \""),
     )
     .unwrap();
-    ok(&[
+    common::ok(&[
         "image",
         "build",
         s(&v2),
@@ -843,7 +830,7 @@ fn deploy_by_image_reference_through_the_daemon() {
     );
     assert_eq!(store.pins().unwrap()["greet"].to_string(), digest);
     // Re-built, it deploys; the pin moves.
-    ok(&[
+    common::ok(&[
         "image",
         "build",
         s(&v2),
@@ -852,7 +839,7 @@ fn deploy_by_image_reference_through_the_daemon() {
         "--store",
         s(&store_dir),
     ]);
-    ok(&[
+    common::ok(&[
         "deploy",
         "greet",
         "--image",
@@ -873,16 +860,16 @@ fn deploy_by_image_reference_through_the_daemon() {
 
     // A deploy from a module drops the function's pin, not its versions';
     // a delete drops them all.
-    ok(&["deploy", "greet", s(&hello_wat()), "--socket", s(&socket)]);
+    common::ok(&["deploy", "greet", s(&hello_wat()), "--socket", s(&socket)]);
     let pins: Vec<String> = store.pins().unwrap().into_keys().collect();
     assert!(
         pins.len() == 2 && pins.iter().all(|p| p.starts_with("greet@")),
         "{pins:?}"
     );
-    ok(&["rm", "greet", "--socket", s(&socket)]);
+    common::ok(&["rm", "greet", "--socket", s(&socket)]);
     assert!(store.pins().unwrap().is_empty());
-    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
-    ok(&["image", "rm", "hello:2", "--store", s(&store_dir)]);
+    common::ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+    common::ok(&["image", "rm", "hello:2", "--store", s(&store_dir)]);
     drop(daemon);
 }
 
@@ -1030,14 +1017,14 @@ fn import_refuses_bad_file_layers_naming_the_layer_and_the_entry() {
     let mut good = Layout::new(&dir.path().join("good"));
     let layer = raw_tar(&[("/etc/app.toml", Regular, b"x = 1")]);
     wasm_artifact(&mut good, &module, TAR, &layer, "good:1");
-    ok(&["image", "import", s(&good.root), "--store", s(&store_dir)]);
+    common::ok(&["image", "import", s(&good.root), "--store", s(&store_dir)]);
     let image = Store::open(&store_dir)
         .unwrap()
         .open_image("good:1")
         .unwrap();
     let paths: Vec<_> = image.files().unwrap().into_iter().map(|e| e.path).collect();
     assert_eq!(paths, [Path::new("etc"), Path::new("etc/app.toml")]);
-    let listed = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let listed = common::ok(&["image", "ls", "--store", s(&store_dir)]);
     let blobs = blob_names(&store_dir);
 
     use tar::EntryType::{Block, Fifo, Link, Regular, Symlink};
@@ -1115,7 +1102,7 @@ fn import_refuses_bad_file_layers_naming_the_layer_and_the_entry() {
             );
         }
         assert_eq!(
-            ok(&["image", "ls", "--store", s(&store_dir)]),
+            common::ok(&["image", "ls", "--store", s(&store_dir)]),
             listed,
             "{name}: `ls` unchanged"
         );
@@ -1190,7 +1177,7 @@ fn fifos_in_a_layout_or_the_store_fail_at_once() {
     let store_dir = dir.path().join("store");
     let module = hello_wasm();
     let layer = raw_tar(&[("etc/app.toml", tar::EntryType::Regular, b"x = 1")]);
-    ok(&[
+    common::ok(&[
         "image",
         "build",
         s(&hello_wat()),
@@ -1199,7 +1186,7 @@ fn fifos_in_a_layout_or_the_store_fail_at_once() {
         "--store",
         s(&store_dir),
     ]);
-    let listed = ok(&["image", "ls", "--store", s(&store_dir)]);
+    let listed = common::ok(&["image", "ls", "--store", s(&store_dir)]);
     let blobs = blob_names(&store_dir);
     // Sources of an import: a blob, index.json, oci-layout, the tar form.
     for victim in ["blob", "index.json", "oci-layout", "tar"] {
@@ -1220,7 +1207,7 @@ fn fifos_in_a_layout_or_the_store_fail_at_once() {
             &format!("{} is a FIFO, not a regular file", fifo.display()),
         );
         assert_eq!(
-            ok(&["image", "ls", "--store", s(&store_dir)]),
+            common::ok(&["image", "ls", "--store", s(&store_dir)]),
             listed,
             "{victim}"
         );
@@ -1259,7 +1246,7 @@ fn fifos_in_a_layout_or_the_store_fail_at_once() {
     let f = wisp_within(&["image", "rm", "hello:1", "--store", s(&store_dir)], &[]);
     failed(&f, "lock is a FIFO, not a regular file");
     fs::remove_file(store_dir.join("lock")).unwrap();
-    ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
+    common::ok(&["image", "rm", "hello:1", "--store", s(&store_dir)]);
 }
 
 #[test]
@@ -1284,52 +1271,7 @@ fn a_held_store_lock_fails_changes_after_the_timeout() {
     let f = wisp_within(&build, &[("WISP_IMAGE_LOCK_TIMEOUT", "soon")]);
     failed(&f, "WISP_IMAGE_LOCK_TIMEOUT=\"soon\": not a duration");
     drop(held);
-    ok(&build);
-}
-
-/// A `wisp serve` with `env`, which the shared harness cannot pass.
-struct ServeWithEnv {
-    child: std::process::Child,
-    socket: PathBuf,
-    state: PathBuf,
-}
-
-impl ServeWithEnv {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> ServeWithEnv {
-        common::require_kvm();
-        let socket = dir.join("wisp.sock");
-        let state = dir.join("state");
-        let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .args(["serve", "--socket", s(&socket), "--state-dir", s(&state)])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "wisp serve did not listen: {}",
-                fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ServeWithEnv {
-            child,
-            socket,
-            state,
-        }
-    }
-}
-
-impl Drop for ServeWithEnv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    common::ok(&build);
 }
 
 /// `PUT /v1/functions/{name}` of `{"image": reference}`, which must be
@@ -1341,7 +1283,7 @@ fn deploy_image(socket: &Path, name: &str, reference: &str) -> wisp::client::Res
 #[test]
 fn bad_images_and_a_busy_store_are_refused_at_deploy_with_a_4xx_and_a_503() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = ServeWithEnv::start(dir.path(), &[("WISP_IMAGE_LOCK_TIMEOUT", "500ms")]);
+    let daemon = Daemon::start_in_with_env(dir.path(), &[("WISP_IMAGE_LOCK_TIMEOUT", "500ms")]);
     let store_dir = daemon.state.join("images");
     let store = Store::open(&store_dir).unwrap();
     // An image written into the store behind import's back: its blobs are
@@ -1359,7 +1301,7 @@ fn bad_images_and_a_busy_store_are_refused_at_deploy_with_a_4xx_and_a_503() {
     );
 
     // The store's lock held elsewhere: 503, retry shortly; then it deploys.
-    ok(&[
+    common::ok(&[
         "image",
         "build",
         s(&hello_wat()),

@@ -115,15 +115,7 @@ fn s(p: &Path) -> &str {
 
 /// Runs `wisp` and expects success; returns stdout, trimmed.
 fn ok(args: &[&str]) -> String {
-    let out = wisp(args);
-    assert!(
-        out.status.success(),
-        "wisp {args:?} failed ({:?}):\n{}{}",
-        out.status,
-        common::stdout(&out),
-        common::stderr(&out)
-    );
-    common::stdout(&out).trim().to_string()
+    common::ok(args).trim().to_string()
 }
 
 /// Builds `examples/hello.wat` with `files` bytes of files into `store`

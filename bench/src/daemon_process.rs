@@ -32,6 +32,17 @@ impl DaemonProcess {
         dir: Option<&Path>,
         flags: &[&str],
     ) -> Result<DaemonProcess, String> {
+        DaemonProcess::start_with_env(binary, dir, flags, &[])
+    }
+
+    /// Like [`DaemonProcess::start`], with `env` added to the daemon's
+    /// environment.
+    pub fn start_with_env(
+        binary: &Path,
+        dir: Option<&Path>,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<DaemonProcess, String> {
         let tmp = match dir {
             Some(_) => None,
             None => Some(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?),
@@ -52,6 +63,7 @@ impl DaemonProcess {
             .arg("--state-dir")
             .arg(&state_dir)
             .args(flags)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -42,14 +42,25 @@ impl Daemon {
         Daemon::spawn(Some(dir), flags)
     }
 
+    /// Starts a daemon on the state in `dir` with `env` added to its
+    /// environment.
+    pub fn start_in_with_env(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_with_env(Some(dir), &[], env)
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.process.as_ref().map_or(0, DaemonProcess::pid)
     }
 
     fn spawn(dir: Option<&Path>, flags: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(dir, flags, &[])
+    }
+
+    fn spawn_with_env(dir: Option<&Path>, flags: &[&str], env: &[(&str, &str)]) -> Daemon {
         super::require_kvm();
-        let process = DaemonProcess::start(Path::new(env!("CARGO_BIN_EXE_wisp")), dir, flags)
+        let binary = Path::new(env!("CARGO_BIN_EXE_wisp"));
+        let process = DaemonProcess::start_with_env(binary, dir, flags, env)
             .unwrap_or_else(|e| panic!("{e}"));
         Daemon {
             socket: process.socket().to_path_buf(),

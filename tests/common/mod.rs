@@ -52,6 +52,19 @@ pub fn wisp() -> Command {
     cmd
 }
 
+/// Runs `wisp` with no input and expects success; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args, b"");
+    assert!(
+        out.status.success(),
+        "wisp {args:?} failed ({:?}):\n{}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
 /// Runs `wisp` with `args`, feeding `stdin`, and collects its output.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = wisp()
