@@ -148,9 +148,9 @@ pub fn compat() -> Compat {
 /// restored; share it with an `Arc`.
 pub struct Image {
     memory: Arc<File>,
-    /// `memory` mapped read-only for resets (here, not at the first reset:
-    /// invocation threads may not map memory).
-    view: memory::FileView,
+    /// `memory` mapped read-only for resets, once the first VM restored
+    /// from it is reset (`wisp run`'s VMs never are).
+    view: std::sync::OnceLock<memory::FileView>,
     mem_size: u64,
     vcpu: VcpuState,
     channel: ChannelState,
@@ -217,10 +217,9 @@ impl Image {
             .iter()
             .map(|e| (e.start_page, e.pages))
             .collect();
-        let memory = Arc::new(memory);
         Ok(Image {
-            view: memory::FileView::map(&memory, vm.mem_size)?,
-            memory,
+            memory: Arc::new(memory),
+            view: std::sync::OnceLock::new(),
             mem_size: vm.mem_size,
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
@@ -231,6 +230,15 @@ impl Image {
             init_output,
             cpuid,
         })
+    }
+
+    /// The memory file mapped read-only, for resets.
+    fn view(&self) -> Result<&memory::FileView> {
+        if let Some(view) = self.view.get() {
+            return Ok(view);
+        }
+        let view = memory::FileView::map(&self.memory, self.mem_size)?;
+        Ok(self.view.get_or_init(|| view))
     }
 
     /// The name the module was snapshotted under.
@@ -367,10 +375,9 @@ impl Vm {
             None => WorkingSet::default(),
             Some(invocation) => {
                 let file = builder.memory_file()?;
-                let file = Arc::new(file);
                 let image = Image {
-                    view: memory::FileView::map(&file, mem_size)?,
-                    memory: file,
+                    memory: Arc::new(file),
+                    view: std::sync::OnceLock::new(),
                     mem_size,
                     vcpu: capture.vcpu,
                     channel: capture.channel,
@@ -531,7 +538,7 @@ impl Vm {
         let mut written = dirty.clone();
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         let (data, holes) = image.blocks.split(&memory::merge_runs(written));
-        image.view.copy_into(&self.mem, &data)?;
+        image.view()?.copy_into(&self.mem, &data)?;
         let dropped = memory::clear_holes(&self.mem, &holes)?;
         for &(start, pages) in &dropped {
             self.note_dropped(start, pages);
