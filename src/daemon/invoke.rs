@@ -71,7 +71,10 @@ impl Host {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let host = Arc::clone(self);
         let worker = Arc::clone(&function);
+        let started = super::invokers::Started::default();
+        let running = started.clone();
         self.invokers.submit(move || {
+            running.mark();
             let exec = host.execute(&worker, &stdin);
             let _ = tx.send((exec.result, exec.cold));
             // Off the response path, still holding the slot.
@@ -84,7 +87,7 @@ impl Host {
         // Alone: no other invocation (or reset) holds a thread, so polling
         // for the result takes a core nobody else wants.
         let alone = self.workers.available_permits() + 1 >= self.settings.invocation_threads.max(1);
-        let (result, cold) = super::invokers::wait_for(rx, alone)
+        let (result, cold) = super::invokers::wait_for(rx, alone.then_some(&started))
             .await
             .ok_or_else(|| ApiError::internal("the invocation worker stopped"))?;
         let latency = t0.elapsed();

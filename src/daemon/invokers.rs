@@ -12,8 +12,9 @@
 //! the invocation thread and back to the HTTP task, took ~100 µs more).
 //! So one idle invocation thread at a time polls the queue for [`POLL`]
 //! before it sleeps, and the HTTP task of the only invocation in flight
-//! polls for its result ([`wait_for`]). Both are bounded, and neither
-//! happens while other invocations keep the cores busy.
+//! polls for its result while the job runs ([`wait_for`]). Both are
+//! bounded, and neither happens while other invocations keep the cores
+//! busy.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -47,6 +48,11 @@ pub const POLL: Duration = Duration::from_micros(200);
 /// result before it sleeps: about a warm run of a small function, and a
 /// warm Python handler's.
 pub const POLL_RESULT: Duration = Duration::from_micros(600);
+
+/// How long that task polls for a job that has not started: a job that no
+/// thread took by then waits for a core, which polling would only keep
+/// from it (say, while the pool manager restores instances).
+pub const POLL_START: Duration = Duration::from_micros(50);
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -118,20 +124,45 @@ impl Invokers {
     }
 }
 
-/// Waits for an invocation's result; `None` if its sender was dropped. If
-/// `alone` (no other invocation is in flight, so a core is free), polls for
-/// it for up to [`POLL_RESULT`] first, which saves the wake-up of this
-/// task; otherwise, or once that time is up, sleeps until it arrives.
-pub async fn wait_for<T>(mut rx: tokio::sync::oneshot::Receiver<T>, alone: bool) -> Option<T> {
+/// Set by a job when an invocation thread starts running it.
+#[derive(Clone, Default)]
+pub struct Started(Arc<AtomicBool>);
+
+impl Started {
+    /// Records that the job is running.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Waits for an invocation's result; `None` if its sender was dropped.
+/// With `poll` (no other invocation is in flight, so a core should be
+/// free), polls for it for up to [`POLL_RESULT`] first, which saves the
+/// wake-up of this task, but only while the job runs: if it has not
+/// started within [`POLL_START`], it is waiting for a core, and this task
+/// sleeps at once to give it one.
+pub async fn wait_for<T>(
+    mut rx: tokio::sync::oneshot::Receiver<T>,
+    poll: Option<&Started>,
+) -> Option<T> {
     use tokio::sync::oneshot::error::TryRecvError;
-    if alone {
-        let until = Instant::now() + POLL_RESULT;
-        while Instant::now() < until {
+    if let Some(started) = poll {
+        let t0 = Instant::now();
+        loop {
             match rx.try_recv() {
                 Ok(value) => return Some(value),
-                Err(TryRecvError::Empty) => spin(),
                 Err(TryRecvError::Closed) => return None,
+                Err(TryRecvError::Empty) => {}
             }
+            let waited = t0.elapsed();
+            if waited >= POLL_RESULT || (waited >= POLL_START && !started.is_marked()) {
+                break;
+            }
+            spin();
         }
     }
     rx.await.ok()
@@ -198,6 +229,8 @@ fn next_job(queue: &Queue) -> Job {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     fn run_all(invokers: &Invokers, jobs: usize, gap: Duration) {
@@ -237,19 +270,47 @@ mod tests {
 
     #[tokio::test]
     async fn a_result_arrives_polled_or_awaited() {
-        for alone in [true, false] {
+        let started = Started::default();
+        started.mark();
+        let unstarted = Started::default();
+        for poll in [Some(&started), Some(&unstarted), None] {
             let (tx, rx) = tokio::sync::oneshot::channel();
             tx.send(7).unwrap();
-            assert_eq!(wait_for(rx, alone).await, Some(7));
+            assert_eq!(wait_for(rx, poll).await, Some(7));
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
                 std::thread::sleep(POLL_RESULT * 2);
                 tx.send(8).unwrap();
             });
-            assert_eq!(wait_for(rx, alone).await, Some(8));
+            assert_eq!(wait_for(rx, poll).await, Some(8));
             let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
             drop(tx);
-            assert_eq!(wait_for(rx, alone).await, None);
+            assert_eq!(wait_for(rx, poll).await, None);
         }
+    }
+
+    /// A job that has not started is not polled for past `POLL_START`,
+    /// one that runs for up to `POLL_RESULT`: the time the first poll of
+    /// the wait holds its thread.
+    #[test]
+    fn polling_stops_early_for_a_job_that_has_not_started() {
+        let held = |started: &Started| {
+            let (_tx, rx) = tokio::sync::oneshot::channel::<u8>();
+            let mut wait = std::pin::pin!(wait_for(rx, Some(started)));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let t0 = Instant::now();
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            t0.elapsed()
+        };
+        // The least of a few, so a preempted poll on a loaded machine
+        // cannot fail the test.
+        let unstarted = (0..5).map(|_| held(&Started::default())).min().unwrap();
+        assert!(
+            unstarted >= POLL_START && unstarted < POLL_RESULT,
+            "{unstarted:?}"
+        );
+        let running = Started::default();
+        running.mark();
+        assert!(held(&running) >= POLL_RESULT);
     }
 }
