@@ -221,6 +221,11 @@ fn next_job(queue: &Queue) -> Job {
     loop {
         if let Some(job) = jobs.pop_front() {
             queue.queued.store(jobs.len(), Ordering::SeqCst);
+            if !jobs.is_empty() {
+                // Jobs submitted while a thread polled woke nobody: pass
+                // them on, so none waits behind this one for a thread.
+                queue.ready.notify_one();
+            }
             return job;
         }
         jobs = queue.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
@@ -257,6 +262,32 @@ mod tests {
             run_all(&invokers, 20, Duration::from_micros(gap_us));
         }
         run_all(&invokers, 3, POLL * 20);
+    }
+
+    /// Two jobs submitted while a thread polls (so neither wakes a
+    /// sleeping thread) run at once: the second does not wait for the
+    /// first to finish.
+    #[test]
+    fn jobs_submitted_during_a_poll_do_not_queue_behind_each_other() {
+        let invokers = Invokers::start(2, None).unwrap();
+        for round in 0..20 {
+            // The thread that runs this polls for POLL once it is done.
+            run_all(&invokers, 1, Duration::ZERO);
+            let both = Arc::new(std::sync::Barrier::new(2));
+            let (done, finished) = mpsc::channel();
+            for _ in 0..2 {
+                let (both, done) = (Arc::clone(&both), done.clone());
+                invokers.submit(move || {
+                    both.wait();
+                    done.send(()).unwrap();
+                });
+            }
+            for _ in 0..2 {
+                finished
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|_| panic!("round {round}: the second job never started"));
+            }
+        }
     }
 
     #[test]
