@@ -6,6 +6,7 @@ pub mod run;
 pub mod run_handler;
 pub mod serve;
 pub mod snapshot;
+pub mod teardown;
 pub mod versions;
 
 use std::path::Path;

@@ -168,11 +168,13 @@ pub fn run(args: RunArgs) -> ! {
         }
     }
     // Exit without dropping anything: the kernel frees the VM, its guest
-    // memory, the threads and the mappings with the process, and tearing
-    // them down first would only delay the exit. Output is already out
-    // (the guest's writes are flushed as they come; stderr is unbuffered).
+    // memory, the threads and the mappings, and tearing them down first
+    // would only delay the exit; `teardown::exit` has that done after the
+    // exit status is out. Output is already out (the guest's writes are
+    // flushed as they come; stderr is unbuffered).
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    std::process::exit(i32::from(status))
+    let holds_vm = ran.as_ref().is_some_and(|r| r.vm.is_some());
+    super::teardown::exit(i32::from(status), holds_vm)
 }
 
 /// The ending, exit status, the module's exit code and the error line of a
