@@ -104,6 +104,58 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
     }
 }
 
+/// A snapshot without a recorded working set learns one from the first
+/// VM that teaches it: the pages its invocation wrote, nothing only read.
+/// Restores that pre-copy them start from the snapshot all the same.
+#[test]
+fn an_image_learns_its_working_set_from_a_restored_vm() {
+    common::require_kvm();
+    let source = std::fs::read(common::fixture("init_state.wat")).unwrap();
+    let artifact = Compiler::new(None).unwrap().compile(&source).unwrap();
+    let mut booted = Vm::boot(VmConfig::default(), &artifact).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    booted.snapshot(&dir, "init_state", None).unwrap();
+    let image = Arc::new(Image::open(&dir).unwrap());
+    assert_eq!(image.working_set().page_counts(), (0, 0));
+
+    let mut first = Vm::restore(&image, VmConfig::default()).unwrap();
+    // Nothing ran yet: nothing to learn, and the image stays untaught.
+    assert!(!first.learn_working_set());
+    let (outcome, out) = invoke(&mut first, &["init_state"]);
+    assert_eq!(outcome.unwrap(), Outcome::Exited(0));
+    assert_eq!(out, PRISTINE);
+    assert!(first.learn_working_set());
+    let (read, written) = image.working_set().page_counts();
+    assert_eq!(read, 0, "pages only read are not pre-faulted");
+    assert!(written > 0);
+    // Learned once: another VM teaches nothing.
+    assert!(!first.learn_working_set());
+
+    let config = VmConfig {
+        prefault: Prefault::WorkingSet,
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::restore(&image, config).unwrap();
+    for round in 0..3 {
+        let (outcome, out) = invoke(&mut vm, &["init_state"]);
+        assert_eq!(outcome.unwrap(), Outcome::Exited(0), "round {round}");
+        assert_eq!(out, PRISTINE, "round {round}");
+        vm.reset().unwrap();
+        assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
+    }
+
+    // A recorded working set is never replaced by a learned one.
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let recorded = Arc::new(Image::open(&dir).unwrap());
+    let before = recorded.working_set().clone();
+    assert_ne!(before.page_counts(), (0, 0));
+    let mut vm = Vm::restore(&recorded, VmConfig::default()).unwrap();
+    assert_eq!(invoke(&mut vm, &["init_state"]).1, PRISTINE);
+    assert!(!vm.learn_working_set());
+    assert_eq!(recorded.working_set(), &before);
+}
+
 /// Resets queue the registers for KVM to load at the next run
 /// (`KVM_CAP_SYNC_REGS`) rather than setting them with ioctls that cost
 /// ~10 µs each on PVM; every reset test here then exercises that path.

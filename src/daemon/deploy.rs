@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 use wisp_images::Digest;
-use wisp_vmm::{Files, Image, Vm, VmConfig};
+use wisp_vmm::{Files, Image, Prefault, Vm, VmConfig};
 
 use super::budget::instance_base_bytes;
 use super::error::{
@@ -524,7 +524,7 @@ impl Host {
         deployed.aliases.insert(LIVE_ALIAS.to_string(), live);
         deployed.size_pools();
         for _ in 0..function.sizing.reserved() {
-            match self.restore(&function) {
+            match self.restore(&function, Prefault::None) {
                 Ok(Some(instance)) => function.pool.put(instance, function.sizing.max_ready()),
                 Ok(None) => break,
                 Err(e) => warn!(function = %name, error = %e, "restoring a reserved instance"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{info, warn};
-use wisp_vmm::{Blame, BufferIo, Error as VmError, Outcome, Vm};
+use wisp_vmm::{Blame, BufferIo, Error as VmError, Outcome, Prefault, Vm, VmConfig};
 
 use super::error::{invocation_error, ApiError, Failure};
 use super::function::{Completed, Function};
@@ -78,7 +78,12 @@ impl Host {
             let exec = host.execute(&worker, &stdin);
             let _ = tx.send((exec.result, exec.cold));
             // Off the response path, still holding the slot.
-            if let Some(instance) = exec.instance {
+            if let Some(mut instance) = exec.instance {
+                if exec.cold {
+                    // The first cold start teaches the image the pages its
+                    // invocations write (a no-op once it knows them).
+                    instance.vm().learn_working_set();
+                }
                 host.put_back(&worker, instance);
             }
             drop(slot);
@@ -186,7 +191,7 @@ impl Host {
             let taken = if retried { None } else { function.pool.take() };
             let (mut instance, cold) = match taken {
                 Some(instance) => (instance, false),
-                None => match self.restore(function) {
+                None => match self.restore(function, Prefault::WorkingSet) {
                     Ok(Some(instance)) => (instance, true),
                     Ok(None) => return Execution::failed(Failure::NoMemory, true),
                     Err(e) if !retried && e.blame() == Blame::Host => {
@@ -256,14 +261,26 @@ impl Host {
 
     /// Restores a new instance of `function` into a pre-created shell (or a
     /// new VM), charging the memory budget; `None` if the budget is
-    /// exhausted.
-    pub(super) fn restore(&self, function: &Function) -> Result<Option<Instance>, VmError> {
+    /// exhausted. A request waiting for it wants [`Prefault::WorkingSet`]:
+    /// the pages invocations of `function` write are copied in one pass
+    /// before the guest runs (once a cold start has taught the image which
+    /// they are, see `invoke`). Instances kept ready for later want
+    /// [`Prefault::None`], holding no private page until they are used.
+    pub(super) fn restore(
+        &self,
+        function: &Function,
+        prefault: Prefault,
+    ) -> Result<Option<Instance>, VmError> {
         let Some(charge) = Instance::reserve(&self.budget, function.image.mem_size()) else {
             return Ok(None);
         };
+        let config = VmConfig {
+            prefault,
+            ..function.vm_config()
+        };
         let vm = match self.take_shell() {
-            Some(shell) => Vm::restore_in(shell, &function.image, function.vm_config())?,
-            None => Vm::restore(&function.image, function.vm_config())?,
+            Some(shell) => Vm::restore_in(shell, &function.image, config)?,
+            None => Vm::restore(&function.image, config)?,
         };
         Ok(Some(Instance::new(vm, charge)))
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
-use wisp_vmm::Shell;
+use wisp_vmm::{Prefault, Shell};
 
 use super::host::Host;
 
@@ -77,7 +77,7 @@ impl Host {
                 f.pool.trim(reserved);
             } else if ready < want_ready {
                 for _ in 0..(want_ready - ready).min(RESTORES_PER_TICK) {
-                    match self.restore(&f) {
+                    match self.restore(&f, Prefault::None) {
                         Ok(Some(instance)) => f.pool.put(instance, max_ready),
                         Ok(None) => break,
                         Err(e) => {

@@ -63,13 +63,17 @@ pub(crate) fn open() {
 }
 
 /// Reads the raw pagemap entries (one `u64` per page) of `pages` pages from
-/// host address `addr`.
+/// host address `addr`. Never opens a file (threads under seccomp call it):
+/// if the pagemap could not be opened, neither could it be now.
 pub(crate) fn entries(addr: u64, pages: u64) -> std::io::Result<Vec<u8>> {
     let mut raw = vec![0u8; pages as usize * 8];
-    match file() {
-        Some(file) => file.read_exact_at(&mut raw, addr / PAGE_SIZE * 8)?,
-        None => File::open("/proc/self/pagemap")?.read_exact_at(&mut raw, addr / PAGE_SIZE * 8)?,
-    }
+    let file = file().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "/proc/self/pagemap could not be opened",
+        )
+    })?;
+    file.read_exact_at(&mut raw, addr / PAGE_SIZE * 8)?;
     Ok(raw)
 }
 

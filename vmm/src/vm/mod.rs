@@ -2,11 +2,13 @@
 //! reset.
 //!
 //! `mod.rs` assembles VMs and serves requests; `run.rs` is the exit loop;
-//! `persist.rs` snapshots a ready VM and restores or resets one from it.
+//! `persist.rs` snapshots a ready VM and restores or resets one from it;
+//! `working_set.rs` records or learns the pages restores pre-fault.
 
 mod persist;
 mod run;
 mod slots;
+mod working_set;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,11 +25,12 @@ use crate::loader;
 use crate::memory::{self, GuestRam};
 use crate::shell::Shell;
 use crate::timer::Deadline;
-pub use persist::{compat, Capture, Image, Prefault, RestoreTimings, WorkingSet};
+pub use persist::{compat, Capture, Image, Prefault, RestoreTimings};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use run::deliver_output;
 use run::{Phase, Stop};
 use slots::Slots;
+pub use working_set::WorkingSet;
 
 /// Most bytes of boot-time stderr an [`Error::EndedDuringInit`] carries.
 pub const INIT_STDERR_TAIL: usize = 4096;

@@ -3,9 +3,8 @@
 //! Each component saves its own state into a section of the snapshot
 //! (`vm`, `vcpu`, `channel`); guest memory goes to a sparse file that
 //! restores map copy-on-write. The `working_set` section lists the pages a
-//! sample invocation touched right after the snapshot point, so a restore
-//! can pre-fault exactly those (the REAP idea) instead of taking a host page
-//! fault for each inside the guest.
+//! sample invocation touched right after the snapshot point, if one ran
+//! (see [`super::working_set`]).
 
 use std::fs::File;
 use std::path::Path;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use wisp_abi::layout::PAGE_SIZE;
 use wisp_snapshot::{Builder, Compat, Extent, Snapshot};
 
+use super::working_set::{self, WorkingSet};
 use super::{Invocation, Slots, State, Vm, VmConfig};
 use crate::arch::VcpuState;
 use crate::channel::{ChannelState, HostChannel};
@@ -40,9 +40,6 @@ const CPUID_SECTION: &str = "cpuid";
 /// Metadata key: the name the module was snapshotted under (`argv[0]`).
 const META_MODULE: &str = "module";
 
-/// The longest a working-set sample invocation may run.
-const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Pages the dirty log may hold, under manual protection, before a reset
 /// write-protects them again (see [`Vm::reset`]). Copying a page back
 /// costs well under a microsecond; the write fault it saves, an exit.
@@ -53,45 +50,14 @@ const REPROTECT_ABOVE: u64 = 512;
 pub enum Prefault {
     /// Nothing: every page is faulted in when the guest first touches it.
     None,
-    /// Pre-fault the snapshot's recorded working set: pages that were only
-    /// read are mapped from the page cache, written ones copied.
+    /// Pre-fault the image's working set (recorded in the snapshot, or
+    /// learned from a VM restored from it: [`Vm::learn_working_set`]):
+    /// written pages are copied first, then pages only read are mapped
+    /// from the page cache.
     WorkingSet,
     /// Copy all of the snapshot's data into fresh anonymous memory backed by
     /// transparent huge pages (no sharing between instances).
     CopyToHugePages,
-}
-
-/// Pages a sample invocation touched after the snapshot point, as runs of
-/// `(first page, page count)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkingSet {
-    /// Pages only read.
-    pub read: Vec<(u64, u64)>,
-    /// Pages written.
-    pub written: Vec<(u64, u64)>,
-}
-
-impl WorkingSet {
-    /// Total pages (read, written).
-    pub fn page_counts(&self) -> (u64, u64) {
-        let sum = |runs: &[(u64, u64)]| runs.iter().map(|r| r.1).sum();
-        (sum(&self.read), sum(&self.written))
-    }
-
-    fn check(&self, mem_size: u64) -> Result<()> {
-        let pages = mem_size / PAGE_SIZE;
-        let bad = self
-            .read
-            .iter()
-            .chain(&self.written)
-            .any(|&(start, count)| start.checked_add(count).is_none_or(|end| end > pages));
-        if bad {
-            return Err(Error::Snapshot(wisp_snapshot::Error::Corrupt(
-                "working set outside guest memory".into(),
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -151,6 +117,9 @@ pub struct Image {
     /// `memory` mapped read-only for resets, once the first VM restored
     /// from it is reset (`wisp run`'s VMs never are).
     view: std::sync::OnceLock<memory::FileView>,
+    /// Learned from the first VM that teaches it, if the snapshot records
+    /// no working set.
+    learned: std::sync::OnceLock<WorkingSet>,
     mem_size: u64,
     vcpu: VcpuState,
     channel: ChannelState,
@@ -220,6 +189,7 @@ impl Image {
         Ok(Image {
             memory: Arc::new(memory),
             view: std::sync::OnceLock::new(),
+            learned: std::sync::OnceLock::new(),
             mem_size: vm.mem_size,
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
@@ -251,9 +221,29 @@ impl Image {
         self.mem_size
     }
 
-    /// The recorded working set.
+    /// The working set restores pre-fault: the recorded one, else the
+    /// learned one, else none.
     pub fn working_set(&self) -> &WorkingSet {
-        &self.working_set
+        match self.learned.get() {
+            Some(learned) if self.working_set.is_empty() => learned,
+            _ => &self.working_set,
+        }
+    }
+
+    /// Whether restores have a working set to pre-fault.
+    pub(super) fn has_working_set(&self) -> bool {
+        !self.working_set().is_empty()
+    }
+
+    /// Keeps `learned` as the working set, unless there is one or it is
+    /// empty; whether it was kept.
+    pub(super) fn learn(&self, learned: WorkingSet) -> bool {
+        !self.has_working_set() && !learned.is_empty() && self.learned.set(learned).is_ok()
+    }
+
+    /// Which 2 MiB blocks hold data.
+    pub(super) fn blocks(&self) -> &memory::Blocks {
+        &self.blocks
     }
 
     /// Maps fresh guest memory holding the snapshot's contents: the file,
@@ -280,8 +270,11 @@ impl Image {
         match how {
             Prefault::None => Ok(()),
             Prefault::WorkingSet => {
-                memory::populate(mem, &self.working_set.read, Populate::Read)?;
-                memory::populate(mem, &self.working_set.written, Populate::Write)
+                // Writes first: copying a page not yet mapped replaces
+                // nothing, so no VM's MMU notifier hears of it.
+                let ws = self.working_set();
+                memory::populate(mem, &ws.written, Populate::Write)?;
+                memory::populate(mem, &ws.read, Populate::Read)
             }
             Prefault::CopyToHugePages => self.copy_data(mem),
         }
@@ -378,6 +371,7 @@ impl Vm {
                 let image = Image {
                     memory: Arc::new(file),
                     view: std::sync::OnceLock::new(),
+                    learned: std::sync::OnceLock::new(),
                     mem_size,
                     vcpu: capture.vcpu,
                     channel: capture.channel,
@@ -390,7 +384,7 @@ impl Vm {
                     init_output: InitOutput::default(),
                     cpuid: None,
                 };
-                record_working_set(image, &self.config, invocation)?
+                working_set::record(image, &self.config, invocation)?
             }
         };
         builder.section(WORKING_SET_SECTION, &working_set)?;
@@ -656,31 +650,4 @@ impl Vm {
             }
         }
     }
-}
-
-/// Restores a VM from a just-written snapshot without pre-faulting, runs
-/// `invocation` in it, and returns the pages it touched.
-fn record_working_set(
-    image: Image,
-    config: &VmConfig,
-    invocation: &Invocation,
-) -> Result<WorkingSet> {
-    let config = VmConfig {
-        prefault: Prefault::None,
-        timeout: Some(
-            config
-                .timeout
-                .map_or(SAMPLE_TIMEOUT, |t| t.min(SAMPLE_TIMEOUT)),
-        ),
-        ..config.clone()
-    };
-    let mut vm = Vm::restore(&Arc::new(image), config)?;
-    // Whatever the sample's outcome, the pages it touched are the ones a
-    // real invocation will start with.
-    let _ = vm.invoke(invocation, &mut BufferIo::new());
-    let touched = memory::touched_pages(&vm.mem)?;
-    Ok(WorkingSet {
-        read: touched.read,
-        written: touched.written,
-    })
 }
