@@ -212,19 +212,35 @@ fn a_used_vm_recycled_as_a_shell_restores_cleanly() {
     let (_tmp, dir) = api_snapshot("init_state.wat");
     let image = Arc::new(Image::open(&dir).unwrap());
     let mut vm = Vm::restore(&image, VmConfig::default()).unwrap();
+    let (_tmp2, hello_dir) = api_snapshot("../../examples/hello.wat");
+    let hello = Arc::new(Image::open(&hello_dir).unwrap());
     for _ in 0..5 {
         let (outcome, out) = invoke(&mut vm, &["init_state"]);
         assert_eq!(outcome.unwrap(), Outcome::Exited(0));
         assert_eq!(out, PRISTINE);
+        // The shell keeps the RAM registered, for this image only.
         let shell = vm.into_shell().unwrap();
+        assert!(shell.holds_memory_for(&image));
+        assert!(!shell.holds_memory_for(&hello));
         vm = Vm::restore_in(shell, &image, VmConfig::default()).unwrap();
         assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
+        // The kept slots log the new guest's writes: a reset undoes them.
+        assert_eq!(invoke(&mut vm, &["init_state"]).1, PRISTINE);
+        vm.reset().unwrap();
+        assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
     }
-    // A shell from one function's VM serves another function's snapshot.
-    let (_tmp2, hello_dir) = api_snapshot("../../examples/hello.wat");
-    let hello = Arc::new(Image::open(&hello_dir).unwrap());
-    let mut vm = Vm::restore_in(vm.into_shell().unwrap(), &hello, VmConfig::default()).unwrap();
+    // A shell from one function's VM serves another function's snapshot,
+    // after unregistering the memory it kept.
+    let shell = vm.into_shell().unwrap();
+    let mut vm = Vm::restore_in(shell, &hello, VmConfig::default()).unwrap();
+    assert_eq!(vm.first_difference_from_snapshot().unwrap(), None);
     assert_eq!(invoke(&mut vm, &["hello"]).1, "hello, world!\n");
+    let mut shell = vm.into_shell().unwrap();
+    assert!(shell.holds_memory_for(&hello));
+    shell.forget_memory().unwrap();
+    assert!(!shell.holds_memory());
+    let mut vm = Vm::restore_in(shell, &image, VmConfig::default()).unwrap();
+    assert_eq!(invoke(&mut vm, &["init_state"]).1, PRISTINE);
 }
 
 #[test]

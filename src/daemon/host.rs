@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use wisp_images::{ArtifactCache, Store as ImageStore};
-use wisp_vmm::Shell;
+use wisp_vmm::{Image, Shell};
 
 use super::budget::MemoryBudget;
 use super::function::Function;
@@ -25,6 +25,11 @@ use crate::seccomp::{invocation_filter, Seccomp};
 
 /// Bytes of recently used compiled artifacts kept in memory.
 const ARTIFACT_MEMORY: u64 = 256 << 20;
+
+/// Most shells that keep guest RAM registered for one snapshot image: as
+/// many cold starts of one function at once skip registering memory; the
+/// rest of the shells stay empty for other functions.
+const KEPT_PER_IMAGE: usize = 4;
 
 /// Daemon-wide knobs.
 #[derive(Clone, Debug)]
@@ -192,9 +197,17 @@ impl Host {
         .map_err(|e| ApiError::internal(format!("{what} task: {e}")))?
     }
 
-    /// A pre-created shell, if one is left.
-    pub(super) fn take_shell(&self) -> Option<Shell> {
-        lock(&self.shells).pop()
+    /// A pre-created shell for a restore of `image`, if one is left: one
+    /// that keeps guest RAM registered for `image` (the restore then skips
+    /// registering memory), else one that keeps none, else any (the
+    /// restore unregisters what it keeps first).
+    pub(super) fn take_shell(&self, image: &Image) -> Option<Shell> {
+        let mut shells = lock(&self.shells);
+        let at = shells
+            .iter()
+            .rposition(|s| s.holds_memory_for(image))
+            .or_else(|| shells.iter().rposition(|s| !s.holds_memory()))?;
+        Some(shells.swap_remove(at))
     }
 
     /// Keeps `shell` for a later cold start if fewer than `--shells` are
@@ -204,6 +217,23 @@ impl Host {
         if shells.len() < self.settings.shells {
             shells.push(shell);
         }
+    }
+
+    /// Keeps `shell`, which last held an instance of `image`, as
+    /// [`Host::keep_shell`] does; with its guest RAM still registered
+    /// unless [`KEPT_PER_IMAGE`] shells keep some for `image` already.
+    pub(super) fn keep_used_shell(&self, mut shell: Shell, image: &Image) {
+        let kept = lock(&self.shells)
+            .iter()
+            .filter(|s| s.holds_memory_for(image))
+            .count();
+        if kept >= KEPT_PER_IMAGE {
+            if let Err(e) = shell.forget_memory() {
+                warn!(error = %super::error::chain(&e), "unregistering a used VM's memory failed; dropped");
+                return;
+            }
+        }
+        self.keep_shell(shell);
     }
 
     /// Shells missing from the `--shells` kept.

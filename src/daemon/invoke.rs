@@ -278,7 +278,7 @@ impl Host {
             prefault,
             ..function.vm_config()
         };
-        let vm = match self.take_shell() {
+        let vm = match self.take_shell(&function.image) {
             Some(shell) => Vm::restore_in(shell, &function.image, config)?,
             None => Vm::restore(&function.image, config)?,
         };
@@ -302,7 +302,7 @@ impl Host {
             }
         } else if self.wants_shell() {
             match instance.into_shell() {
-                Ok(shell) => self.keep_shell(shell),
+                Ok(shell) => self.keep_used_shell(shell, &function.image),
                 Err(e) => warn!(error = %super::error::chain(&e), "recycling a VM failed; dropped"),
             }
         }

@@ -3,6 +3,7 @@
 //! restore.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -67,17 +68,67 @@ pub fn create(size: u64) -> Result<GuestRam> {
 /// instance through the page cache; its writes go to private copies. The
 /// file must never change while mapped (snapshots are immutable: a new one
 /// replaces the directory, it is never rewritten in place).
-pub fn map_private(file: &Arc<File>, size: u64) -> Result<GuestRam> {
+///
+/// The region itself is anonymous, with the file mapped over it, so the
+/// guest RAM keeps no reference to the file: a shell that keeps the RAM
+/// registered after its VM is done ([`crate::Shell`]) holds no snapshot
+/// open.
+pub fn map_private(file: &File, size: u64) -> Result<GuestRam> {
+    let mem = reserve(size)?;
+    map_file_over(&mem, file)?;
+    Ok(mem)
+}
+
+/// `size` bytes of guest RAM that hold nothing yet: anonymous, not
+/// populated, not reserved against overcommit.
+fn reserve(size: u64) -> Result<GuestRam> {
     validate_size(size)?;
     let region = MmapRegionBuilder::new(size as usize)
-        .with_file_offset(FileOffset::from_arc(Arc::clone(file), 0))
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
         .build()
-        .map_err(|e| Error::MapSnapshot(mmap_cause(e)))?;
+        .map_err(|e| Error::MapMemory {
+            mib: size >> 20,
+            source: mmap_cause(e),
+        })?;
     let region = GuestRegionMmap::new(region, GuestAddress(0))
         .ok_or(Error::OutOfRange { addr: 0, len: size })?;
     GuestRam::from_regions(vec![region]).map_err(|e| Error::MapSnapshot(Box::new(e)))
+}
+
+/// Maps `file` copy-on-write over all of `mem`, as [`map_private`] does,
+/// replacing whatever was there: its pages are freed and KVM's mappings of
+/// them dropped (the kernel tells every VM's MMU notifier).
+pub fn map_file_over(mem: &GuestRam, file: &File) -> Result<()> {
+    let (base, size) = host_range(mem);
+    // SAFETY: the range is exactly this region's live mapping, which the
+    // region unmaps when dropped; replacing its pages invalidates no Rust
+    // reference (guest memory is only accessed through vm-memory's
+    // volatile API). The file outlives nothing here: the mapping holds its
+    // own reference.
+    let mapped = unsafe {
+        libc::mmap(
+            base.cast(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(Error::MapSnapshot(
+            Box::new(std::io::Error::last_os_error()),
+        ));
+    }
+    Ok(())
+}
+
+/// Gives all of `mem`'s pages back to the host and drops any file mapped
+/// over it: it reads as zeroes again, and holds nothing.
+pub fn release(mem: &GuestRam) -> Result<()> {
+    let (_, size) = host_range(mem);
+    anonymous_over(mem, &[(0, size as u64)])
 }
 
 /// The OS error of a failed `mmap` itself (so its errno can tell

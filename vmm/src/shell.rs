@@ -12,8 +12,12 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use crate::arch;
 use crate::error::{Error, Result};
 use crate::kvm;
+use crate::memory::GuestRam;
+use crate::vm::{Image, Slots};
 
-/// A VM with one vCPU, and no guest memory.
+/// A VM with one vCPU, and no guest memory in use: either none at all, or
+/// the released RAM of the VM that used it last, still registered with KVM
+/// (see [`Shell::holds_memory_for`]).
 pub struct Shell {
     pub(crate) vcpu: VcpuFd,
     // Dropped after the vCPU.
@@ -25,6 +29,25 @@ pub struct Shell {
     /// guest rewrites on every invocation costs one exit, not one per
     /// invocation (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).
     pub(crate) manual_dirty_log: bool,
+    /// Guest RAM left registered by the last VM, its pages given back;
+    /// dropped (unmapped) after the VM fd is closed.
+    pub(crate) kept: Option<KeptMemory>,
+}
+
+/// The guest RAM a used VM leaves in its shell: registering memory with KVM
+/// costs a restore more than mapping it (slots' bookkeeping and a grace
+/// period each), so a restore of the same snapshot maps the snapshot over
+/// this RAM instead and keeps its slots.
+pub(crate) struct KeptMemory {
+    /// Released: it holds no page and maps no file.
+    pub(crate) mem: GuestRam,
+    pub(crate) slots: Slots,
+    /// The snapshot image it was restored from, by [`Image::id`]. Only a
+    /// restore of that image reuses it, so KVM state a guest may have
+    /// left behind it (shadow copies of its page tables, which it cannot
+    /// write, are not dropped with the memory) carries nothing between
+    /// functions that a reset would not carry between invocations.
+    pub(crate) image: u64,
 }
 
 impl Shell {
@@ -61,7 +84,28 @@ impl Shell {
             vm,
             cpuid: None,
             manual_dirty_log,
+            kept: None,
         })
+    }
+
+    /// Whether this shell keeps registered guest RAM that a restore of
+    /// `image` reuses (the last VM in it was restored from `image`).
+    pub fn holds_memory_for(&self, image: &Image) -> bool {
+        self.kept.as_ref().is_some_and(|k| k.image == image.id())
+    }
+
+    /// Whether this shell keeps registered guest RAM (of any image).
+    pub fn holds_memory(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// Unregisters and unmaps the guest RAM the last VM left, if any: a
+    /// restore of another image into this shell would do it first.
+    pub fn forget_memory(&mut self) -> Result<()> {
+        if let Some(kept) = self.kept.take() {
+            kept.slots.detach(self)?;
+        }
+        Ok(())
     }
 
     /// Gives the vCPU `cpuid`.

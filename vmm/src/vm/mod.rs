@@ -29,7 +29,7 @@ pub use persist::{compat, Capture, Image, Prefault, RestoreTimings};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use run::deliver_output;
 use run::{Phase, Stop};
-use slots::Slots;
+pub(crate) use slots::Slots;
 pub use working_set::WorkingSet;
 
 /// Most bytes of boot-time stderr an [`Error::EndedDuringInit`] carries.

@@ -24,7 +24,7 @@ use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::BufferIo;
 use crate::kvm::{self, guest_cpu_features};
 use crate::memory::{self, GuestRam, Populate};
-use crate::shell::Shell;
+use crate::shell::{KeptMemory, Shell};
 
 const VM_SECTION: &str = "vm";
 const VCPU_SECTION: &str = "vcpu";
@@ -120,6 +120,8 @@ pub struct Image {
     /// Learned from the first VM that teaches it, if the snapshot records
     /// no working set.
     learned: std::sync::OnceLock<WorkingSet>,
+    /// Unique in this process (see [`Image::id`]).
+    id: u64,
     mem_size: u64,
     vcpu: VcpuState,
     channel: ChannelState,
@@ -133,6 +135,12 @@ pub struct Image {
     init_output: InitOutput,
     /// The guest's CPUID, if the snapshot records it.
     cpuid: Option<CpuId>,
+}
+
+/// A new [`Image::id`].
+fn next_image_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Where the time of a restore went.
@@ -190,6 +198,7 @@ impl Image {
             memory: Arc::new(memory),
             view: std::sync::OnceLock::new(),
             learned: std::sync::OnceLock::new(),
+            id: next_image_id(),
             mem_size: vm.mem_size,
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
@@ -209,6 +218,12 @@ impl Image {
         }
         let view = memory::FileView::map(&self.memory, self.mem_size)?;
         Ok(self.view.get_or_init(|| view))
+    }
+
+    /// A number no other image opened by this process has: what a shell
+    /// records of the image its memory was restored from.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The name the module was snapshotted under.
@@ -262,6 +277,14 @@ impl Image {
         };
         self.prepare(&mem, how)?;
         Ok(mem)
+    }
+
+    /// Maps the snapshot over `mem`, guest RAM of this image's size that a
+    /// shell kept (see [`Image::map_memory`]; not for huge-page copies).
+    fn map_memory_over(&self, mem: &GuestRam, how: Prefault) -> Result<()> {
+        memory::map_file_over(mem, &self.memory)?;
+        memory::anonymous_over(mem, &self.blocks.anonymous_ranges())?;
+        self.prepare(mem, how)
     }
 
     /// Brings memory that reads as the snapshot file (or as zeroes, for
@@ -372,6 +395,7 @@ impl Vm {
                     memory: Arc::new(file),
                     view: std::sync::OnceLock::new(),
                     learned: std::sync::OnceLock::new(),
+                    id: next_image_id(),
                     mem_size,
                     vcpu: capture.vcpu,
                     channel: capture.channel,
@@ -469,8 +493,36 @@ impl Vm {
     /// size is the snapshot's; `config.mem_size` is ignored.
     pub fn restore_in(mut shell: Shell, image: &Arc<Image>, mut config: VmConfig) -> Result<Vm> {
         config.mem_size = image.mem_size;
+        // For a VM that can be reset, KVM logs the pages the guest writes,
+        // so a reset restores only those; except in the large holes, which
+        // the guest touches as fast as a fresh VM's memory without the log.
+        let slots = if config.resettable {
+            Slots::around(image.mem_size, &image.blocks.anonymous_ranges())
+        } else {
+            Slots::single(image.mem_size, false)
+        };
         let t0 = Instant::now();
-        let mem = image.map_memory(config.prefault)?;
+        let kept = match shell.kept.take() {
+            Some(kept)
+                if kept.image == image.id
+                    && kept.slots == slots
+                    && config.prefault != Prefault::CopyToHugePages =>
+            {
+                Some(kept.mem)
+            }
+            other => {
+                shell.kept = other;
+                shell.forget_memory()?;
+                None
+            }
+        };
+        let (mem, attached) = match kept {
+            Some(mem) => {
+                image.map_memory_over(&mem, config.prefault)?;
+                (mem, true)
+            }
+            None => (image.map_memory(config.prefault)?, false),
+        };
         let t1 = Instant::now();
         if shell.cpuid.is_none() {
             match &image.cpuid {
@@ -484,15 +536,12 @@ impl Vm {
                 None => shell.ensure_cpuid()?,
             }
         }
-        // For a VM that can be reset, KVM logs the pages the guest writes,
-        // so a reset restores only those; except in the large holes, which
-        // the guest touches as fast as a fresh VM's memory without the log.
-        let slots = if config.resettable {
-            Slots::around(image.mem_size, &image.blocks.anonymous_ranges())
+        if attached {
+            // The slots are the kept ones: only their log is stale.
+            slots.clear_log(&shell)?;
         } else {
-            Slots::single(image.mem_size, false)
-        };
-        slots.attach(&shell, &mem)?;
+            slots.attach(&shell, &mem)?;
+        }
         image.vcpu.restore(&shell.vcpu)?;
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
@@ -618,16 +667,34 @@ impl Vm {
         }
     }
 
-    /// Detaches guest memory and returns the empty VM, ready to be restored
-    /// into again: much cheaper than destroying the VM and creating another
-    /// (KVM's VM creation and teardown take the process-wide mm locks).
-    /// Every piece of vCPU state a restore depends on is loaded by it; the
-    /// pending port I/O of the last exit is completed here so it cannot
-    /// land on the next restore's state.
+    /// Gives guest memory back to the host and returns the VM as a shell,
+    /// ready to be restored into again: much cheaper than destroying the
+    /// VM and creating another (KVM's VM creation and teardown take the
+    /// process-wide mm locks). The released RAM stays registered with KVM
+    /// for a restore of the same snapshot, which maps the snapshot over it
+    /// and skips registering memory; a restore of another image
+    /// unregisters it first ([`Shell::forget_memory`]). Every piece of
+    /// vCPU state a restore depends on is loaded by it; the pending port
+    /// I/O of the last exit is completed here so it cannot land on the
+    /// next restore's state.
     pub fn into_shell(mut self) -> Result<Shell> {
         self.quiesce()?;
-        self.slots.detach(&self.shell)?;
-        Ok(self.shell)
+        memory::release(&self.mem)?;
+        let Vm {
+            mut shell,
+            mem,
+            slots,
+            image,
+            ..
+        } = self;
+        shell.kept = Some(KeptMemory {
+            mem,
+            slots,
+            // A booted VM's memory is kept for no image: the next restore
+            // unregisters it.
+            image: image.map_or(0, |i| i.id),
+        });
+        Ok(shell)
     }
 
     /// Where the time of the last restore or reset went.

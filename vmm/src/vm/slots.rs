@@ -52,7 +52,7 @@ impl Slot {
 /// The slots a VM's RAM is registered as, in guest-physical order, covering
 /// all of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Slots {
+pub(crate) struct Slots {
     slots: Vec<Slot>,
 }
 
@@ -131,7 +131,7 @@ impl Slots {
 
     /// Deletes the slots, so the mapping can be dropped and the VM given
     /// other memory.
-    pub(super) fn detach(&self, shell: &Shell) -> Result<()> {
+    pub(crate) fn detach(&self, shell: &Shell) -> Result<()> {
         for slot in &self.slots {
             let region = kvm_userspace_memory_region {
                 slot: slot.id,
@@ -212,6 +212,24 @@ impl Slots {
             }
         }
         Ok(())
+    }
+
+    /// Empties the dirty log of every logged slot and write-protects their
+    /// pages again: for memory that now holds a snapshot whole, so nothing
+    /// in it differs from the snapshot yet.
+    pub(super) fn clear_log(&self, shell: &Shell) -> Result<()> {
+        if shell.manual_dirty_log {
+            let all: Vec<(u64, u64)> = self
+                .slots
+                .iter()
+                .filter(|s| s.logged)
+                .map(|s| (s.first_page(), s.pages()))
+                .collect();
+            self.reprotect(shell, &all)
+        } else {
+            // Reading the classic log clears it and protects the pages.
+            self.dirty_pages(shell).map(drop)
+        }
     }
 
     /// The pages of the unlogged slots present in the host's page tables:
