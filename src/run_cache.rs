@@ -12,7 +12,8 @@
 //! a fresh boot would.
 //!
 //! Entries live under `CACHE/snapshots/<key>/`, each a snapshot directory
-//! (`wisp_snapshot`'s format, checksummed throughout). They are written in
+//! (`wisp_snapshot`'s format, checksummed throughout; the memory data is
+//! checked in full once per version of its file, see [`open_entry`]). They are written in
 //! a private staging directory and renamed into place, so a concurrent run
 //! sees a whole entry or none; two runs that build the same entry at once
 //! keep whichever renames first. An entry that does not open — corrupt,
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use wisp_vmm::{Image, Invocation};
+use wisp_vmm::{FileStamp, Image, Invocation, MemoryCheck};
 
 /// The default bound on the cache's size on disk.
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
@@ -38,6 +39,37 @@ const SNAPSHOTS: &str = "snapshots";
 const STAGING: &str = ".tmp";
 /// Staging left by a run that died is removed after this long.
 const STALE: Duration = Duration::from_secs(3600);
+
+/// In an entry: the [`FileStamp`] of its memory file when a full check of
+/// its data last passed.
+const VERIFIED: &str = "verified.json";
+
+/// Opens the snapshot in `entry`. Its memory data (~1 MiB for a small
+/// module, 71 MiB for a Python handler) is checksummed in full only if
+/// the memory file is not the one a full check passed on before, as
+/// [`VERIFIED`] records: its inode, length and change time, which any
+/// write moves. Everything else is verified on every open.
+fn open_entry(entry: &Path) -> Result<Image, wisp_vmm::Error> {
+    let stamp_path = entry.join(VERIFIED);
+    let verified: Option<FileStamp> = fs::read(&stamp_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let before = FileStamp::of_memory_in(entry).ok();
+    let check = verified.map_or(MemoryCheck::Full, MemoryCheck::UnlessUnchanged);
+    let image = Image::open_checking(entry, check)?;
+    // A full check ran unless the file was the verified one; record what it
+    // checked (as it was before, so a change during the check is seen next
+    // time). Best effort: without it the next open checks in full again.
+    if let Some(before) = before.filter(|b| verified != Some(*b)) {
+        if let Ok(bytes) = serde_json::to_vec(&before) {
+            let staged = entry.join(format!(".{VERIFIED}.{}", std::process::id()));
+            if fs::write(&staged, bytes).is_ok() && fs::rename(&staged, &stamp_path).is_err() {
+                let _ = fs::remove_file(&staged);
+            }
+        }
+    }
+    Ok(image)
+}
 
 /// Why the cache could not store an entry.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +284,7 @@ impl RunCache {
     /// is removed.
     pub fn get(&self, key: &Key) -> Lookup {
         let entry = self.entry(key);
-        match Image::open(&entry) {
+        match open_entry(&entry) {
             Ok(image) => Lookup::Hit(Arc::new(image)),
             Err(wisp_vmm::Error::Snapshot(wisp_snapshot::Error::NotFound(_))) => Lookup::Miss,
             Err(e) => {
@@ -309,7 +341,7 @@ impl RunCache {
             }
             Err(e) => return Err(io_error("storing", &entry)(e)),
         }
-        Image::open(&entry)
+        open_entry(&entry)
             .map(Arc::new)
             .map_err(RunCacheError::Snapshot)
     }

@@ -582,13 +582,39 @@ fn a_corrupt_cache_entry_is_rebuilt_never_used() {
     let (_, report) = run_reported(cache.path(), &[path(&module)]);
     assert_eq!(report["start"], "created");
     let entry = cache_entries(cache.path()).pop().unwrap();
-    // A flipped byte in the vCPU state, then a truncated memory file.
-    let damage: [&dyn Fn(&Path); 2] = [
+    // The full check of the memory data that passed is recorded, so later
+    // runs skip it while the file is unchanged.
+    assert!(entry.join("verified.json").is_file());
+    // A flipped byte in the vCPU state, one in the memory data (written in
+    // place: the file's change time moves past the recorded one), then a
+    // truncated memory file.
+    let damage: [&dyn Fn(&Path); 3] = [
         &|entry| {
             let state = entry.join("state.bin");
             let mut bytes = std::fs::read(&state).unwrap();
             bytes[10] ^= 0x40;
             std::fs::write(&state, bytes).unwrap();
+        },
+        &|entry| {
+            use std::os::unix::fs::FileExt;
+            let manifest: Value =
+                serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap())
+                    .unwrap();
+            let page = manifest["memory"]["extents"][0]["start_page"]
+                .as_u64()
+                .unwrap();
+            let memory = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.join("memory"))
+                .unwrap();
+            let mut byte = [0u8];
+            memory.read_exact_at(&mut byte, page * 4096 + 100).unwrap();
+            // The change time has a clock's resolution: make sure it moves.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            memory
+                .write_all_at(&[byte[0] ^ 0x40], page * 4096 + 100)
+                .unwrap();
         },
         &|entry| {
             let memory = std::fs::OpenOptions::new()

@@ -55,7 +55,7 @@ pub use manifest::{
     STATE_FILE,
 };
 pub use memory::{Extent, PAGE_SIZE};
-pub use snapshot::Snapshot;
+pub use snapshot::{FileStamp, MemoryCheck, Snapshot};
 
 #[cfg(test)]
 mod testutil {

@@ -29,6 +29,17 @@ impl Snapshot {
     ///
     /// The memory file stays open (read-only) for [`Snapshot::memory_file`].
     pub fn open(dir: &Path, expect: &Compat, host_cpu: &CpuFeatures) -> Result<Snapshot, Error> {
+        Snapshot::open_checking(dir, expect, host_cpu, MemoryCheck::Full)
+    }
+
+    /// [`Snapshot::open`], with the memory file's data checked as `check`
+    /// says: everything else is verified all the same.
+    pub fn open_checking(
+        dir: &Path,
+        expect: &Compat,
+        host_cpu: &CpuFeatures,
+        check: MemoryCheck,
+    ) -> Result<Snapshot, Error> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let text = fs::read_to_string(&manifest_path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NotFound(dir.to_path_buf()),
@@ -44,7 +55,7 @@ impl Snapshot {
         let state_path = dir.join(STATE_FILE);
         let state = fs::read(&state_path).map_err(Error::io("reading", &state_path))?;
         check_sections(&manifest, &state)?;
-        let memory = open_memory(dir, &manifest)?;
+        let memory = open_memory(dir, &manifest, check)?;
         Ok(Snapshot {
             dir: dir.to_path_buf(),
             manifest,
@@ -112,6 +123,59 @@ impl Snapshot {
     }
 }
 
+/// How much of a snapshot's memory data [`Snapshot::open_checking`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryCheck {
+    /// Every data page against the checksum, and every hole for stray
+    /// data: what [`Snapshot::open`] does.
+    Full,
+    /// Nothing of the data if the memory file is still the one `stamp`
+    /// describes (a full check passed on it earlier), else [`Full`]: for
+    /// a cache that opens the same snapshot again and again. The file's
+    /// length and extents are checked either way.
+    ///
+    /// [`Full`]: MemoryCheck::Full
+    UnlessUnchanged(FileStamp),
+}
+
+/// What identifies a file's contents without reading them: its device and
+/// inode, its length, and its change time, which every write to the file
+/// moves and no call can set back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub len: u64,
+    /// `st_ctime` in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of the open `file`.
+    pub fn of(file: &File) -> io::Result<FileStamp> {
+        file.metadata().map(|m| FileStamp::from_metadata(&m))
+    }
+
+    /// The stamp of the snapshot memory file in `dir` (taken before a
+    /// check, so that a change during it is a change after it).
+    pub fn of_memory_in(dir: &Path) -> io::Result<FileStamp> {
+        fs::metadata(dir.join(MEMORY_FILE)).map(|m| FileStamp::from_metadata(&m))
+    }
+
+    fn from_metadata(m: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.size(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
 /// Checks that section names are unique and every section lies within
 /// `state` with the recorded checksum.
 fn check_sections(manifest: &Manifest, state: &[u8]) -> Result<(), Error> {
@@ -138,7 +202,7 @@ fn check_sections(manifest: &Manifest, state: &[u8]) -> Result<(), Error> {
 }
 
 /// Opens the memory file and checks it against the manifest.
-fn open_memory(dir: &Path, manifest: &Manifest) -> Result<File, Error> {
+fn open_memory(dir: &Path, manifest: &Manifest, check: MemoryCheck) -> Result<File, Error> {
     let m = &manifest.memory;
     if m.file != MEMORY_FILE {
         return Err(Error::Corrupt(format!(
@@ -171,6 +235,11 @@ fn open_memory(dir: &Path, manifest: &Manifest) -> Result<File, Error> {
             "the memory file is {len} bytes, not {}",
             m.size
         )));
+    }
+    if let MemoryCheck::UnlessUnchanged(stamp) = check {
+        if FileStamp::of(&file).is_ok_and(|now| now == stamp) {
+            return Ok(file);
+        }
     }
     let sum = memory::checksum_file(&file, &m.extents).map_err(Error::io("reading", &path))?;
     if hex(sum) != m.xxh3 {

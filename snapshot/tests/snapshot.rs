@@ -1,12 +1,14 @@
 //! Writing and opening real snapshots, and every way opening one must fail.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
-use wisp_snapshot::{Builder, Compat, CpuFeatures, Error, Extent, Snapshot, PAGE_SIZE};
+use wisp_snapshot::{
+    Builder, Compat, CpuFeatures, Error, Extent, FileStamp, MemoryCheck, Snapshot, PAGE_SIZE,
+};
 
 const P: usize = PAGE_SIZE as usize;
 
@@ -107,6 +109,16 @@ fn xor_byte(path: &Path, offset: u64) {
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, offset).unwrap();
     file.write_all_at(&[byte[0] ^ 0x40], offset).unwrap();
+}
+
+/// Cuts the small snapshot's memory file to 15 of its 16 pages.
+fn truncate_memory(dir: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join("memory"))
+        .unwrap()
+        .set_len(15 * PAGE_SIZE)
+        .unwrap();
 }
 
 #[test]
@@ -337,6 +349,44 @@ fn flipped_byte_in_memory() {
     }
 }
 
+/// A stamp of the memory file lets an open skip reading its data only
+/// while the file is the one stamped: any write moves its change time.
+#[test]
+fn memory_data_is_trusted_only_while_the_file_is_unchanged() {
+    let (_parent, dir) = small_snapshot();
+    let host = cpu(&["sse2", "avx", "avx2", "bmi2"]);
+    let checked = |check| Snapshot::open_checking(&dir, &compat(), &host, check);
+    let stamp = FileStamp::of_memory_in(&dir).unwrap();
+    assert_eq!(
+        stamp,
+        FileStamp::of(&File::open(dir.join("memory")).unwrap()).unwrap()
+    );
+    checked(MemoryCheck::UnlessUnchanged(stamp)).unwrap();
+    // The change time has a clock's resolution: make sure it moves.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    xor_byte(&dir.join("memory"), 3 * PAGE_SIZE + 100);
+    let changed = FileStamp::of_memory_in(&dir).unwrap();
+    assert_ne!(changed, stamp);
+    match checked(MemoryCheck::UnlessUnchanged(stamp)) {
+        Err(Error::Checksum { what }) => assert_eq!(what, "guest memory"),
+        r => panic!("a changed file must be checked in full: {r:?}"),
+    }
+    assert!(matches!(
+        checked(MemoryCheck::Full),
+        Err(Error::Checksum { .. })
+    ));
+    // Stamped after the change, the bad data is trusted: the stamp must
+    // only ever be taken for a file a full check passed on.
+    checked(MemoryCheck::UnlessUnchanged(changed)).unwrap();
+    // Its length is checked whatever the stamp says.
+    truncate_memory(&dir);
+    let truncated = FileStamp::of_memory_in(&dir).unwrap();
+    assert!(matches!(
+        checked(MemoryCheck::UnlessUnchanged(truncated)),
+        Err(Error::Truncated { .. })
+    ));
+}
+
 #[test]
 fn data_in_a_hole_of_memory() {
     let (_parent, dir) = small_snapshot();
@@ -353,12 +403,7 @@ fn data_in_a_hole_of_memory() {
 #[test]
 fn truncated_memory() {
     let (_parent, dir) = small_snapshot();
-    OpenOptions::new()
-        .write(true)
-        .open(dir.join("memory"))
-        .unwrap()
-        .set_len(15 * PAGE_SIZE)
-        .unwrap();
+    truncate_memory(&dir);
     assert!(matches!(open(&dir), Err(Error::Truncated { .. })));
 }
 

@@ -47,3 +47,4 @@ pub use vm::{
     VmConfig, WorkingSet, INIT_STDERR_TAIL,
 };
 pub use wisp_abi::boot::TestMode;
+pub use wisp_snapshot::{FileStamp, MemoryCheck};

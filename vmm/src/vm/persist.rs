@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use serde::{Deserialize, Serialize};
 use wisp_abi::layout::PAGE_SIZE;
-use wisp_snapshot::{Builder, Compat, Extent, Snapshot};
+use wisp_snapshot::{Builder, Compat, Extent, MemoryCheck, Snapshot};
 
 use super::working_set::{self, WorkingSet};
 use super::{Invocation, Slots, State, Vm, VmConfig};
@@ -158,7 +158,14 @@ impl Image {
     /// Opens and verifies the snapshot in `dir`: format, versions, CPU
     /// features, checksums of every section and of the memory data.
     pub fn open(dir: &Path) -> Result<Image> {
-        let snap = Snapshot::open(dir, &compat(), guest_cpu_features())?;
+        Image::open_checking(dir, MemoryCheck::Full)
+    }
+
+    /// [`Image::open`], with the memory data checked as `check` says
+    /// (see [`MemoryCheck`]): for a cache that opens the same snapshot on
+    /// every run.
+    pub fn open_checking(dir: &Path, check: MemoryCheck) -> Result<Image> {
+        let snap = Snapshot::open_checking(dir, &compat(), guest_cpu_features(), check)?;
         let vm: VmSection = snap.section(VM_SECTION)?;
         let working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
         let init_output = match snap.section(INIT_OUTPUT_SECTION) {
