@@ -31,19 +31,26 @@ fn run_snapshot(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
     common::run(&all, stdin)
 }
 
-/// A snapshot of `module` made through the API in a fresh temp dir.
+/// A snapshot of `module` made through the API in a fresh temp dir, with
+/// the working set of a sample invocation.
 fn api_snapshot(module: &str) -> (tempfile::TempDir, PathBuf) {
+    snapshot_sampled(module, true)
+}
+
+/// [`api_snapshot`], recording a working set only if `sample`.
+fn snapshot_sampled(module: &str, sample: bool) -> (tempfile::TempDir, PathBuf) {
     common::require_kvm();
     let source = std::fs::read(common::fixture(module)).unwrap();
     let artifact = Compiler::new(None).unwrap().compile(&source).unwrap();
     let mut vm = Vm::boot(VmConfig::default(), &artifact).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("snap");
-    let sample = Invocation {
+    let invocation = Invocation {
         args: vec![module.as_bytes().to_vec()],
         env: vec![],
     };
-    vm.snapshot(&dir, module, Some(&sample)).unwrap();
+    vm.snapshot(&dir, module, sample.then_some(&invocation))
+        .unwrap();
     (tmp, dir)
 }
 
@@ -109,13 +116,7 @@ fn reset_in_place_leaves_nothing_of_the_last_invocation() {
 /// Restores that pre-copy them start from the snapshot all the same.
 #[test]
 fn an_image_learns_its_working_set_from_a_restored_vm() {
-    common::require_kvm();
-    let source = std::fs::read(common::fixture("init_state.wat")).unwrap();
-    let artifact = Compiler::new(None).unwrap().compile(&source).unwrap();
-    let mut booted = Vm::boot(VmConfig::default(), &artifact).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("snap");
-    booted.snapshot(&dir, "init_state", None).unwrap();
+    let (_tmp, dir) = snapshot_sampled("init_state.wat", false);
     let image = Arc::new(Image::open(&dir).unwrap());
     assert_eq!(image.working_set().page_counts(), (0, 0));
 

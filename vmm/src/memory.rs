@@ -63,25 +63,12 @@ pub fn create(size: u64) -> Result<GuestRam> {
     Ok(mem)
 }
 
-/// Maps a snapshot's memory `file` (exactly `size` bytes) as guest RAM,
-/// copy-on-write: pages the guest only reads are shared with every other
-/// instance through the page cache; its writes go to private copies. The
-/// file must never change while mapped (snapshots are immutable: a new one
-/// replaces the directory, it is never rewritten in place).
-///
-/// The region itself is anonymous, with the file mapped over it, so the
-/// guest RAM keeps no reference to the file: a shell that keeps the RAM
-/// registered after its VM is done ([`crate::Shell`]) holds no snapshot
-/// open.
-pub fn map_private(file: &File, size: u64) -> Result<GuestRam> {
-    let mem = reserve(size)?;
-    map_file_over(&mem, file)?;
-    Ok(mem)
-}
-
 /// `size` bytes of guest RAM that hold nothing yet: anonymous, not
-/// populated, not reserved against overcommit.
-fn reserve(size: u64) -> Result<GuestRam> {
+/// populated, not reserved against overcommit. A restore maps a snapshot
+/// over it ([`map_file_over`]), so the guest RAM itself keeps no reference
+/// to the file: a shell that keeps the RAM registered after its VM is done
+/// ([`crate::Shell`]) holds no snapshot open.
+pub fn reserve(size: u64) -> Result<GuestRam> {
     validate_size(size)?;
     let region = MmapRegionBuilder::new(size as usize)
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
@@ -96,9 +83,13 @@ fn reserve(size: u64) -> Result<GuestRam> {
     GuestRam::from_regions(vec![region]).map_err(|e| Error::MapSnapshot(Box::new(e)))
 }
 
-/// Maps `file` copy-on-write over all of `mem`, as [`map_private`] does,
-/// replacing whatever was there: its pages are freed and KVM's mappings of
-/// them dropped (the kernel tells every VM's MMU notifier).
+/// Maps a snapshot's memory `file` (exactly as long as `mem`) over all of
+/// `mem`, copy-on-write: pages the guest only reads are shared with every
+/// other instance through the page cache; its writes go to private copies.
+/// The file must never change while mapped (snapshots are immutable: a
+/// new one replaces the directory, it is never rewritten in place).
+/// Whatever `mem` held is replaced: its pages are freed and KVM's mappings
+/// of them dropped (the kernel tells every VM's MMU notifier).
 pub fn map_file_over(mem: &GuestRam, file: &File) -> Result<()> {
     let (base, size) = host_range(mem);
     // SAFETY: the range is exactly this region's live mapping, which the
@@ -516,7 +507,7 @@ pub struct FileView {
 
 impl FileView {
     /// Maps `size` bytes of `file`, which must never change while mapped
-    /// (as for [`map_private`]).
+    /// (as for [`map_file_over`]).
     pub fn map(file: &Arc<File>, size: u64) -> Result<FileView> {
         let region = MmapRegionBuilder::new(size as usize)
             .with_file_offset(FileOffset::from_arc(Arc::clone(file), 0))

@@ -277,17 +277,18 @@ impl Image {
         let mem = match how {
             Prefault::CopyToHugePages => memory::create(self.mem_size)?,
             Prefault::None | Prefault::WorkingSet => {
-                let mem = memory::map_private(&self.memory, self.mem_size)?;
-                memory::anonymous_over(&mem, &self.blocks.anonymous_ranges())?;
-                mem
+                let mem = memory::reserve(self.mem_size)?;
+                self.map_memory_over(&mem, how)?;
+                return Ok(mem);
             }
         };
         self.prepare(&mem, how)?;
         Ok(mem)
     }
 
-    /// Maps the snapshot over `mem`, guest RAM of this image's size that a
-    /// shell kept (see [`Image::map_memory`]; not for huge-page copies).
+    /// Maps the snapshot over `mem`, guest RAM of this image's size, fresh
+    /// or kept by a shell (see [`Image::map_memory`]; not for huge-page
+    /// copies).
     fn map_memory_over(&self, mem: &GuestRam, how: Prefault) -> Result<()> {
         memory::map_file_over(mem, &self.memory)?;
         memory::anonymous_over(mem, &self.blocks.anonymous_ranges())?;
@@ -509,24 +510,18 @@ impl Vm {
             Slots::single(image.mem_size, false)
         };
         let t0 = Instant::now();
-        let kept = match shell.kept.take() {
-            Some(kept)
-                if kept.image == image.id
-                    && kept.slots == slots
-                    && config.prefault != Prefault::CopyToHugePages =>
-            {
-                Some(kept.mem)
-            }
-            other => {
-                shell.kept = other;
-                shell.forget_memory()?;
-                None
-            }
-        };
-        let (mem, attached) = match kept {
-            Some(mem) => {
-                image.map_memory_over(&mem, config.prefault)?;
-                (mem, true)
+        let reusable = config.prefault != Prefault::CopyToHugePages
+            && shell
+                .kept
+                .as_ref()
+                .is_some_and(|k| k.image == image.id && k.slots == slots);
+        if !reusable {
+            shell.forget_memory()?;
+        }
+        let (mem, attached) = match shell.kept.take() {
+            Some(kept) => {
+                image.map_memory_over(&kept.mem, config.prefault)?;
+                (kept.mem, true)
             }
             None => (image.map_memory(config.prefault)?, false),
         };

@@ -189,26 +189,8 @@ impl Slots {
                     any = true;
                 }
             }
-            if !any {
-                continue;
-            }
-            let clear = kvm_clear_dirty_log {
-                slot: slot.id,
-                num_pages: pages as u32,
-                first_page: 0,
-                __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 {
-                    dirty_bitmap: bitmap.as_mut_ptr().cast(),
-                },
-            };
-            // SAFETY: the bitmap has a bit for each of the slot's
-            // `num_pages` pages and outlives the call; KVM only reads it.
-            let rc =
-                unsafe { ioctl_with_ref(&shell.vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG(), &clear) };
-            if rc < 0 {
-                return Err(Error::Kvm {
-                    op: "CLEAR_DIRTY_LOG",
-                    source: kvm_ioctls::Error::last(),
-                });
+            if any {
+                clear_dirty_log(shell, slot, &mut bitmap)?;
             }
         }
         Ok(())
@@ -219,13 +201,11 @@ impl Slots {
     /// in it differs from the snapshot yet.
     pub(super) fn clear_log(&self, shell: &Shell) -> Result<()> {
         if shell.manual_dirty_log {
-            let all: Vec<(u64, u64)> = self
-                .slots
-                .iter()
-                .filter(|s| s.logged)
-                .map(|s| (s.first_page(), s.pages()))
-                .collect();
-            self.reprotect(shell, &all)
+            for slot in self.slots.iter().filter(|s| s.logged) {
+                let mut all = vec![!0u64; slot.pages().div_ceil(64) as usize];
+                clear_dirty_log(shell, slot, &mut all)?;
+            }
+            Ok(())
         } else {
             // Reading the classic log clears it and protects the pages.
             self.dirty_pages(shell).map(drop)
@@ -241,6 +221,30 @@ impl Slots {
         }
         Ok(runs)
     }
+}
+
+/// Clears the pages of `slot` whose bits `bitmap` sets (a bit per page)
+/// from its dirty log and write-protects them again
+/// (`KVM_CLEAR_DIRTY_LOG`, under manual protection).
+fn clear_dirty_log(shell: &Shell, slot: &Slot, bitmap: &mut [u64]) -> Result<()> {
+    let clear = kvm_clear_dirty_log {
+        slot: slot.id,
+        num_pages: slot.pages() as u32,
+        first_page: 0,
+        __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 {
+            dirty_bitmap: bitmap.as_mut_ptr().cast(),
+        },
+    };
+    // SAFETY: the bitmap has a bit for each of the slot's `num_pages`
+    // pages and outlives the call; KVM only reads it.
+    let rc = unsafe { ioctl_with_ref(&shell.vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG(), &clear) };
+    if rc < 0 {
+        return Err(Error::Kvm {
+            op: "CLEAR_DIRTY_LOG",
+            source: kvm_ioctls::Error::last(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
