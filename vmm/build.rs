@@ -55,10 +55,15 @@ fn main() {
         return;
     }
 
+    // The guest runs on the host's architecture; the target is named so
+    // that a `build.target` in the host's cargo config (this repository's
+    // names one) does not move the agent's output.
+    let triple = std::env::var("HOST").expect("set by cargo");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&agent_dir)
-        .args(["build", "--release", "--locked", "--target-dir"])
+        .args(["build", "--release", "--locked", "--target", &triple])
+        .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings (clippy's wrapper, host RUSTFLAGS, a
     // cross target) must not leak into the guest build.
@@ -66,7 +71,6 @@ fn main() {
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
         "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
         "CARGO_PROFILE_RELEASE_DEBUG",
@@ -75,11 +79,14 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // Empty, it also overrides the flags the host's cargo config gives its
+    // own executables (static linking): the agent links itself.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "");
     let status = cmd.status().expect("failed to run cargo for the agent");
     if !status.success() {
         panic!("building the guest agent failed ({status}); see the output above");
     }
-    let elf = target_dir.join("release/wisp-agent");
+    let elf = target_dir.join(&triple).join("release/wisp-agent");
     assert!(
         Path::new(&elf).exists(),
         "agent ELF missing at {}",
