@@ -3,11 +3,13 @@
 //! snapshot cached), or restored from a snapshot given with `--snapshot`.
 //!
 //! Guest code runs only on the `wisp-vcpu` thread ([`VcpuThread`]), which
-//! confines itself with seccomp before any VM exists and meanwhile makes an
-//! empty VM, while this thread finds the snapshot or compiles the module.
+//! makes an empty VM and then confines itself with seccomp, while this
+//! thread finds the snapshot (and restores the VM from it: host work, no
+//! guest instruction) or compiles the module.
 //! When the run is over the process exits without tearing the VM down: the
 //! kernel frees guest memory and the KVM VM with the process anyway.
 
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -337,10 +339,11 @@ fn run_cached(
                 ms(t_lookup.elapsed()),
                 ms(origin.elapsed())
             );
-            let pending = vcpu.submit(restore_and_invoke(image, config, invocation, stdio));
+            let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
+            let pending = vcpu.submit(invoke_job(vm, Start::Cached, invocation, stdio));
             cache.touch(&key);
-            let mut ran = pending.wait()??;
-            ran.timings = format!("cached | {lookup} | {}", ran.timings);
+            let mut ran = pending.wait()?;
+            ran.timings = format!("cached | {lookup} | {restored} | {}", ran.timings);
             return Ok(ran);
         }
         Lookup::Miss => Start::Created,
@@ -377,25 +380,26 @@ fn run_booted(
 ) -> Result<Ran> {
     let capture = store.is_some();
     let boot_config = config.clone();
-    let (vm, snapshot, shell, boot) = vcpu
-        .submit(move |spare: &mut Spare| {
-            let (shell, prepared) = spare.take_shell()?;
+    let shell = vcpu.take_shell()?;
+    let (vm, snapshot, boot) = vcpu
+        .submit(move |_: &Prepared| {
             let mut vm = Vm::boot_in(shell, boot_config, &artifact)?;
             let snapshot = if capture { Some(vm.capture()?) } else { None };
             let boot = vm.boot_timings();
-            Ok::<_, VmError>((vm, snapshot, prepared, boot))
+            Ok::<_, VmError>((vm, snapshot, boot))
         })
         .wait()??;
     let booted = format!(
-        "{} | boot {} (memory {} + load {} + agent init {})",
-        shell,
+        "boot {} (memory {} + load {} + agent init {})",
         ms(boot.create + boot.load + boot.init),
         ms(boot.create),
         ms(boot.load),
         ms(boot.init)
     );
     let (Some(store), Some(snapshot)) = (store, snapshot) else {
-        let mut ran = vcpu.submit(invoke_booted(vm, invocation, stdio)).wait()?;
+        let mut ran = vcpu
+            .submit(invoke_job(vm, Start::Fresh, invocation, stdio))
+            .wait()?;
         ran.timings = format!("fresh | {booted} | {}", ran.timings);
         return Ok(ran);
     };
@@ -406,15 +410,12 @@ fn run_booted(
     let stored_in = t_store.elapsed();
     match stored {
         Ok(image) => {
+            let (vm, restored) = restore(vm.into_shell()?, &image, config)?;
             let mut ran = vcpu
-                .submit(move |_: &mut Spare| {
-                    let shell = vm.into_shell()?;
-                    restore_in(shell, String::new(), &image, config, invocation, stdio)
-                })
-                .wait()??;
-            ran.start = store.start;
+                .submit(invoke_job(vm, store.start, invocation, stdio))
+                .wait()?;
             ran.timings = format!(
-                "{} | {booted} | snapshot {} | {}",
+                "{} | {booted} | snapshot {} | {restored} | {}",
                 if store.start == Start::Rebuilt {
                     "rebuilt"
                 } else {
@@ -428,76 +429,50 @@ fn run_booted(
         Err(e) => {
             // The run does not depend on the cache: it goes on in the
             // booted VM.
-            let mut ran = vcpu.submit(invoke_booted(vm, invocation, stdio)).wait()?;
+            let mut ran = vcpu
+                .submit(invoke_job(vm, Start::Fresh, invocation, stdio))
+                .wait()?;
             ran.timings = format!("fresh (not cached: {e:#}) | {booted} | {}", ran.timings);
             Ok(ran)
         }
     }
 }
 
-/// A job that runs `invocation` in the booted `vm`.
-fn invoke_booted(
+/// A job that runs `invocation` in `vm`, which was booted or restored
+/// (`start` says how), with this process's stdio.
+fn invoke_job(
     mut vm: Vm,
+    start: Start,
     invocation: Invocation,
     mut stdio: ProcessStdio,
-) -> impl FnOnce(&mut Spare) -> Ran + Send + 'static {
-    move |_| {
+) -> impl FnOnce(&Prepared) -> Ran + Send + 'static {
+    move |prepared| {
         let (outcome, run) = invoke(&mut vm, &invocation, &mut stdio);
         Ran {
             outcome,
-            start: Start::Fresh,
+            start,
             vm: Some(vm),
             stdout_bytes: stdio.stdout_bytes,
             stderr_bytes: stdio.stderr_bytes,
-            timings: format!("run {}", ms(run)),
+            timings: format!("{prepared} | run {}", ms(run)),
         }
     }
 }
 
-/// A job that restores a VM from `image` into the thread's spare shell and
-/// runs `invocation` in it.
-fn restore_and_invoke(
-    image: Arc<Image>,
-    config: VmConfig,
-    invocation: Invocation,
-    stdio: ProcessStdio,
-) -> impl FnOnce(&mut Spare) -> Result<Ran, VmError> + Send + 'static {
-    move |spare| {
-        let (shell, prepared) = spare.take_shell()?;
-        restore_in(shell, prepared, &image, config, invocation, stdio)
-    }
-}
-
-/// Restores a VM from `image` into `shell` (whose making `prepared`
-/// describes, if it is new) and runs `invocation` in it.
-fn restore_in(
-    shell: Shell,
-    prepared: String,
-    image: &Arc<Image>,
-    config: VmConfig,
-    invocation: Invocation,
-    mut stdio: ProcessStdio,
-) -> Result<Ran, VmError> {
+/// Restores a VM from `image` into `shell`, with the `--timings` text of
+/// it. Host work only: no guest instruction runs before the VM is handed
+/// to the vCPU thread.
+fn restore(shell: Shell, image: &Arc<Image>, config: VmConfig) -> Result<(Vm, String), VmError> {
     let t0 = Instant::now();
-    let mut vm = Vm::restore_in(shell, image, config)?;
-    let restore = t0.elapsed();
+    let vm = Vm::restore_in(shell, image, config)?;
     let RestoreTimings { memory, state, .. } = vm.restore_timings();
-    let (outcome, run) = invoke(&mut vm, &invocation, &mut stdio);
-    Ok(Ran {
-        outcome,
-        start: Start::Cached,
-        vm: Some(vm),
-        stdout_bytes: stdio.stdout_bytes,
-        stderr_bytes: stdio.stderr_bytes,
-        timings: format!(
-            "{prepared}{}restore {} (memory {} + state {}) | run {}",
-            if prepared.is_empty() { "" } else { " | " },
-            ms(restore),
-            ms(memory),
-            ms(state),
-            ms(run)
-        ),
-    })
+    let text = format!(
+        "restore {} (memory {} + state {})",
+        ms(t0.elapsed()),
+        ms(memory),
+        ms(state)
+    );
+    Ok((vm, text))
 }
 
 /// Runs `invocation` in `vm` with this process's stdio.
@@ -531,11 +506,15 @@ fn run_snapshot(args: &RunArgs, vcpu: &VcpuThread, dir: &Path, env: Vec<Vec<u8>>
     };
     let config = config(args, image.mem_size())?;
     let stdio = ProcessStdio::default();
+    let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
     let mut ran = vcpu
-        .submit(restore_and_invoke(image, config, invocation, stdio))
-        .wait()??;
-    ran.start = Start::Snapshot;
-    ran.timings = format!("snapshot | open+verify {} | {}", ms(open), ran.timings);
+        .submit(invoke_job(vm, Start::Snapshot, invocation, stdio))
+        .wait()?;
+    ran.timings = format!(
+        "snapshot | open+verify {} | {restored} | {}",
+        ms(open),
+        ran.timings
+    );
     Ok(ran)
 }
 
@@ -583,35 +562,42 @@ fn process_stdio(args: &RunArgs) -> Result<ProcessStdio> {
     })
 }
 
-/// What the vCPU thread prepares before its first job: an empty VM.
-struct Spare {
-    shell: Option<Result<Shell, VmError>>,
-    /// How the thread got ready, for `--timings`.
-    prepared: String,
+/// How the vCPU thread got ready, for `--timings`.
+struct Prepared {
+    /// Making its empty VM.
+    shell: Duration,
+    /// Confining itself.
+    confine: Duration,
+    /// When it was ready, since wisp started.
+    ready_at: Duration,
 }
 
-impl Spare {
-    /// The prepared shell (and how it was prepared), or a new one.
-    fn take_shell(&mut self) -> Result<(Shell, String), VmError> {
-        match self.shell.take() {
-            Some(shell) => Ok((shell?, std::mem::take(&mut self.prepared))),
-            None => {
-                let t = Instant::now();
-                let shell = Shell::without_cpuid()?;
-                Ok((shell, format!("shell {}", ms(t.elapsed()))))
-            }
-        }
+impl std::fmt::Display for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vCPU thread: shell {} + confine {} (ready at {})",
+            ms(self.shell),
+            ms(self.confine),
+            ms(self.ready_at)
+        )
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Spare) + Send>;
+type Job = Box<dyn FnOnce(&Prepared) + Send>;
 
-/// The thread that runs guest code (`wisp-vcpu`): it confines itself with
-/// `wisp run`'s seccomp filter before anything else, so no VM is ever
-/// booted, restored or run on a thread that could open files or start
-/// processes, then runs the jobs it is sent.
+/// The empty VM the vCPU thread makes first.
+type Made = Result<Shell, VmError>;
+
+/// The thread that runs guest code (`wisp-vcpu`). It makes an empty VM
+/// (a shell: KVM's VM and vCPU, nothing of the guest's) for the main
+/// thread to restore into or to send back for a boot, confines itself
+/// with `wisp run`'s seccomp filter, then runs the jobs it is sent: no VM
+/// is ever booted or run on a thread that could open files or start
+/// processes.
 struct VcpuThread {
     jobs: mpsc::Sender<Job>,
+    shell: mpsc::Receiver<Made>,
     /// Why the thread could not confine itself, if it could not.
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -620,11 +606,27 @@ impl VcpuThread {
     /// Starts the thread; `origin` is when wisp started, for `--timings`.
     fn spawn(mode: Seccomp, origin: Instant) -> Result<VcpuThread> {
         let (jobs, incoming) = mpsc::channel::<Job>();
+        let (made, shell) = mpsc::sync_channel::<Made>(1);
         let failure = Arc::new(Mutex::new(None));
         let failed = Arc::clone(&failure);
-        std::thread::Builder::new()
+        let placement = Placement::away_from_here();
+        let (placed, moved) = mpsc::sync_channel::<()>(1);
+        let all_cpus = placement.as_ref().map(|p| p.all);
+        let thread = std::thread::Builder::new()
             .name("wisp-vcpu".into())
             .spawn(move || {
+                if let Some(all) = &all_cpus {
+                    // Moved (or not, if that failed): free to go anywhere
+                    // again from here on.
+                    let _ = moved.recv();
+                    set_affinity(0, all);
+                }
+                // The shell first: the main thread needs it sooner than
+                // the thread needs its filter, which takes the kernel
+                // longer to install than KVM takes to make the VM.
+                let t = Instant::now();
+                let _ = made.send(Shell::without_cpuid());
+                let shell = t.elapsed();
                 let t = Instant::now();
                 if let Err(e) = confine(mode) {
                     if let Ok(mut slot) = failed.lock() {
@@ -632,36 +634,95 @@ impl VcpuThread {
                     }
                     return;
                 }
-                let confined = t.elapsed();
-                let t = Instant::now();
-                let shell = Shell::without_cpuid();
-                let mut spare = Spare {
-                    shell: Some(shell),
-                    prepared: format!(
-                        "vCPU thread: confine {} + shell {} (ready at {})",
-                        ms(confined),
-                        ms(t.elapsed()),
-                        ms(origin.elapsed())
-                    ),
+                let prepared = Prepared {
+                    shell,
+                    confine: t.elapsed(),
+                    ready_at: origin.elapsed(),
                 };
                 for job in incoming {
-                    job(&mut spare);
+                    job(&prepared);
                 }
             })?;
-        Ok(VcpuThread { jobs, failure })
+        if let Some(placement) = &placement {
+            let tid = thread.as_pthread_t();
+            // SAFETY: `tid` is the live thread just spawned (it waits on
+            // `moved` before it could end); the set is a valid cpu_set_t.
+            unsafe {
+                libc::pthread_setaffinity_np(tid, size_of::<libc::cpu_set_t>(), &placement.away);
+            }
+            let _ = placed.send(());
+        }
+        Ok(VcpuThread {
+            jobs,
+            shell,
+            failure,
+        })
+    }
+
+    /// The shell the thread made (waiting for it); the only one it makes.
+    fn take_shell(&self) -> Result<Shell> {
+        match self.shell.recv() {
+            Ok(made) => Ok(made?),
+            Err(_) => bail!("the vCPU thread made no VM: its shell was taken, or it panicked"),
+        }
     }
 
     /// Sends `f` to the thread; [`Pending::wait`] returns what it returned.
     fn submit<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Spare) -> R + Send + 'static,
+        f: impl FnOnce(&Prepared) -> R + Send + 'static,
     ) -> Pending<'_, R> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |spare| {
-            let _ = tx.send(f(spare));
+        let job: Job = Box::new(move |prepared| {
+            let _ = tx.send(f(prepared));
         });
         let _ = self.jobs.send(job);
         Pending { rx, thread: self }
+    }
+}
+
+/// Where the vCPU thread starts. The scheduler of the hosts measured often
+/// queues a new thread on its parent's CPU and leaves it there while the
+/// parent runs, though another CPU is idle: the thread then made its VM
+/// and confined itself only once the main thread waited for it, one after
+/// the other instead of side by side (~0.5 ms of a cached `wisp run`). So
+/// it starts on another CPU than this thread's, when the process may use
+/// one, and takes back the process's whole set as it starts.
+struct Placement {
+    /// The CPUs the process may use.
+    all: libc::cpu_set_t,
+    /// Those, but the one this thread is on.
+    away: libc::cpu_set_t,
+}
+
+impl Placement {
+    /// `None` when the process may use only the CPU this thread is on (or
+    /// the kernel does not say).
+    fn away_from_here() -> Option<Placement> {
+        // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+        let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes at most `size_of` bytes into `all`.
+        let got = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut all) };
+        // SAFETY: no arguments.
+        let here = unsafe { libc::sched_getcpu() };
+        let here = usize::try_from(here).ok().filter(|_| got == 0)?;
+        let mut away = all;
+        // SAFETY: CPU_CLR and CPU_COUNT only touch the set they are given
+        // (CPU_CLR ignores CPUs beyond its size).
+        let others = unsafe {
+            libc::CPU_CLR(here, &mut away);
+            libc::CPU_COUNT(&away)
+        };
+        (others > 0).then_some(Placement { all, away })
+    }
+}
+
+/// Sets the CPUs thread `tid` (0: the calling one) may run on. Best effort:
+/// a failure only costs the placement.
+fn set_affinity(tid: libc::pid_t, cpus: &libc::cpu_set_t) {
+    // SAFETY: the kernel reads `size_of` bytes from `cpus`.
+    unsafe {
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), cpus);
     }
 }
 
