@@ -44,6 +44,12 @@ const STALE: Duration = Duration::from_secs(3600);
 /// its data last passed.
 const VERIFIED: &str = "verified.json";
 
+/// In an entry: the pages the module wrote in the snapshot's data on a
+/// run (runs of `(first page, count)`), which restores then copy ahead
+/// ([`wisp_vmm::Prefault::WorkingSet`]) instead of the guest faulting them
+/// in one by one.
+const WRITTEN: &str = "written-pages.json";
+
 /// Opens the snapshot in `entry`. Its memory data (~1 MiB for a small
 /// module, 71 MiB for a Python handler) is checksummed in full only if
 /// the memory file is not the one a full check passed on before, as
@@ -62,13 +68,27 @@ fn open_entry(entry: &Path) -> Result<Image, wisp_vmm::Error> {
     // time). Best effort: without it the next open checks in full again.
     if let Some(before) = before.filter(|b| verified != Some(*b)) {
         if let Ok(bytes) = serde_json::to_vec(&before) {
-            let staged = entry.join(format!(".{VERIFIED}.{}", std::process::id()));
-            if fs::write(&staged, bytes).is_ok() && fs::rename(&staged, &stamp_path).is_err() {
-                let _ = fs::remove_file(&staged);
-            }
+            replace_file(entry, VERIFIED, &bytes);
         }
     }
+    // A hint: one that does not parse or fit is ignored.
+    let written: Option<Vec<(u64, u64)>> = fs::read(entry.join(WRITTEN))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if let Some(written) = written {
+        let _ = image.learn_written(&written);
+    }
     Ok(image)
+}
+
+/// Writes `bytes` to `name` in `entry` whole or not at all (staged under a
+/// name of this process's, then renamed), so concurrent runs never read
+/// half of it. Best effort.
+fn replace_file(entry: &Path, name: &str, bytes: &[u8]) {
+    let staged = entry.join(format!(".{name}.{}", std::process::id()));
+    if fs::write(&staged, bytes).is_ok() && fs::rename(&staged, entry.join(name)).is_err() {
+        let _ = fs::remove_file(&staged);
+    }
 }
 
 /// Why the cache could not store an entry.
@@ -291,6 +311,19 @@ impl RunCache {
                 self.remove(&entry);
                 Lookup::Unusable(e)
             }
+        }
+    }
+
+    /// Records in `key`'s entry the working set its image learned from a
+    /// run ([`wisp_vmm::Vm::learn_working_set`]), for later runs' restores
+    /// to copy ahead. Best effort.
+    pub fn keep_working_set(&self, key: &Key, image: &Image) {
+        let written = &image.working_set().written;
+        if written.is_empty() {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(written) {
+            replace_file(&self.entry(key), WRITTEN, &bytes);
         }
     }
 

@@ -635,6 +635,44 @@ fn a_corrupt_cache_entry_is_rebuilt_never_used() {
     }
 }
 
+/// Pages a cached run's restore copied ahead, from its `--timings` line.
+fn pages_ahead(cache: &Path, module: &str) -> u64 {
+    let out = wisp_with_cache(cache)
+        .args(["run", "--timings", module])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("wisp: cached |"), "{err}");
+    let at = err.find(" pages ahead").unwrap_or_else(|| panic!("{err}"));
+    err[..at].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_first_run_teaches_later_ones_the_pages_to_copy_ahead() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = example("hello.wat");
+    let (out, report) = run_reported(cache.path(), &[&hello]);
+    assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
+    assert_eq!(report["start"], "created");
+    let entry = cache_entries(cache.path()).pop().unwrap();
+    let hint = entry.join("written-pages.json");
+    let runs: Vec<(u64, u64)> = serde_json::from_slice(&std::fs::read(&hint).unwrap()).unwrap();
+    let pages: u64 = runs.iter().map(|r| r.1).sum();
+    // The agent's stack and the module's memory at least.
+    assert!(pages > 0, "{runs:?}");
+    assert_eq!(pages_ahead(cache.path(), &hello), pages);
+    assert_eq!(pages_ahead(cache.path(), &hello), pages);
+    // A hint that does not parse, or names pages outside guest memory, is
+    // ignored; so is a missing one. The run is the same.
+    for bad in ["not json", "[[4294967295, 2]]"] {
+        std::fs::write(&hint, bad).unwrap();
+        assert_eq!(pages_ahead(cache.path(), &hello), 0, "{bad}");
+    }
+    std::fs::remove_file(&hint).unwrap();
+    assert_eq!(pages_ahead(cache.path(), &hello), 0);
+}
+
 #[test]
 fn the_cache_evicts_the_least_recently_used_beyond_its_bound() {
     let cache = tempfile::tempdir().unwrap();

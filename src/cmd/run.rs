@@ -25,7 +25,9 @@ use wisp::run_report::{
 };
 use wisp::seccomp::{run_filter, Seccomp};
 use wisp::stdio::ProcessStdio;
-use wisp_vmm::{Error as VmError, Image, Invocation, Outcome, RestoreTimings, Shell, Vm, VmConfig};
+use wisp_vmm::{
+    Error as VmError, Image, Invocation, Outcome, Prefault, RestoreTimings, Shell, Vm, VmConfig,
+};
 
 use super::run_handler::load_error;
 use super::{argv, env_entries, module_name, ms, VmArgs};
@@ -340,7 +342,7 @@ fn run_cached(
                 ms(origin.elapsed())
             );
             let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
-            let pending = vcpu.submit(invoke_job(vm, Start::Cached, invocation, stdio));
+            let pending = vcpu.submit(invoke_job(vm, Start::Cached, invocation, stdio, false));
             cache.touch(&key);
             let mut ran = pending.wait()?;
             ran.timings = format!("cached | {lookup} | {restored} | {}", ran.timings);
@@ -398,7 +400,7 @@ fn run_booted(
     );
     let (Some(store), Some(snapshot)) = (store, snapshot) else {
         let mut ran = vcpu
-            .submit(invoke_job(vm, Start::Fresh, invocation, stdio))
+            .submit(invoke_job(vm, Start::Fresh, invocation, stdio, false))
             .wait()?;
         ran.timings = format!("fresh | {booted} | {}", ran.timings);
         return Ok(ran);
@@ -411,9 +413,11 @@ fn run_booted(
     match stored {
         Ok(image) => {
             let (vm, restored) = restore(vm.into_shell()?, &image, config)?;
+            // The first run teaches the entry what later ones copy ahead.
             let mut ran = vcpu
-                .submit(invoke_job(vm, store.start, invocation, stdio))
+                .submit(invoke_job(vm, store.start, invocation, stdio, true))
                 .wait()?;
+            store.cache.keep_working_set(&store.key, &image);
             ran.timings = format!(
                 "{} | {booted} | snapshot {} | {restored} | {}",
                 if store.start == Start::Rebuilt {
@@ -430,7 +434,7 @@ fn run_booted(
             // The run does not depend on the cache: it goes on in the
             // booted VM.
             let mut ran = vcpu
-                .submit(invoke_job(vm, Start::Fresh, invocation, stdio))
+                .submit(invoke_job(vm, Start::Fresh, invocation, stdio, false))
                 .wait()?;
             ran.timings = format!("fresh (not cached: {e:#}) | {booted} | {}", ran.timings);
             Ok(ran)
@@ -439,15 +443,21 @@ fn run_booted(
 }
 
 /// A job that runs `invocation` in `vm`, which was booted or restored
-/// (`start` says how), with this process's stdio.
+/// (`start` says how), with this process's stdio; with `learn`, teaches
+/// the image of a restored VM the pages the run wrote
+/// ([`Vm::learn_working_set`]).
 fn invoke_job(
     mut vm: Vm,
     start: Start,
     invocation: Invocation,
     mut stdio: ProcessStdio,
+    learn: bool,
 ) -> impl FnOnce(&Prepared) -> Ran + Send + 'static {
     move |prepared| {
         let (outcome, run) = invoke(&mut vm, &invocation, &mut stdio);
+        if learn {
+            vm.learn_working_set();
+        }
         Ran {
             outcome,
             start,
@@ -465,9 +475,14 @@ fn invoke_job(
 fn restore(shell: Shell, image: &Arc<Image>, config: VmConfig) -> Result<(Vm, String), VmError> {
     let t0 = Instant::now();
     let vm = Vm::restore_in(shell, image, config)?;
-    let RestoreTimings { memory, state, .. } = vm.restore_timings();
+    let RestoreTimings {
+        memory,
+        state,
+        pages_ahead,
+        ..
+    } = vm.restore_timings();
     let text = format!(
-        "restore {} (memory {} + state {})",
+        "restore {} (memory {}, {pages_ahead} pages ahead + state {})",
         ms(t0.elapsed()),
         ms(memory),
         ms(state)
@@ -508,7 +523,7 @@ fn run_snapshot(args: &RunArgs, vcpu: &VcpuThread, dir: &Path, env: Vec<Vec<u8>>
     let stdio = ProcessStdio::default();
     let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
     let mut ran = vcpu
-        .submit(invoke_job(vm, Start::Snapshot, invocation, stdio))
+        .submit(invoke_job(vm, Start::Snapshot, invocation, stdio, false))
         .wait()?;
     ran.timings = format!(
         "snapshot | open+verify {} | {restored} | {}",
@@ -532,6 +547,8 @@ fn config(args: &RunArgs, mem_size: u64) -> Result<VmConfig> {
         files: files.build(),
         // One invocation, never reset: no dirty log to keep.
         resettable: false,
+        // What a cache entry's first run wrote, if it recorded that.
+        prefault: Prefault::WorkingSet,
         ..VmConfig::default()
     })
 }

@@ -152,6 +152,9 @@ pub struct RestoreTimings {
     pub memory: Duration,
     /// Registering memory with KVM and loading the vCPU and channel state.
     pub state: Duration,
+    /// Pages of the image's working set copied or mapped ahead
+    /// ([`Prefault::WorkingSet`]).
+    pub pages_ahead: u64,
 }
 
 impl Image {
@@ -261,6 +264,22 @@ impl Image {
     /// empty; whether it was kept.
     pub(super) fn learn(&self, learned: WorkingSet) -> bool {
         !self.has_working_set() && !learned.is_empty() && self.learned.set(learned).is_ok()
+    }
+
+    /// Learns the working set from runs of pages `(first, count)` that an
+    /// invocation of a VM restored from this snapshot wrote, as
+    /// [`Vm::learn_working_set`] does, for a caller that kept them from an
+    /// earlier process (`wisp run`'s cache): what restores with
+    /// [`Prefault::WorkingSet`] then copy ahead, bounded as a learned set
+    /// is. Runs outside guest memory are refused. Whether the set was kept
+    /// (not if the image has one already).
+    pub fn learn_written(&self, written: &[(u64, u64)]) -> Result<bool> {
+        let runs = WorkingSet {
+            read: Vec::new(),
+            written: written.to_vec(),
+        };
+        runs.check(self.mem_size)?;
+        Ok(self.learn(WorkingSet::learned(written, &self.blocks)))
     }
 
     /// Which 2 MiB blocks hold data.
@@ -547,6 +566,13 @@ impl Vm {
         image.vcpu.restore(&shell.vcpu)?;
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
+        let pages_ahead = match config.prefault {
+            Prefault::WorkingSet => {
+                let (read, written) = image.working_set().page_counts();
+                read + written
+            }
+            Prefault::None | Prefault::CopyToHugePages => 0,
+        };
         let mut vm = Vm::assemble(shell, (mem, slots), channel, config);
         vm.init_output = image.init_output.to_io();
         vm.image = Some(Arc::clone(image));
@@ -554,6 +580,7 @@ impl Vm {
             shell: Duration::ZERO,
             memory: t1 - t0,
             state: t1.elapsed(),
+            pages_ahead,
         };
         Ok(vm)
     }
@@ -613,6 +640,7 @@ impl Vm {
             shell: Duration::ZERO,
             memory: t1 - t0,
             state: t1.elapsed(),
+            pages_ahead: 0,
         };
         Ok(())
     }
