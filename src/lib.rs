@@ -10,6 +10,7 @@ pub mod compile;
 pub mod daemon;
 pub mod guest_cpu;
 pub mod hostfs;
+pub mod module_file;
 pub mod run_cache;
 pub mod run_report;
 pub mod runtimes;

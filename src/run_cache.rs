@@ -120,12 +120,13 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunCache
 pub struct Key(String);
 
 impl Key {
-    /// The key of the snapshot of `module` (its bytes, `.wasm` or `.wat`)
-    /// booted with `mem_size` bytes of guest memory and the files image
-    /// `files`, by this wisp build on this CPU.
-    pub fn new(module: &[u8], mem_size: u64, files: &[u8]) -> Key {
+    /// The key of the snapshot of the module whose bytes (`.wasm` or
+    /// `.wat`) have SHA-256 `module_sha256`, booted with `mem_size` bytes
+    /// of guest memory and the files image `files`, by this wisp build on
+    /// this CPU.
+    pub fn new(module_sha256: &[u8; 32], mem_size: u64, files: &[u8]) -> Key {
         Key::hashed(&[
-            ("module", &Sha256::digest(module)),
+            ("module", module_sha256),
             ("memory", &mem_size.to_le_bytes()),
             ("files", &Sha256::digest(files)),
         ])
@@ -473,12 +474,14 @@ mod tests {
 
     #[test]
     fn keys_change_with_every_input() {
-        let base = Key::new(b"(module)", 64 << 20, b"");
-        assert_eq!(base, Key::new(b"(module)", 64 << 20, b""));
+        let module = Sha256::digest(b"(module)").into();
+        let base = Key::new(&module, 64 << 20, b"");
+        assert_eq!(base, Key::new(&module, 64 << 20, b""));
         assert_eq!(base.as_str().len(), 32);
-        assert_ne!(base, Key::new(b"(module) ", 64 << 20, b""));
-        assert_ne!(base, Key::new(b"(module)", 128 << 20, b""));
-        assert_ne!(base, Key::new(b"(module)", 64 << 20, b"files"));
+        let other = Sha256::digest(b"(module) ").into();
+        assert_ne!(base, Key::new(&other, 64 << 20, b""));
+        assert_ne!(base, Key::new(&module, 128 << 20, b""));
+        assert_ne!(base, Key::new(&module, 64 << 20, b"files"));
     }
 
     #[test]

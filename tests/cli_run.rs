@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -514,6 +515,8 @@ fn no_cache_boots_fresh_and_stores_nothing() {
     let (_, report) = run_reported(cache.path(), &["--cache-size", "0", &example("hello.wat")]);
     assert_eq!(report["start"], "fresh");
     assert!(cache_entries(cache.path()).is_empty());
+    // Not even the module's digest.
+    assert!(!cache.path().join("digests").exists());
 }
 
 #[test]
@@ -549,6 +552,36 @@ fn the_cache_key_covers_module_memory_and_files() {
     .unwrap();
     assert_eq!(start(&[m]), "created");
     assert_eq!(cache_entries(cache.path()).len(), 5);
+}
+
+#[test]
+fn a_module_rewritten_in_place_never_gets_the_old_snapshot() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("greet.wat");
+    let hello = std::fs::read_to_string(example("hello.wat")).unwrap();
+    std::fs::write(&module, &hello).unwrap();
+    let run = |expected: &str, start: &str| {
+        let (out, report) = run_reported(cache.path(), &[path(&module)]);
+        assert_eq!(stdout(&out), expected, "{}", stderr(&out));
+        assert_eq!(report["start"], start);
+    };
+    // Settled (unchanged for 2 s): its digest is recorded and reused.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    run("hello, world!\n", "created");
+    assert!(cache.path().join("digests").read_dir().unwrap().count() > 0);
+    run("hello, world!\n", "cached");
+    // Rewritten in place, same length, same inode.
+    let howdy = hello.replace("\"hello, \"", "\"howdy, \"");
+    assert_eq!(howdy.len(), hello.len());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&module)
+        .unwrap()
+        .write_all(howdy.as_bytes())
+        .unwrap();
+    run("howdy, world!\n", "created");
+    run("howdy, world!\n", "cached");
 }
 
 #[test]

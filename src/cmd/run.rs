@@ -19,6 +19,7 @@ use clap::Args;
 use wisp::compile::{default_cache_dir, CompileError};
 use wisp::daemon::DEFAULT_IMAGE_DIR;
 use wisp::hostfs::{FsThread, HostDirs};
+use wisp::module_file::ModuleFile;
 use wisp::run_cache::{Key, Lookup, RunCache, DEFAULT_MAX_BYTES};
 use wisp::run_report::{
     exit_status, Ending, RunReport, Start, EXIT_FAILURE, FORMAT, MAX_EXIT_CODE,
@@ -280,20 +281,27 @@ fn execute(args: &RunArgs, origin: Instant) -> Result<Ran> {
         };
         return run_cached(args, &vcpu, origin, run, || handler.module()).map_err(load_error);
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let module = ModuleFile::open(path, cache_root(args).as_deref())
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let invocation = Invocation {
         args: argv(&module_name(path), rest),
         env,
     };
     let config = config(args, args.vm.memory())?;
     let run = Cached {
-        key: Key::new(&bytes, config.mem_size, config.files.bytes()),
+        key: Key::new(module.sha256(), config.mem_size, config.files.bytes()),
         name: module_name(path),
         invocation,
         config,
         stdio: process_stdio(args)?,
     };
-    run_cached(args, &vcpu, origin, run, || Ok(bytes))
+    run_cached(args, &vcpu, origin, run, || Ok(module.into_bytes()?))
+}
+
+/// The cache root, unless `args` turn the snapshot cache off: nothing is
+/// stored then, not even a module's digest.
+fn cache_root(args: &RunArgs) -> Option<PathBuf> {
+    default_cache_dir().filter(|_| !args.vm.no_cache && args.cache_size > 0)
 }
 
 /// A run that restores its VM from `wisp run`'s cache when it can.
@@ -323,12 +331,7 @@ fn run_cached(
         config,
         stdio,
     } = run;
-    let cache = match default_cache_dir() {
-        Some(root) if !args.vm.no_cache && args.cache_size > 0 => {
-            Some(RunCache::new(&root, args.cache_size))
-        }
-        _ => None,
-    };
+    let cache = cache_root(args).map(|root| RunCache::new(&root, args.cache_size));
     let Some(cache) = cache else {
         let artifact = args.vm.compile_bytes(&module()?)?;
         return run_booted(vcpu, artifact, config, invocation, stdio, None);
