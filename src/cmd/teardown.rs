@@ -9,11 +9,12 @@
 //! and that the kernel kills as this one dies: the exit status reaches
 //! the caller first, and the teardown follows in the background.
 //!
-//! The teardown process closes its copies of stdin, stdout and stderr
-//! first, so a caller reading this process's output sees end-of-file as
-//! it exits; what else it holds (the VM, files this process opened) goes
-//! when it dies. If it cannot be started, the process exits the ordinary
-//! way.
+//! This process closes stdin, stdout and stderr before it starts the
+//! teardown process, which so holds none of them: a caller reading this
+//! process's output sees end-of-file as it exits, whenever the teardown
+//! process gets a CPU. What else that process holds (the VM, files this
+//! process opened) goes when it dies. If it cannot be started, the
+//! process exits the ordinary way.
 
 use std::ffi::c_void;
 
@@ -24,6 +25,14 @@ const STACK_SIZE: usize = 64 << 10;
 /// process that dies with this one (see the module docs).
 pub fn exit(status: i32, holds_vm: bool) -> ! {
     if holds_vm {
+        // Output is out (the caller flushed stdout; stderr is unbuffered).
+        for fd in 0..=2 {
+            // SAFETY: closing the standard descriptors, which nothing
+            // uses after this point.
+            unsafe {
+                libc::close(fd);
+            }
+        }
         spawn_teardown();
     }
     std::process::exit(status)
@@ -55,13 +64,13 @@ fn spawn_teardown() {
     // A failed clone (-1) leaves the teardown to this process's exit.
 }
 
-/// The teardown process: closes what it must not keep, then waits to be
-/// killed when its parent dies; its death releases the VM.
+/// The teardown process: drops to idle priority and waits to be killed
+/// when its parent dies; its death releases the VM.
 extern "C" fn teardown(parent: *mut c_void) -> libc::c_int {
     let parent = parent as usize as libc::pid_t;
     // SAFETY: system calls on plain values through `syscall`, which
-    // allocates nothing; the only thread-local state it touches is errno
-    // (the exiting thread's), should a `close` find nothing to close.
+    // allocates nothing; the only thread-local state it could touch is
+    // errno (the exiting thread's), should a call fail.
     unsafe {
         // No signal handler of the parent's runs here; SIGKILL can't be
         // blocked.
@@ -73,9 +82,6 @@ extern "C" fn teardown(parent: *mut c_void) -> libc::c_int {
             std::ptr::null_mut::<u64>(),
             size_of::<u64>(),
         );
-        for fd in 0..=2 {
-            libc::syscall(libc::SYS_close, fd);
-        }
         // The teardown is background work: at idle priority it never
         // takes a CPU from the next run, which starts as this one exits.
         let param = libc::sched_param { sched_priority: 0 };
