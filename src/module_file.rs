@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wisp_vmm::FileStamp;
 
+use crate::run_cache::replace_file;
+
 /// Where digests are recorded, under the cache root.
 const DIGESTS: &str = "digests";
 
@@ -40,8 +42,8 @@ const SETTLED: Duration = Duration::from_secs(2);
 #[derive(Serialize, Deserialize)]
 struct Recorded {
     stamp: FileStamp,
-    /// SHA-256 of its contents, hex.
-    sha256: String,
+    /// SHA-256 of its contents.
+    sha256: [u8; 32],
 }
 
 /// A module file and the SHA-256 of its contents.
@@ -104,28 +106,21 @@ impl ModuleFile {
     }
 }
 
+/// The name of the record of a file with `stamp`, in [`DIGESTS`].
+fn record_name(stamp: &FileStamp) -> String {
+    format!("{}-{}.json", stamp.dev, stamp.ino)
+}
+
 /// The record's file for a file with `stamp`.
 fn record_path(root: &Path, stamp: &FileStamp) -> PathBuf {
-    root.join(DIGESTS)
-        .join(format!("{}-{}.json", stamp.dev, stamp.ino))
+    root.join(DIGESTS).join(record_name(stamp))
 }
 
 /// The digest recorded for the file with `stamp`, if it is that file's.
 fn recorded(root: &Path, stamp: &FileStamp) -> Option<[u8; 32]> {
     let bytes = fs::read(record_path(root, stamp)).ok()?;
     let recorded: Recorded = serde_json::from_slice(&bytes).ok()?;
-    if recorded.stamp != *stamp {
-        return None;
-    }
-    let mut sha256 = [0u8; 32];
-    let hex = recorded.sha256.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    for (byte, pair) in sha256.iter_mut().zip(hex.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(sha256)
+    (recorded.stamp == *stamp).then_some(recorded.sha256)
 }
 
 /// Records `sha256` for the file with `stamp` if it has settled. Best
@@ -143,18 +138,14 @@ fn record(root: &Path, stamp: &FileStamp, sha256: &[u8; 32]) {
     }
     let recorded = Recorded {
         stamp: *stamp,
-        sha256: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: *sha256,
     };
     let Ok(bytes) = serde_json::to_vec(&recorded) else {
         return;
     };
-    let path = record_path(root, stamp);
-    let staged = dir.join(format!(".{}.{}", std::process::id(), stamp.ino));
-    if fs::write(&staged, bytes).is_err() || fs::rename(&staged, &path).is_err() {
-        let _ = fs::remove_file(&staged);
-        return;
+    if replace_file(&dir, &record_name(stamp), &bytes) {
+        trim(&dir);
     }
-    trim(&dir);
 }
 
 /// Removes the oldest records beyond [`MAX_DIGESTS`].
@@ -186,6 +177,16 @@ mod tests {
         path
     }
 
+    /// A module file `contents` left unchanged for [`SETTLED`], opened
+    /// once (which records it) with the cache root `root`: the file's path.
+    fn recorded_module(root: &Path, dir: &Path, contents: &[u8]) -> PathBuf {
+        let path = write(dir, "m.wasm", contents);
+        std::thread::sleep(SETTLED + Duration::from_millis(100));
+        let first = ModuleFile::open(&path, Some(root)).unwrap();
+        assert!(first.bytes.is_some(), "hashed the first time");
+        path
+    }
+
     #[test]
     fn a_fresh_file_is_hashed_every_time_and_not_recorded() {
         let root = tempfile::tempdir().unwrap();
@@ -206,16 +207,13 @@ mod tests {
     fn a_settled_file_is_recorded_and_a_change_is_seen() {
         let root = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "m.wasm", b"first");
-        std::thread::sleep(SETTLED + Duration::from_millis(100));
-        let first = ModuleFile::open(&path, Some(root.path())).unwrap();
-        assert!(first.bytes.is_some(), "hashed the first time");
+        let path = recorded_module(root.path(), dir.path(), b"first");
         let stamp = FileStamp::of(&fs::File::open(&path).unwrap()).unwrap();
         assert!(record_path(root.path(), &stamp).is_file());
         // Recorded: not read again, and the bytes, read on demand, match.
         let again = ModuleFile::open(&path, Some(root.path())).unwrap();
         assert!(again.bytes.is_none(), "taken from the record");
-        assert_eq!(again.sha256(), first.sha256());
+        assert_eq!(again.sha256(), &<[u8; 32]>::from(Sha256::digest(b"first")));
         assert_eq!(again.into_bytes().unwrap(), b"first");
         // Rewritten in place, same length: the change time moved.
         fs::write(&path, b"other").unwrap();
@@ -230,9 +228,7 @@ mod tests {
     fn bytes_that_no_longer_match_the_digest_are_an_error() {
         let root = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "m.wasm", b"first");
-        std::thread::sleep(SETTLED + Duration::from_millis(100));
-        ModuleFile::open(&path, Some(root.path())).unwrap();
+        let path = recorded_module(root.path(), dir.path(), b"first");
         let module = ModuleFile::open(&path, Some(root.path())).unwrap();
         assert!(module.bytes.is_none());
         // Rewritten between the digest and the read.
@@ -254,7 +250,7 @@ mod tests {
         for bad in [
             "not json".to_string(),
             format!(
-                "{{\"stamp\":{},\"sha256\":\"zz\"}}",
+                "{{\"stamp\":{},\"sha256\":[1,2]}}",
                 serde_json::to_string(&stamp).unwrap()
             ),
         ] {

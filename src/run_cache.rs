@@ -81,14 +81,16 @@ fn open_entry(entry: &Path) -> Result<Image, wisp_vmm::Error> {
     Ok(image)
 }
 
-/// Writes `bytes` to `name` in `entry` whole or not at all (staged under a
+/// Writes `bytes` to `name` in `dir` whole or not at all (staged under a
 /// name of this process's, then renamed), so concurrent runs never read
-/// half of it. Best effort.
-fn replace_file(entry: &Path, name: &str, bytes: &[u8]) {
-    let staged = entry.join(format!(".{name}.{}", std::process::id()));
-    if fs::write(&staged, bytes).is_ok() && fs::rename(&staged, entry.join(name)).is_err() {
+/// half of it. Best effort: whether it was written.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> bool {
+    let staged = dir.join(format!(".{name}.{}", std::process::id()));
+    let written = fs::write(&staged, bytes).is_ok() && fs::rename(&staged, dir.join(name)).is_ok();
+    if !written {
         let _ = fs::remove_file(&staged);
     }
+    written
 }
 
 /// Why the cache could not store an entry.
