@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use wisp_vmm::{FileStamp, Image, Invocation, MemoryCheck};
+use wisp_vmm::{FileStamp, Image, Invocation, MemoryCheck, WorkingSet};
 
 /// The default bound on the cache's size on disk.
 pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
@@ -44,11 +44,20 @@ const STALE: Duration = Duration::from_secs(3600);
 /// its data last passed.
 const VERIFIED: &str = "verified.json";
 
-/// In an entry: the pages the module wrote in the snapshot's data on a
-/// run (runs of `(first page, count)`), which restores then copy ahead
-/// ([`wisp_vmm::Prefault::WorkingSet`]) instead of the guest faulting them
-/// in one by one.
-const WRITTEN: &str = "written-pages.json";
+/// In an entry: what a run learned to copy ahead ([`KeptWorkingSet`]),
+/// which restores then do ([`wisp_vmm::Prefault::WorkingSet`]) instead of
+/// the guest faulting those pages in one by one.
+const WORKING_SET: &str = "working-set.json";
+
+/// A learned working set as an entry keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptWorkingSet {
+    /// Pages written in the snapshot's data, as runs of `(first page,
+    /// count)`.
+    written: Vec<(u64, u64)>,
+    /// 2 MiB blocks touched so much that restores copy them whole.
+    hot: Vec<u64>,
+}
 
 /// Opens the snapshot in `entry`. Its memory data (~1 MiB for a small
 /// module, 71 MiB for a Python handler) is checksummed in full only if
@@ -72,11 +81,15 @@ fn open_entry(entry: &Path) -> Result<Image, wisp_vmm::Error> {
         }
     }
     // A hint: one that does not parse or fit is ignored.
-    let written: Option<Vec<(u64, u64)>> = fs::read(entry.join(WRITTEN))
+    let kept: Option<KeptWorkingSet> = fs::read(entry.join(WORKING_SET))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    if let Some(written) = written {
-        let _ = image.learn_written(&written);
+    if let Some(kept) = kept {
+        let _ = image.learn_kept(&WorkingSet {
+            read: Vec::new(),
+            written: kept.written,
+            hot: kept.hot,
+        });
     }
     Ok(image)
 }
@@ -321,12 +334,16 @@ impl RunCache {
     /// run ([`wisp_vmm::Vm::learn_working_set`]), for later runs' restores
     /// to copy ahead. Best effort.
     pub fn keep_working_set(&self, key: &Key, image: &Image) {
-        let written = &image.working_set().written;
-        if written.is_empty() {
+        let set = image.working_set();
+        if set.is_empty() {
             return;
         }
-        if let Ok(bytes) = serde_json::to_vec(written) {
-            replace_file(&self.entry(key), WRITTEN, &bytes);
+        let kept = KeptWorkingSet {
+            written: set.written.clone(),
+            hot: set.hot.clone(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&kept) {
+            replace_file(&self.entry(key), WORKING_SET, &bytes);
         }
     }
 

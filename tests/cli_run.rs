@@ -689,16 +689,25 @@ fn the_first_run_teaches_later_ones_the_pages_to_copy_ahead() {
     assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
     assert_eq!(report["start"], "created");
     let entry = cache_entries(cache.path()).pop().unwrap();
-    let hint = entry.join("written-pages.json");
-    let runs: Vec<(u64, u64)> = serde_json::from_slice(&std::fs::read(&hint).unwrap()).unwrap();
-    let pages: u64 = runs.iter().map(|r| r.1).sum();
+    let hint = entry.join("working-set.json");
+    let set: Value = serde_json::from_slice(&std::fs::read(&hint).unwrap()).unwrap();
+    let runs: Vec<(u64, u64)> = serde_json::from_value(set["written"].clone()).unwrap();
+    let hot: Vec<u64> = serde_json::from_value(set["hot"].clone()).unwrap();
+    // Whole 2 MiB blocks, and pages written outside them.
+    let pages: u64 = runs.iter().map(|r| r.1).sum::<u64>() + hot.len() as u64 * 512;
     // The agent's stack and the module's memory at least.
-    assert!(pages > 0, "{runs:?}");
+    assert!(pages > 0, "{set}");
     assert_eq!(pages_ahead(cache.path(), &hello), pages);
     assert_eq!(pages_ahead(cache.path(), &hello), pages);
-    // A hint that does not parse, or names pages outside guest memory, is
-    // ignored; so is a missing one. The run is the same.
-    for bad in ["not json", "[[4294967295, 2]]"] {
+    // A hint that does not parse, names pages or blocks outside guest
+    // memory, or too many blocks, is ignored; so is a missing one. The run
+    // is the same.
+    for bad in [
+        "not json",
+        r#"{"written": [[4294967295, 2]], "hot": []}"#,
+        r#"{"written": [], "hot": [64]}"#,
+        r#"{"written": [], "hot": [1, 2, 3, 4, 5, 6, 7, 8, 9]}"#,
+    ] {
         std::fs::write(&hint, bad).unwrap();
         assert_eq!(pages_ahead(cache.path(), &hello), 0, "{bad}");
     }

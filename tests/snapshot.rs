@@ -157,6 +157,56 @@ fn an_image_learns_its_working_set_from_a_restored_vm() {
     assert_eq!(recorded.working_set(), &before);
 }
 
+/// A function that writes much of the snapshot's data in a 2 MiB block
+/// makes the block hot: restores that pre-fault copy it whole into a huge
+/// page, and their resets copy it back whole, leaving nothing of the
+/// invocation behind.
+#[test]
+fn hot_blocks_are_copied_whole_and_reset_whole() {
+    const PRISTINE_SUM: &str = "sum=1024\n";
+    let (_tmp, dir) = snapshot_sampled("hot_block.wat", false);
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let mut first = Vm::restore(&image, VmConfig::default()).unwrap();
+    assert_eq!(invoke(&mut first, &["hot_block"]).1, PRISTINE_SUM);
+    assert!(first.learn_working_set());
+    let hot = image.working_set().hot.clone();
+    // 4 MiB written: at least the two blocks wholly inside it.
+    assert!(hot.len() >= 2, "{:?}", image.working_set());
+
+    let config = VmConfig {
+        prefault: Prefault::WorkingSet,
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::restore(&image, config).unwrap();
+    assert!(vm.restore_timings().pages_ahead >= hot.len() as u64 * 512);
+    // The copies are this VM's own memory.
+    assert!(vm.private_bytes() >= hot.len() as u64 * (2 << 20));
+    for round in 0..3 {
+        let (outcome, out) = invoke(&mut vm, &["hot_block"]);
+        assert_eq!(outcome.unwrap(), Outcome::Exited(0), "round {round}");
+        assert_eq!(out, PRISTINE_SUM, "round {round}");
+        vm.reset().unwrap();
+        assert_eq!(
+            vm.first_difference_from_snapshot().unwrap(),
+            None,
+            "round {round}: guest memory differs from the snapshot after a reset"
+        );
+    }
+    // A VM that is never reset copies them too, and shares the image.
+    let config = VmConfig {
+        prefault: Prefault::WorkingSet,
+        resettable: false,
+        ..VmConfig::default()
+    };
+    let mut once = Vm::restore(&image, config).unwrap();
+    assert_eq!(invoke(&mut once, &["hot_block"]).1, PRISTINE_SUM);
+
+    // A recorded working set keeps its hot blocks in the snapshot.
+    let (_tmp, dir) = snapshot_sampled("hot_block.wat", true);
+    let recorded = Image::open(&dir).unwrap();
+    assert!(recorded.working_set().hot.len() >= 2);
+}
+
 /// Resets queue the registers for KVM to load at the next run
 /// (`KVM_CAP_SYNC_REGS`) rather than setting them with ioctls that cost
 /// ~10 µs each on PVM; every reset test here then exercises that path.

@@ -159,7 +159,7 @@ fn madvise(mem: &GuestRam, offset: u64, len: u64, advice: libc::c_int) -> Result
 }
 
 /// Pages in a 2 MiB block.
-const BLOCK_PAGES: u64 = LARGE_PAGE_SIZE / PAGE_SIZE;
+pub const BLOCK_PAGES: u64 = LARGE_PAGE_SIZE / PAGE_SIZE;
 
 /// Page runs `(first page, page count)`.
 pub type PageRuns = Vec<(u64, u64)>;
@@ -202,6 +202,16 @@ impl Blocks {
         Blocks {
             data: vec![true; mem_size.div_ceil(LARGE_PAGE_SIZE) as usize],
         }
+    }
+
+    /// Whether `block` holds data (a block past the end counts as not).
+    pub fn has_data(&self, block: u64) -> bool {
+        self.data.get(block as usize).copied().unwrap_or(false)
+    }
+
+    /// How many blocks there are.
+    pub fn count(&self) -> u64 {
+        self.data.len() as u64
     }
 
     /// The ranges of blocks without data worth putting fresh anonymous
@@ -457,6 +467,32 @@ pub fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     merged
 }
 
+/// The pages of runs `from` that are in none of runs `without`, as merged
+/// runs.
+pub fn subtract_runs(from: &[(u64, u64)], without: &[(u64, u64)]) -> PageRuns {
+    let without = merge_runs(without.to_vec());
+    let mut left = Vec::new();
+    for (start, count) in merge_runs(from.to_vec()) {
+        let mut at = start;
+        let end = start + count;
+        // Runs of `without` that end after `at` and start before `end`.
+        let first = without.partition_point(|&(s, c)| s + c <= at);
+        for &(s, c) in &without[first..] {
+            if s >= end {
+                break;
+            }
+            if s > at {
+                left.push((at, s - at));
+            }
+            at = at.max(s + c);
+        }
+        if at < end {
+            left.push((at, end - at));
+        }
+    }
+    left
+}
+
 /// The pages covering byte ranges `(address, length)`, as merged runs.
 pub fn page_runs(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let runs = ranges
@@ -485,14 +521,25 @@ pub fn bitmap_runs(bitmap: &[u64]) -> Vec<(u64, u64)> {
 }
 
 /// Overwrites `runs` of guest pages with the same pages of `file` (holes
-/// read as zeroes), returning them to the snapshot's contents.
+/// read as zeroes), returning them to the snapshot's contents. The kernel
+/// copies straight from the page cache into guest RAM: one copy, and into
+/// anonymous memory that asked for huge pages, one huge page per block.
 pub fn copy_from_file(mem: &GuestRam, file: &File, runs: &[(u64, u64)]) -> Result<()> {
-    let mut buf = Vec::new();
+    let (base, size) = host_range(mem);
     for &(start, count) in runs {
-        buf.resize((count * PAGE_SIZE) as usize, 0);
-        file.read_exact_at(&mut buf, start * PAGE_SIZE)
+        let (offset, len) = (start * PAGE_SIZE, count * PAGE_SIZE);
+        if offset.checked_add(len).is_none_or(|end| end > size as u64) {
+            return Err(Error::OutOfRange { addr: offset, len });
+        }
+        // SAFETY: the range lies inside this live, writable mapping
+        // (checked above), which the caller's VM owns and whose vCPU is
+        // not running; the kernel writes it as it would any read buffer,
+        // and no Rust reference into guest memory exists (it is only
+        // accessed through vm-memory's volatile API).
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(base.add(offset as usize), len as usize) };
+        file.read_exact_at(buf, offset)
             .map_err(Error::ReadSnapshot)?;
-        write(mem, start * PAGE_SIZE, &buf)?;
     }
     Ok(())
 }
@@ -606,6 +653,20 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_subtract() {
+        let from = [(0, 10), (20, 5), (40, 10)];
+        assert_eq!(
+            subtract_runs(&from, &[(2, 3), (8, 14), (45, 100)]),
+            vec![(0, 2), (5, 3), (22, 3), (40, 5)]
+        );
+        assert_eq!(subtract_runs(&from, &[]), from.to_vec());
+        assert_eq!(subtract_runs(&from, &[(0, 100)]), vec![]);
+        // What is left of a run, intersected: the pages in both.
+        let inside = subtract_runs(&from, &subtract_runs(&from, &[(5, 20)]));
+        assert_eq!(inside, vec![(5, 5), (20, 5)]);
+    }
 
     #[test]
     fn runs_merge_and_come_from_bitmaps_and_byte_ranges() {

@@ -160,6 +160,9 @@ pub struct Vm {
     restore_timings: RestoreTimings,
     /// Union of KVM's dirty bitmaps over the resets of a restored VM.
     written: Vec<u64>,
+    /// Runs of pages a restore copied whole into huge pages (the image's
+    /// hot blocks): private to this VM, and copied back whole by a reset.
+    copied: memory::PageRuns,
     /// How many times the vCPU ran or the VM was reset: a [`Capture`] is
     /// only good for the epoch it was taken in.
     epoch: u64,
@@ -201,6 +204,7 @@ impl Vm {
             timings: BootTimings::default(),
             restore_timings: RestoreTimings::default(),
             written: Vec::new(),
+            copied: Vec::new(),
             epoch: 0,
         }
     }

@@ -37,6 +37,9 @@ const INIT_OUTPUT_SECTION: &str = "init_output";
 /// The CPUID the guest booted with, given to every VM restored into a shell
 /// without one. Snapshots from before it existed lack it: KVM's.
 const CPUID_SECTION: &str = "cpuid";
+/// The working set's hot blocks ([`WorkingSet::hot`]). Snapshots from
+/// before it existed lack it: none.
+const HOT_BLOCKS_SECTION: &str = "hot_blocks";
 /// Metadata key: the name the module was snapshotted under (`argv[0]`).
 const META_MODULE: &str = "module";
 
@@ -170,7 +173,11 @@ impl Image {
     pub fn open_checking(dir: &Path, check: MemoryCheck) -> Result<Image> {
         let snap = Snapshot::open_checking(dir, &compat(), guest_cpu_features(), check)?;
         let vm: VmSection = snap.section(VM_SECTION)?;
-        let working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
+        let mut working_set: WorkingSet = snap.section(WORKING_SET_SECTION)?;
+        working_set.hot = match snap.section(HOT_BLOCKS_SECTION) {
+            Err(wisp_snapshot::Error::MissingSection(_)) => Vec::new(),
+            other => other?,
+        };
         let init_output = match snap.section(INIT_OUTPUT_SECTION) {
             Err(wisp_snapshot::Error::MissingSection(_)) => InitOutput::default(),
             other => other?,
@@ -266,20 +273,26 @@ impl Image {
         !self.has_working_set() && !learned.is_empty() && self.learned.set(learned).is_ok()
     }
 
-    /// Learns the working set from runs of pages `(first, count)` that an
-    /// invocation of a VM restored from this snapshot wrote, as
-    /// [`Vm::learn_working_set`] does, for a caller that kept them from an
-    /// earlier process (`wisp run`'s cache): what restores with
-    /// [`Prefault::WorkingSet`] then copy ahead, bounded as a learned set
-    /// is. Runs outside guest memory are refused. Whether the set was kept
-    /// (not if the image has one already).
-    pub fn learn_written(&self, written: &[(u64, u64)]) -> Result<bool> {
-        let runs = WorkingSet {
+    /// Learns a working set that a VM restored from this snapshot learned
+    /// ([`Vm::learn_working_set`]), for a caller that kept it from an
+    /// earlier process (`wisp run`'s cache): its written pages and hot
+    /// blocks, bounded as a learned set is; pages only read are ignored.
+    /// A set outside guest memory, or with too many hot blocks, is
+    /// refused. Whether the set was kept (not if the image has one
+    /// already).
+    pub fn learn_kept(&self, kept: &WorkingSet) -> Result<bool> {
+        kept.check(self.mem_size)?;
+        let mut touched = memory::TouchedPages {
             read: Vec::new(),
-            written: written.to_vec(),
+            written: kept.written.clone(),
         };
-        runs.check(self.mem_size)?;
-        Ok(self.learn(WorkingSet::learned(written, &self.blocks)))
+        // Hot blocks stay hot: taken as written whole.
+        touched.written.extend(
+            kept.hot
+                .iter()
+                .map(|&b| (b * memory::BLOCK_PAGES, memory::BLOCK_PAGES)),
+        );
+        Ok(self.learn(WorkingSet::learned(&touched, &self.blocks)))
     }
 
     /// Which 2 MiB blocks hold data.
@@ -320,9 +333,10 @@ impl Image {
         match how {
             Prefault::None => Ok(()),
             Prefault::WorkingSet => {
+                let ws = self.working_set();
+                self.copy_hot_blocks(mem, ws)?;
                 // Writes first: copying a page not yet mapped replaces
                 // nothing, so no VM's MMU notifier hears of it.
-                let ws = self.working_set();
                 memory::populate(mem, &ws.written, Populate::Write)?;
                 memory::populate(mem, &ws.read, Populate::Read)
             }
@@ -332,6 +346,19 @@ impl Image {
 
     fn copy_data(&self, mem: &GuestRam) -> Result<()> {
         memory::copy_from_file(mem, &self.memory, &self.data)
+    }
+
+    /// Puts fresh memory (huge pages) over the hot blocks of `ws` and
+    /// copies the snapshot's data there, so KVM maps each with one fault.
+    fn copy_hot_blocks(&self, mem: &GuestRam, ws: &WorkingSet) -> Result<()> {
+        if ws.hot.is_empty() {
+            return Ok(());
+        }
+        let ranges = ws.hot_ranges();
+        memory::anonymous_over(mem, &ranges)?;
+        let hot = memory::page_runs(&ranges);
+        let data = memory::subtract_runs(&self.data, &memory::subtract_runs(&self.data, &hot));
+        memory::copy_from_file(mem, &self.memory, &data)
     }
 }
 
@@ -439,6 +466,9 @@ impl Vm {
             }
         };
         builder.section(WORKING_SET_SECTION, &working_set)?;
+        if !working_set.hot.is_empty() {
+            builder.section(HOT_BLOCKS_SECTION, &working_set.hot)?;
+        }
         builder.meta(META_MODULE, module);
         builder.commit(&compat(), guest_cpu_features())?;
         Ok(())
@@ -489,13 +519,18 @@ impl Vm {
         let pages = match &self.image {
             Some(image) => {
                 // Written pages over the snapshot's data are private copies
-                // of its pages: in use, whatever they hold now.
-                let (mut copies, holes) = image.blocks.split(&touched.written);
+                // of its pages: in use, whatever they hold now. Blocks
+                // copied whole are present whole: there, as in the holes,
+                // pages beyond the snapshot's data count if they hold any.
+                let outside = memory::subtract_runs(&touched.written, &self.copied);
+                let in_copied = memory::subtract_runs(&touched.written, &outside);
+                let (mut copies, holes) = image.blocks.split(&outside);
                 copies.extend_from_slice(&image.data);
-                let in_holes: Vec<(u64, u64)> =
+                let mut unshared: Vec<(u64, u64)> =
                     holes.into_iter().flat_map(|(_, runs)| runs).collect();
+                unshared.extend(memory::subtract_runs(&in_copied, &image.data));
                 let copied: u64 = memory::merge_runs(copies).iter().map(|r| r.1).sum();
-                copied + holding_data(&in_holes)
+                copied + holding_data(&unshared)
             }
             None => {
                 let mut runs = touched.written;
@@ -522,9 +557,15 @@ impl Vm {
         config.mem_size = image.mem_size;
         // For a VM that can be reset, KVM logs the pages the guest writes,
         // so a reset restores only those; except in the large holes, which
-        // the guest touches as fast as a fresh VM's memory without the log.
+        // the guest touches as fast as a fresh VM's memory without the log,
+        // and in the hot blocks copied ahead, which KVM could not map whole
+        // under the log: a reset copies those back whole.
+        let hot = match config.prefault {
+            Prefault::WorkingSet => image.working_set().hot_ranges(),
+            Prefault::None | Prefault::CopyToHugePages => Vec::new(),
+        };
         let slots = if config.resettable {
-            Slots::around(image.mem_size, &image.blocks.anonymous_ranges())
+            Slots::around(image.mem_size, &image.blocks.anonymous_ranges(), &hot)
         } else {
             Slots::single(image.mem_size, false)
         };
@@ -567,13 +608,14 @@ impl Vm {
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
         let pages_ahead = match config.prefault {
-            Prefault::WorkingSet => {
-                let (read, written) = image.working_set().page_counts();
-                read + written
-            }
+            Prefault::WorkingSet => image.working_set().pages_ahead(),
             Prefault::None | Prefault::CopyToHugePages => 0,
         };
         let mut vm = Vm::assemble(shell, (mem, slots), channel, config);
+        // Copied whole: private to this VM.
+        let copied = memory::page_runs(&hot);
+        vm.note_written(&copied);
+        vm.copied = copied;
         vm.init_output = image.init_output.to_io();
         vm.image = Some(Arc::clone(image));
         vm.restore_timings = RestoreTimings {
@@ -610,7 +652,9 @@ impl Vm {
         let mut written = dirty.clone();
         written.extend(memory::page_runs(&self.channel.take_host_writes()));
         let (data, holes) = image.blocks.split(&memory::merge_runs(written));
-        image.view()?.copy_into(&self.mem, &data)?;
+        let view = image.view()?;
+        view.copy_into(&self.mem, &data)?;
+        view.copy_into(&self.mem, &self.copied)?;
         let dropped = memory::clear_holes(&self.mem, &holes)?;
         for &(start, pages) in &dropped {
             self.note_dropped(start, pages);

@@ -7,7 +7,9 @@
 //! (fresh anonymous memory, see [`memory::Blocks::anonymous_ranges`]) get
 //! slots of their own without the log, so the guest touches them with
 //! 2 MiB mappings as a fresh VM does; a reset finds what it touched there
-//! from the host's page tables instead, and drops it.
+//! from the host's page tables instead, and drops it. So do the blocks a
+//! restore copied whole into huge pages (the image's hot blocks, see
+//! [`super::working_set`]), which a reset copies back whole instead.
 
 use std::os::unix::io::AsRawFd;
 
@@ -35,8 +37,25 @@ struct Slot {
     start: u64,
     /// Bytes.
     len: u64,
-    /// Whether KVM logs the guest's writes to it.
-    logged: bool,
+    /// What it holds, and so how a reset finds what the guest changed.
+    kind: Kind,
+}
+
+/// What a slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Snapshot data, mapped copy-on-write: KVM logs the guest's writes.
+    Logged,
+    /// Fresh anonymous memory: a reset drops whatever is present.
+    Fresh,
+    /// Snapshot data copied into huge pages: a reset copies it back whole.
+    Copied,
+}
+
+impl Slot {
+    fn logged(&self) -> bool {
+        self.kind == Kind::Logged
+    }
 }
 
 impl Slot {
@@ -64,40 +83,51 @@ impl Slots {
                 id: 0,
                 start: 0,
                 len: mem_size,
-                logged,
+                kind: if logged { Kind::Logged } else { Kind::Fresh },
             }],
         }
     }
 
-    /// Dirty-logged slots around unlogged ones over `holes` (sorted,
-    /// disjoint, page-aligned byte ranges inside `mem_size`; at most the
-    /// [`MAX_UNLOGGED`] largest are used).
-    pub(super) fn around(mem_size: u64, holes: &[(u64, u64)]) -> Slots {
+    /// Dirty-logged slots around unlogged ones over `holes` (fresh
+    /// memory) and `copied` (blocks copied whole): sorted, disjoint,
+    /// page-aligned byte ranges inside `mem_size`, disjoint from each
+    /// other. At most the [`MAX_UNLOGGED`] largest holes are used; every
+    /// copied range is.
+    pub(super) fn around(mem_size: u64, holes: &[(u64, u64)], copied: &[(u64, u64)]) -> Slots {
         let mut holes = holes.to_vec();
         if holes.len() > MAX_UNLOGGED {
             holes.sort_by_key(|&(start, len)| (std::cmp::Reverse(len), start));
             holes.truncate(MAX_UNLOGGED);
-            holes.sort_unstable();
         }
-        let mut slots = Vec::with_capacity(holes.len() * 2 + 1);
-        let mut push = |start: u64, len: u64, logged: bool| {
+        let mut unlogged: Vec<(u64, u64, Kind)> = holes
+            .into_iter()
+            .map(|(start, len)| (start, len, Kind::Fresh))
+            .chain(
+                copied
+                    .iter()
+                    .map(|&(start, len)| (start, len, Kind::Copied)),
+            )
+            .collect();
+        unlogged.sort_unstable_by_key(|r| r.0);
+        let mut slots = Vec::with_capacity(unlogged.len() * 2 + 1);
+        let mut push = |start: u64, len: u64, kind: Kind| {
             if len > 0 {
                 let id = slots.len() as u32;
                 slots.push(Slot {
                     id,
                     start,
                     len,
-                    logged,
+                    kind,
                 });
             }
         };
         let mut at = 0;
-        for (start, len) in holes {
-            push(at, start - at, true);
-            push(start, len, false);
+        for (start, len, kind) in unlogged {
+            push(at, start - at, Kind::Logged);
+            push(start, len, kind);
             at = start + len;
         }
-        push(at, mem_size - at, true);
+        push(at, mem_size - at, Kind::Logged);
         Slots { slots }
     }
 
@@ -110,7 +140,7 @@ impl Slots {
             assert!(slot.start + slot.len <= size, "slot {slot:?} past RAM");
             let region = kvm_userspace_memory_region {
                 slot: slot.id,
-                flags: if slot.logged {
+                flags: if slot.logged() {
                     KVM_MEM_LOG_DIRTY_PAGES
                 } else {
                     0
@@ -154,7 +184,7 @@ impl Slots {
     /// otherwise reading it clears it and write-protects the pages again.
     pub(super) fn dirty_pages(&self, shell: &Shell) -> Result<PageRuns> {
         let mut runs = Vec::new();
-        for slot in self.slots.iter().filter(|s| s.logged) {
+        for slot in self.slots.iter().filter(|s| s.logged()) {
             let bitmap = shell
                 .vm
                 .get_dirty_log(slot.id, slot.len as usize)
@@ -177,7 +207,7 @@ impl Slots {
         if !shell.manual_dirty_log {
             return Ok(());
         }
-        for slot in self.slots.iter().filter(|s| s.logged) {
+        for slot in self.slots.iter().filter(|s| s.logged()) {
             let (first, pages) = (slot.first_page(), slot.pages());
             let mut bitmap = vec![0u64; pages.div_ceil(64) as usize];
             let mut any = false;
@@ -201,7 +231,7 @@ impl Slots {
     /// in it differs from the snapshot yet.
     pub(super) fn clear_log(&self, shell: &Shell) -> Result<()> {
         if shell.manual_dirty_log {
-            for slot in self.slots.iter().filter(|s| s.logged) {
+            for slot in self.slots.iter().filter(|s| s.logged()) {
                 let mut all = vec![!0u64; slot.pages().div_ceil(64) as usize];
                 clear_dirty_log(shell, slot, &mut all)?;
             }
@@ -212,11 +242,11 @@ impl Slots {
         }
     }
 
-    /// The pages of the unlogged slots present in the host's page tables:
-    /// the ones the guest (or the host) touched there.
+    /// The pages of the fresh-memory slots present in the host's page
+    /// tables: the ones the guest (or the host) touched there.
     pub(super) fn touched_unlogged(&self, mem: &GuestRam) -> Result<PageRuns> {
         let mut runs = Vec::new();
-        for slot in self.slots.iter().filter(|s| !s.logged) {
+        for slot in self.slots.iter().filter(|s| s.kind == Kind::Fresh) {
             runs.extend(memory::resident_runs(mem, slot.start, slot.len)?);
         }
         Ok(runs)
@@ -255,19 +285,19 @@ mod tests {
         slots
             .slots
             .iter()
-            .map(|s| (s.start >> 20, s.len >> 20, s.logged))
+            .map(|s| (s.start >> 20, s.len >> 20, s.logged()))
             .collect()
     }
 
     #[test]
     fn holes_get_unlogged_slots_between_logged_ones() {
-        let slots = Slots::around(128 << 20, &[(4 << 20, 100 << 20)]);
+        let slots = Slots::around(128 << 20, &[(4 << 20, 100 << 20)], &[]);
         assert_eq!(
             layout(&slots),
             vec![(0, 4, true), (4, 100, false), (104, 24, true)]
         );
         // Holes at either end leave no empty slot.
-        let slots = Slots::around(64 << 20, &[(0, 16 << 20), (48 << 20, 16 << 20)]);
+        let slots = Slots::around(64 << 20, &[(0, 16 << 20), (48 << 20, 16 << 20)], &[]);
         assert_eq!(
             layout(&slots),
             vec![(0, 16, false), (16, 32, true), (48, 16, false)]
@@ -281,15 +311,41 @@ mod tests {
     }
 
     #[test]
+    fn copied_blocks_get_unlogged_slots_that_resets_do_not_drop() {
+        let slots = Slots::around(
+            64 << 20,
+            &[(16 << 20, 16 << 20)],
+            &[(2 << 20, 2 << 20), (40 << 20, 4 << 20)],
+        );
+        let kinds: Vec<(u64, u64, Kind)> = slots
+            .slots
+            .iter()
+            .map(|s| (s.start >> 20, s.len >> 20, s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (0, 2, Kind::Logged),
+                (2, 2, Kind::Copied),
+                (4, 12, Kind::Logged),
+                (16, 16, Kind::Fresh),
+                (32, 8, Kind::Logged),
+                (40, 4, Kind::Copied),
+                (44, 20, Kind::Logged),
+            ]
+        );
+    }
+
+    #[test]
     fn only_the_largest_holes_go_unlogged() {
         let holes: Vec<(u64, u64)> = (0..40u64)
             .map(|i| ((i * 40) << 20, (16 + i) << 20))
             .collect();
-        let slots = Slots::around(1600 << 20, &holes);
+        let slots = Slots::around(1600 << 20, &holes, &[]);
         let unlogged: Vec<u64> = slots
             .slots
             .iter()
-            .filter(|s| !s.logged)
+            .filter(|s| !s.logged())
             .map(|s| s.len >> 20)
             .collect();
         assert_eq!(unlogged.len(), MAX_UNLOGGED);
