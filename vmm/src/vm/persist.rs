@@ -211,6 +211,11 @@ impl Image {
             .iter()
             .map(|e| (e.start_page, e.pages))
             .collect();
+        let blocks = memory::Blocks::of(&data, vm.mem_size);
+        // A sample invocation ran before the data's blocks were known: a
+        // block without data gets fresh memory anyway, and must not also be
+        // copied into (its slot would overlap the hole's).
+        working_set.hot.retain(|&b| blocks.has_data(b));
         Ok(Image {
             memory: Arc::new(memory),
             view: std::sync::OnceLock::new(),
@@ -220,7 +225,7 @@ impl Image {
             vcpu: snap.section(VCPU_SECTION)?,
             channel: snap.section(CHANNEL_SECTION)?,
             working_set,
-            blocks: memory::Blocks::of(&data, vm.mem_size),
+            blocks,
             data,
             module: snap.meta(META_MODULE).map(str::to_owned),
             init_output,
