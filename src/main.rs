@@ -52,9 +52,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: `wisp run`'s start-up is what CI pays per job.
+    let early = cmd::run::EarlyStart::if_running();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => cmd::run::run(args),
+        Command::Run(args) => cmd::run::run(args, early),
         Command::Snapshot(command) => cmd::snapshot::run(command),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Deploy(args) => cmd::client::deploy(args),
