@@ -43,10 +43,11 @@ struct Slot {
 
 /// What a slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+enum Kind {
     /// Snapshot data, mapped copy-on-write: KVM logs the guest's writes.
     Logged,
-    /// Fresh anonymous memory: a reset drops whatever is present.
+    /// Fresh anonymous memory: a reset drops whatever is present. (A VM
+    /// that is never reset has one such slot over all of its memory.)
     Fresh,
     /// Snapshot data copied into huge pages: a reset copies it back whole.
     Copied,
@@ -56,9 +57,7 @@ impl Slot {
     fn logged(&self) -> bool {
         self.kind == Kind::Logged
     }
-}
 
-impl Slot {
     fn first_page(&self) -> u64 {
         self.start / PAGE_SIZE
     }
