@@ -493,6 +493,11 @@ pub fn subtract_runs(from: &[(u64, u64)], without: &[(u64, u64)]) -> PageRuns {
     left
 }
 
+/// The pages in both runs `a` and runs `b`, as merged runs.
+pub fn intersect_runs(a: &[(u64, u64)], b: &[(u64, u64)]) -> PageRuns {
+    subtract_runs(a, &subtract_runs(a, b))
+}
+
 /// The pages covering byte ranges `(address, length)`, as merged runs.
 pub fn page_runs(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let runs = ranges
@@ -664,8 +669,7 @@ mod tests {
         assert_eq!(subtract_runs(&from, &[]), from.to_vec());
         assert_eq!(subtract_runs(&from, &[(0, 100)]), vec![]);
         // What is left of a run, intersected: the pages in both.
-        let inside = subtract_runs(&from, &subtract_runs(&from, &[(5, 20)]));
-        assert_eq!(inside, vec![(5, 5), (20, 5)]);
+        assert_eq!(intersect_runs(&from, &[(5, 20)]), vec![(5, 5), (20, 5)]);
     }
 
     #[test]

@@ -309,36 +309,36 @@ impl Image {
     /// copy-on-write, where it has data, and anonymous memory (huge pages,
     /// as a fresh VM has) over large runs of 2 MiB blocks where it has none,
     /// so that memory the snapshot never used costs a restored VM no more
-    /// to touch than a fresh one.
-    fn map_memory(&self, how: Prefault) -> Result<GuestRam> {
+    /// to touch than a fresh one. `ws` is the working set the restore
+    /// pre-faults ([`Prefault::WorkingSet`]), read once for all of it.
+    fn map_memory(&self, how: Prefault, ws: &WorkingSet) -> Result<GuestRam> {
         let mem = match how {
             Prefault::CopyToHugePages => memory::create(self.mem_size)?,
             Prefault::None | Prefault::WorkingSet => {
                 let mem = memory::reserve(self.mem_size)?;
-                self.map_memory_over(&mem, how)?;
+                self.map_memory_over(&mem, how, ws)?;
                 return Ok(mem);
             }
         };
-        self.prepare(&mem, how)?;
+        self.prepare(&mem, how, ws)?;
         Ok(mem)
     }
 
     /// Maps the snapshot over `mem`, guest RAM of this image's size, fresh
     /// or kept by a shell (see [`Image::map_memory`]; not for huge-page
     /// copies).
-    fn map_memory_over(&self, mem: &GuestRam, how: Prefault) -> Result<()> {
+    fn map_memory_over(&self, mem: &GuestRam, how: Prefault, ws: &WorkingSet) -> Result<()> {
         memory::map_file_over(mem, &self.memory)?;
         memory::anonymous_over(mem, &self.blocks.anonymous_ranges())?;
-        self.prepare(mem, how)
+        self.prepare(mem, how, ws)
     }
 
     /// Brings memory that reads as the snapshot file (or as zeroes, for
     /// huge-page copies) to the snapshot's contents and pre-faults it.
-    fn prepare(&self, mem: &GuestRam, how: Prefault) -> Result<()> {
+    fn prepare(&self, mem: &GuestRam, how: Prefault, ws: &WorkingSet) -> Result<()> {
         match how {
             Prefault::None => Ok(()),
             Prefault::WorkingSet => {
-                let ws = self.working_set();
                 self.copy_hot_blocks(mem, ws)?;
                 // Writes first: copying a page not yet mapped replaces
                 // nothing, so no VM's MMU notifier hears of it.
@@ -361,8 +361,7 @@ impl Image {
         }
         let ranges = ws.hot_ranges();
         memory::anonymous_over(mem, &ranges)?;
-        let hot = memory::page_runs(&ranges);
-        let data = memory::subtract_runs(&self.data, &memory::subtract_runs(&self.data, &hot));
+        let data = memory::intersect_runs(&self.data, &memory::page_runs(&ranges));
         memory::copy_from_file(mem, &self.memory, &data)
     }
 }
@@ -528,7 +527,7 @@ impl Vm {
                 // copied whole are present whole: there, as in the holes,
                 // pages beyond the snapshot's data count if they hold any.
                 let outside = memory::subtract_runs(&touched.written, &self.copied);
-                let in_copied = memory::subtract_runs(&touched.written, &outside);
+                let in_copied = memory::intersect_runs(&touched.written, &self.copied);
                 let (mut copies, holes) = image.blocks.split(&outside);
                 copies.extend_from_slice(&image.data);
                 let mut unshared: Vec<(u64, u64)> =
@@ -564,9 +563,12 @@ impl Vm {
         // so a reset restores only those; except in the large holes, which
         // the guest touches as fast as a fresh VM's memory without the log,
         // and in the hot blocks copied ahead, which KVM could not map whole
-        // under the log: a reset copies those back whole.
+        // under the log: a reset copies those back whole. The working set
+        // is read once, so the slots, the copies and what the VM records of
+        // them agree even if another VM teaches the image one meanwhile.
+        let ws = image.working_set();
         let hot = match config.prefault {
-            Prefault::WorkingSet => image.working_set().hot_ranges(),
+            Prefault::WorkingSet => ws.hot_ranges(),
             Prefault::None | Prefault::CopyToHugePages => Vec::new(),
         };
         let slots = if config.resettable {
@@ -585,10 +587,10 @@ impl Vm {
         }
         let (mem, attached) = match shell.kept.take() {
             Some(kept) => {
-                image.map_memory_over(&kept.mem, config.prefault)?;
+                image.map_memory_over(&kept.mem, config.prefault, ws)?;
                 (kept.mem, true)
             }
-            None => (image.map_memory(config.prefault)?, false),
+            None => (image.map_memory(config.prefault, ws)?, false),
         };
         let t1 = Instant::now();
         if shell.cpuid.is_none() {
@@ -613,7 +615,7 @@ impl Vm {
         let mut channel = HostChannel::new()?;
         channel.restore(&image.channel);
         let pages_ahead = match config.prefault {
-            Prefault::WorkingSet => image.working_set().pages_ahead(),
+            Prefault::WorkingSet => ws.pages_ahead(),
             Prefault::None | Prefault::CopyToHugePages => 0,
         };
         let mut vm = Vm::assemble(shell, (mem, slots), channel, config);
