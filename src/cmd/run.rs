@@ -128,12 +128,16 @@ impl EarlyStart {
     /// Starts the vCPU thread if this process is a `wisp run` (its first
     /// argument is `run`), else nothing.
     pub fn if_running() -> Option<EarlyStart> {
+        let running = std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("run"));
+        running
+            .then(EarlyStart::now)
+            .and_then(|started| started.ok())
+    }
+
+    /// Starts the vCPU thread now.
+    fn now() -> std::io::Result<EarlyStart> {
         let origin = Instant::now();
-        if std::env::args_os().nth(1).as_deref() != Some(std::ffi::OsStr::new("run")) {
-            return None;
-        }
-        let vcpu = VcpuThread::spawn(origin).ok()?;
-        Some(EarlyStart { origin, vcpu })
+        VcpuThread::spawn(origin).map(|vcpu| EarlyStart { origin, vcpu })
     }
 }
 
@@ -141,13 +145,8 @@ impl EarlyStart {
 /// exits with it. `early` is what started before the arguments were
 /// parsed, if anything did.
 pub fn run(args: RunArgs, early: Option<EarlyStart>) -> ! {
-    let early = match early {
-        Some(early) => Ok(early),
-        None => {
-            let origin = Instant::now();
-            VcpuThread::spawn(origin).map(|vcpu| EarlyStart { origin, vcpu })
-        }
-    };
+    // Not started yet (or starting failed, which trying again reports).
+    let early = early.map_or_else(EarlyStart::now, Ok);
     let started = early.as_ref().map_or_else(|_| Instant::now(), |e| e.origin);
     let result = early
         .map_err(anyhow::Error::from)
