@@ -294,6 +294,56 @@ fn a_used_vm_recycled_as_a_shell_restores_cleanly() {
     assert_eq!(invoke(&mut vm, &["init_state"]).1, PRISTINE);
 }
 
+/// Memory registered with a shell ahead of its snapshot (what `wisp run`'s
+/// vCPU thread does while the snapshot is looked up) serves a restore of
+/// any image of its size that is never reset, and a boot; a restore of
+/// another size, or of a VM that is reset (its slots log writes), puts
+/// its own memory in its place.
+#[test]
+fn memory_registered_ahead_serves_restores_and_boots() {
+    let (_tmp, dir) = api_snapshot("init_state.wat");
+    let image = Arc::new(Image::open(&dir).unwrap());
+    let size = image.mem_size();
+    let ahead = |mem_size: u64| {
+        let mut shell = Shell::without_cpuid().unwrap();
+        shell.register_memory(mem_size).unwrap();
+        assert!(shell.holds_memory());
+        // Nobody's: any image may use it, none owns it.
+        assert!(!shell.holds_memory_for(&image));
+        shell
+    };
+    let once = VmConfig {
+        resettable: false,
+        ..VmConfig::default()
+    };
+    for (mem_size, config) in [
+        (size, once.clone()),
+        (size * 2, once),
+        (size, VmConfig::default()),
+    ] {
+        let resettable = config.resettable;
+        let what = format!("{} MiB, resettable {resettable}", mem_size >> 20);
+        let mut vm = Vm::restore_in(ahead(mem_size), &image, config).unwrap();
+        assert_eq!(vm.first_difference_from_snapshot().unwrap(), None, "{what}");
+        assert_eq!(invoke(&mut vm, &["init_state"]).1, PRISTINE, "{what}");
+        if resettable {
+            vm.reset().unwrap();
+            assert_eq!(vm.first_difference_from_snapshot().unwrap(), None, "{what}");
+        }
+        // What the restore used is the image's now.
+        assert!(vm.into_shell().unwrap().holds_memory_for(&image), "{what}");
+    }
+    let source = std::fs::read(common::example("hello.wat")).unwrap();
+    let artifact = Compiler::new(None).unwrap().compile(&source).unwrap();
+    let mut vm = Vm::boot_in(
+        ahead(VmConfig::default().mem_size),
+        VmConfig::default(),
+        &artifact,
+    )
+    .unwrap();
+    assert_eq!(invoke(&mut vm, &["hello"]).1, "hello, world!\n");
+}
+
 #[test]
 fn a_vm_stopped_by_its_timeout_or_a_trap_resets_cleanly() {
     let (_tmp, dir) = api_snapshot("init_state.wat");

@@ -37,7 +37,7 @@ pub struct VmArgs {
 }
 
 /// Guest memory when `--memory` is not given.
-const DEFAULT_MEMORY: u64 = 128 << 20;
+pub(crate) const DEFAULT_MEMORY: u64 = 128 << 20;
 
 impl VmArgs {
     /// The guest memory size asked for.

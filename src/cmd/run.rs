@@ -31,7 +31,7 @@ use wisp_vmm::{
 };
 
 use super::run_handler::load_error;
-use super::{argv, env_entries, module_name, ms, VmArgs};
+use super::{argv, env_entries, module_name, ms, VmArgs, DEFAULT_MEMORY};
 use wisp::runtimes::local::LocalHandler;
 
 #[derive(Args)]
@@ -277,9 +277,13 @@ fn chain(e: &VmError) -> String {
 /// `early` started (its `origin` is when wisp started, for `--timings`).
 fn execute(args: &RunArgs, early: EarlyStart) -> Result<Ran> {
     let EarlyStart { origin, vcpu } = early;
-    // The thread confines itself (it has made its VM by now, or is making
-    // it) while this one works.
-    vcpu.confine(args.seccomp);
+    // The thread finishes its shell and confines itself (it has made its
+    // VM by now, or is making it) while this one works. A snapshot
+    // directory fixes its own memory size.
+    vcpu.order(Orders {
+        seccomp: args.seccomp,
+        memory: args.snapshot.is_none().then(|| args.vm.memory()),
+    });
     if let Some(root) = default_cache_dir() {
         wisp::guest_cpu::recall(&root);
     }
@@ -616,7 +620,8 @@ fn process_stdio(args: &RunArgs) -> Result<ProcessStdio> {
 
 /// How the vCPU thread got ready, for `--timings`.
 struct Prepared {
-    /// Making its empty VM.
+    /// Making its empty VM and registering its memory (not waiting for
+    /// its orders in between).
     shell: Duration,
     /// Confining itself.
     confine: Duration,
@@ -641,29 +646,41 @@ type Job = Box<dyn FnOnce(&Prepared) + Send>;
 /// The empty VM the vCPU thread makes first.
 type Made = Result<Shell, VmError>;
 
+/// What the vCPU thread is told once the arguments are parsed.
+struct Orders {
+    /// The seccomp mode to confine the thread in.
+    seccomp: Seccomp,
+    /// The guest memory size the run asks for, if it knows it before it
+    /// finds its snapshot: the thread has registered the default size with
+    /// KVM ahead ([`Shell::register_memory`]), and registers this one
+    /// instead if it differs.
+    memory: Option<u64>,
+}
+
 /// The thread that runs guest code (`wisp-vcpu`). It makes an empty VM
-/// (a shell: KVM's VM and vCPU, nothing of the guest's) for the main
-/// thread to restore into or to send back for a boot, confines itself
-/// with `wisp run`'s seccomp filter, then runs the jobs it is sent: no VM
-/// is ever booted or run on a thread that could open files or start
-/// processes.
+/// (a shell: KVM's VM and vCPU, and guest memory once it knows the size)
+/// for the main thread to restore into or to send back for a boot,
+/// confines itself with `wisp run`'s seccomp filter, then runs the jobs it
+/// is sent: no VM is ever booted or run on a thread that could open files
+/// or start processes.
 struct VcpuThread {
     jobs: mpsc::Sender<Job>,
     shell: mpsc::Receiver<Made>,
-    /// The seccomp mode to confine the thread in, once known.
-    mode: mpsc::SyncSender<Seccomp>,
+    /// Its [`Orders`], once known.
+    orders: mpsc::SyncSender<Orders>,
     /// Why the thread could not confine itself, if it could not.
     failure: Arc<Mutex<Option<String>>>,
 }
 
 impl VcpuThread {
     /// Starts the thread; `origin` is when wisp started, for `--timings`.
-    /// It makes its shell, then waits to be told how to confine itself
-    /// ([`VcpuThread::confine`]); it ends if it never is.
+    /// It makes its VM and registers the default memory size, then waits
+    /// for its orders ([`VcpuThread::order`]); it ends if it never gets
+    /// them.
     fn spawn(origin: Instant) -> std::io::Result<VcpuThread> {
         let (jobs, incoming) = mpsc::channel::<Job>();
         let (made, shell) = mpsc::sync_channel::<Made>(1);
-        let (mode_tx, mode_rx) = mpsc::sync_channel::<Seccomp>(1);
+        let (orders_tx, orders_rx) = mpsc::sync_channel::<Orders>(1);
         let failure = Arc::new(Mutex::new(None));
         let failed = Arc::clone(&failure);
         let placement = Placement::away_from_here();
@@ -681,14 +698,33 @@ impl VcpuThread {
                 // The shell first: the main thread needs it sooner than
                 // the thread needs its filter, which takes the kernel
                 // longer to install than KVM takes to make the VM.
+                // Memory too, of the size most runs use, before the
+                // orders that say so: they come as the VM is made.
                 let t = Instant::now();
-                let _ = made.send(Shell::without_cpuid());
-                let shell = t.elapsed();
-                let Ok(mode) = mode_rx.recv() else {
+                let vm = Shell::without_cpuid().map(|mut shell| {
+                    let _ = shell.register_memory(DEFAULT_MEMORY);
+                    shell
+                });
+                let made_vm = t.elapsed();
+                let Ok(orders) = orders_rx.recv() else {
                     return;
                 };
                 let t = Instant::now();
-                if let Err(e) = confine(mode) {
+                let vm = vm.map(|mut shell| {
+                    // Best effort: a size no VM can have fails again, and
+                    // is reported, where the VM's memory is made.
+                    match orders.memory {
+                        Some(size) if size != DEFAULT_MEMORY => {
+                            let _ = shell.register_memory(size);
+                        }
+                        _ => {}
+                    }
+                    shell
+                });
+                let _ = made.send(vm);
+                let shell = made_vm + t.elapsed();
+                let t = Instant::now();
+                if let Err(e) = confine(orders.seccomp) {
                     if let Ok(mut slot) = failed.lock() {
                         *slot = Some(format!("{e:#}"));
                     }
@@ -715,15 +751,15 @@ impl VcpuThread {
         Ok(VcpuThread {
             jobs,
             shell,
-            mode: mode_tx,
+            orders: orders_tx,
             failure,
         })
     }
 
-    /// Tells the thread how to confine itself, which it does once it has
-    /// made its shell and before it runs any job.
-    fn confine(&self, mode: Seccomp) {
-        let _ = self.mode.send(mode);
+    /// Gives the thread its orders: it finishes its shell by them, then
+    /// confines itself before it runs any job.
+    fn order(&self, orders: Orders) {
+        let _ = self.orders.send(orders);
     }
 
     /// The shell the thread made (waiting for it); the only one it makes.

@@ -13,7 +13,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use crate::arch;
 use crate::error::{Error, Result};
 use crate::kvm;
-use crate::memory::GuestRam;
+use crate::memory::{self, GuestRam};
 use crate::vm::{Image, Slots};
 
 /// A VM with one vCPU, and no guest memory in use: either none at all, or
@@ -35,20 +35,44 @@ pub struct Shell {
     pub(crate) kept: Option<KeptMemory>,
 }
 
-/// The guest RAM a used VM leaves in its shell: registering memory with KVM
-/// costs a restore more than mapping it (slots' bookkeeping and a grace
-/// period each), so a restore of the same snapshot maps the snapshot over
-/// this RAM instead and keeps its slots.
+/// Guest RAM registered with KVM and kept in a shell, none of its pages
+/// present: registering memory costs a restore more than mapping it
+/// (slots' bookkeeping and a grace period each), so a restore that may
+/// reuse it maps the snapshot over this RAM instead and keeps its slots.
 pub(crate) struct KeptMemory {
     /// Released: it holds no page and maps no file.
     pub(crate) mem: GuestRam,
     pub(crate) slots: Slots,
-    /// The snapshot image it was restored from, by [`Image::id`]. Only a
-    /// restore of that image reuses it, so KVM state a guest may have
-    /// left behind it (shadow copies of its page tables, which it cannot
-    /// write, are not dropped with the memory) carries nothing between
-    /// functions that a reset would not carry between invocations.
-    pub(crate) image: u64,
+    /// Which restores may reuse it.
+    pub(crate) owner: Owner,
+}
+
+/// Which restores may reuse a shell's kept memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Any image's: no guest has run in it ([`Shell::register_memory`]).
+    Nobody,
+    /// Only restores of the image it was restored from, by [`Image::id`],
+    /// so KVM state a guest may have left behind it (shadow copies of its
+    /// page tables, which it cannot write, are not dropped with the
+    /// memory) carries nothing between functions that a reset would not
+    /// carry between invocations.
+    Image(u64),
+    /// None: a booted VM's, which the next restore unregisters.
+    Booted,
+}
+
+impl KeptMemory {
+    /// Whether a VM laid out as `slots` may use this memory: restored
+    /// from image `image` (by [`Image::id`]), or booted (`None`).
+    fn reusable_for(&self, image: Option<u64>, slots: &Slots) -> bool {
+        let owned = match (self.owner, image) {
+            (Owner::Nobody, _) => true,
+            (Owner::Image(owner), Some(id)) => owner == id,
+            (Owner::Image(_), None) | (Owner::Booted, _) => false,
+        };
+        owned && self.slots == *slots
+    }
 }
 
 impl Shell {
@@ -104,10 +128,30 @@ impl Shell {
         })
     }
 
+    /// Registers `mem_size` bytes of guest RAM with KVM ahead (in place of
+    /// any kept), laid out as a restore without a dirty log (of a VM that
+    /// is never reset) or a boot lays it out: a restore of any snapshot of
+    /// that size then only maps the snapshot over it. For a process that
+    /// makes its shell while it still looks for the snapshot.
+    pub fn register_memory(&mut self, mem_size: u64) -> Result<()> {
+        self.forget_memory()?;
+        let mem = memory::reserve(mem_size)?;
+        let slots = Slots::single(mem_size, false);
+        slots.attach(self, &mem)?;
+        self.kept = Some(KeptMemory {
+            mem,
+            slots,
+            owner: Owner::Nobody,
+        });
+        Ok(())
+    }
+
     /// Whether this shell keeps registered guest RAM that a restore of
-    /// `image` reuses (the last VM in it was restored from `image`).
+    /// `image` reuses because the last VM in it was restored from `image`.
     pub fn holds_memory_for(&self, image: &Image) -> bool {
-        self.kept.as_ref().is_some_and(|k| k.image == image.id())
+        self.kept
+            .as_ref()
+            .is_some_and(|k| k.owner == Owner::Image(image.id()))
     }
 
     /// Whether this shell keeps registered guest RAM (of any image).
@@ -122,6 +166,23 @@ impl Shell {
             kept.slots.detach(self)?;
         }
         Ok(())
+    }
+
+    /// The kept memory, still registered as `slots`, if a VM laid out so
+    /// may use it: restored from image `image` (by [`Image::id`]) or booted
+    /// (`None`). Any other kept memory is unregistered.
+    pub(crate) fn reuse_memory(
+        &mut self,
+        image: Option<u64>,
+        slots: &Slots,
+    ) -> Result<Option<GuestRam>> {
+        match self.kept.take() {
+            Some(kept) if kept.reusable_for(image, slots) => Ok(Some(kept.mem)),
+            kept => {
+                self.kept = kept;
+                self.forget_memory().map(|()| None)
+            }
+        }
     }
 
     /// Gives the vCPU `cpuid`.

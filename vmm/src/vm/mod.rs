@@ -228,9 +228,19 @@ impl Vm {
 
     fn boot_from(mut shell: Shell, t0: Instant, config: VmConfig, artifact: &[u8]) -> Result<Vm> {
         shell.ensure_cpuid()?;
-        let mem = memory::create(config.mem_size)?;
         let slots = Slots::single(config.mem_size, false);
-        slots.attach(&shell, &mem)?;
+        let mem = match shell.reuse_memory(None, &slots)? {
+            // Registered ahead, never used: made fresh memory in place.
+            Some(mem) => {
+                memory::anonymous_over(&mem, &[(0, config.mem_size)])?;
+                mem
+            }
+            None => {
+                let mem = memory::create(config.mem_size)?;
+                slots.attach(&shell, &mem)?;
+                mem
+            }
+        };
         let t1 = Instant::now();
 
         arch::write_page_tables(&mem, config.mem_size)?;

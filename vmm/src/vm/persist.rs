@@ -24,7 +24,7 @@ use crate::error::{ConfigError, Error, ProtocolError, Result};
 use crate::io::BufferIo;
 use crate::kvm::{self, guest_cpu_features};
 use crate::memory::{self, GuestRam, Populate};
-use crate::shell::{KeptMemory, Shell};
+use crate::shell::{KeptMemory, Owner, Shell};
 
 const VM_SECTION: &str = "vm";
 const VCPU_SECTION: &str = "vcpu";
@@ -577,18 +577,15 @@ impl Vm {
             Slots::single(image.mem_size, false)
         };
         let t0 = Instant::now();
-        let reusable = config.prefault != Prefault::CopyToHugePages
-            && shell
-                .kept
-                .as_ref()
-                .is_some_and(|k| k.image == image.id && k.slots == slots);
-        if !reusable {
-            shell.forget_memory()?;
-        }
-        let (mem, attached) = match shell.kept.take() {
-            Some(kept) => {
-                image.map_memory_over(&kept.mem, config.prefault, ws)?;
-                (kept.mem, true)
+        let kept = match config.prefault {
+            // Fresh huge pages, never the kept ones.
+            Prefault::CopyToHugePages => shell.forget_memory().map(|()| None)?,
+            Prefault::None | Prefault::WorkingSet => shell.reuse_memory(Some(image.id), &slots)?,
+        };
+        let (mem, attached) = match kept {
+            Some(mem) => {
+                image.map_memory_over(&mem, config.prefault, ws)?;
+                (mem, true)
             }
             None => (image.map_memory(config.prefault, ws)?, false),
         };
@@ -771,9 +768,7 @@ impl Vm {
         shell.kept = Some(KeptMemory {
             mem,
             slots,
-            // A booted VM's memory is kept for no image: the next restore
-            // unregisters it.
-            image: image.map_or(0, |i| i.id),
+            owner: image.map_or(Owner::Booted, |i| Owner::Image(i.id)),
         });
         Ok(shell)
     }

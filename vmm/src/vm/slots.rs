@@ -76,7 +76,7 @@ pub(crate) struct Slots {
 
 impl Slots {
     /// One slot over `mem_size` bytes, dirty-logged if `logged`.
-    pub(super) fn single(mem_size: u64, logged: bool) -> Slots {
+    pub(crate) fn single(mem_size: u64, logged: bool) -> Slots {
         Slots {
             slots: vec![Slot {
                 id: 0,
@@ -131,7 +131,7 @@ impl Slots {
     }
 
     /// Registers `mem` with the shell's VM as these slots.
-    pub(super) fn attach(&self, shell: &Shell, mem: &GuestRam) -> Result<()> {
+    pub(crate) fn attach(&self, shell: &Shell, mem: &GuestRam) -> Result<()> {
         // Every GuestRam here has exactly one region, at guest address 0.
         let region = mem.iter().next().expect("guest RAM has one region");
         let (host, size) = (region.as_ptr() as u64, region.len());
