@@ -95,9 +95,10 @@ pub fn invocation_filter(mode: Seccomp) -> wisp_vmm::Result<Option<Filter>> {
 }
 
 /// `wisp run`'s vCPU thread's filter for `mode`, or `None` for
-/// [`Seccomp::Off`].
+/// [`Seccomp::Off`]: without the kernel's verdict cache, which costs the
+/// one-shot thread more to build than it saves ([`Filter::uncached`]).
 pub fn run_filter(mode: Seccomp) -> wisp_vmm::Result<Option<Filter>> {
-    filter(&run_syscalls(), mode)
+    Ok(filter(&run_syscalls(), mode)?.map(Filter::uncached))
 }
 
 #[cfg(test)]

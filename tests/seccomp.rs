@@ -11,6 +11,7 @@ use common::daemon::{block_on, code, deploy, invoke, Daemon};
 use wisp::api::FunctionConfig;
 use wisp::daemon::invokers::THREAD_NAME;
 use wisp::seccomp::{invocation_filter, Seccomp};
+use wisp_vmm::seccomp::Filter;
 
 /// `(thread name, seccomp mode)` of every thread of `pid` (none once it
 /// has exited; threads that end meanwhile are skipped).
@@ -154,7 +155,11 @@ enum Ended {
 /// after a fork of a multi-threaded process: raw system calls only (no
 /// allocation, no locks).
 fn in_filtered_child(mode: Seccomp, f: impl FnOnce() -> i32) -> Ended {
-    let filter = invocation_filter(mode).unwrap().expect("a filter");
+    in_child_under(&invocation_filter(mode).unwrap().expect("a filter"), f)
+}
+
+/// [`in_filtered_child`] with `filter`.
+fn in_child_under(filter: &Filter, f: impl FnOnce() -> i32) -> Ended {
     // SAFETY: the child only makes raw system calls before it exits.
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
@@ -167,7 +172,7 @@ fn in_filtered_child(mode: Seccomp, f: impl FnOnce() -> i32) -> Ended {
             // which the filter allows, so its status is f's result.
             unsafe {
                 libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                if wisp_vmm::seccomp::apply(&filter).is_err() {
+                if wisp_vmm::seccomp::apply(filter).is_err() {
                     libc::syscall(libc::SYS_exit, 100);
                 }
                 let code = f();
@@ -323,6 +328,46 @@ fn other_system_calls_fail_with_eperm() {
         let mut info: libc::sysinfo = std::mem::zeroed();
         libc::sysinfo(&mut info).into()
     });
+}
+
+/// Without the kernel's verdict cache (`wisp run`'s vCPU thread), the
+/// filter decides as with it: allowed calls go through, calls off the
+/// list fail with EPERM, reaching calls kill; twice, so the second call
+/// of each kind is not answered by a cache either.
+#[test]
+fn the_uncached_filter_decides_the_same() {
+    let uncached = || {
+        invocation_filter(Seccomp::Kill)
+            .unwrap()
+            .expect("a filter")
+            .uncached()
+    };
+    // None of these calls is harmful if it were let through.
+    // SAFETY: raw system calls on valid arguments, in a forked child.
+    let allowed = in_child_under(&uncached(), || unsafe {
+        let ok = |rc: libc::c_long| rc >= 0;
+        let tid = || libc::syscall(libc::SYS_gettid);
+        let now = || {
+            let mut ts: libc::timespec = std::mem::zeroed();
+            libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts)
+        };
+        i32::from(!(ok(tid()) && ok(tid()) && ok(now()) && ok(now())))
+    });
+    assert_eq!(allowed, Ended::Exited(0), "gettid and clock_gettime");
+    // SAFETY: raw system calls on valid arguments, in a forked child.
+    let denied = in_child_under(&uncached(), || unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        let first = libc::sysinfo(&mut info) == -1 && *libc::__errno_location() == libc::EPERM;
+        let again = libc::sysinfo(&mut info) == -1 && *libc::__errno_location() == libc::EPERM;
+        i32::from(!(first && again))
+    });
+    assert_eq!(denied, Ended::Exited(0), "sysinfo must fail with EPERM");
+    // SAFETY: raw system calls on valid arguments, in a forked child.
+    let reaching = in_child_under(&uncached(), || unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        0
+    });
+    assert_eq!(reaching, Ended::Signalled(libc::SIGSYS), "socket must kill");
 }
 
 /// Calls that would take the thread beyond its VMs kill the process.
