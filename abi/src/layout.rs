@@ -86,6 +86,11 @@ pub const TX_BUF_ADDR: u64 = RX_BUF_ADDR + CHANNEL_BUFS * CHANNEL_BUF_SIZE;
 
 /// Where the agent ELF is linked and loaded.
 pub const AGENT_BASE: u64 = 0x20_0000;
+/// The 2 MiB block at [`AGENT_BASE`] holds the agent's code and read-only
+/// data and nothing else (`agent/linker.ld` starts its writable data on
+/// the next block): nothing writes it after the load, so a restored VM
+/// has it mapped read-only and whole, `(start, length)`.
+pub const AGENT_CODE_BLOCK: (u64, u64) = (AGENT_BASE, LARGE_PAGE_SIZE);
 /// The agent's stack occupies the top of guest memory.
 pub const STACK_SIZE: u64 = 0x40_0000;
 

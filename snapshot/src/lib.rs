@@ -54,7 +54,7 @@ pub use manifest::{
     Compat, Manifest, MemoryEntry, SectionEntry, FORMAT_VERSION, MAGIC, MANIFEST_FILE, MEMORY_FILE,
     STATE_FILE,
 };
-pub use memory::{Extent, PAGE_SIZE};
+pub use memory::{cache_in_huge_folios, Extent, PAGE_SIZE};
 pub use snapshot::{FileStamp, MemoryCheck, Snapshot};
 
 #[cfg(test)]

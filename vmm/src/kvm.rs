@@ -21,10 +21,18 @@ pub fn kvm() -> Result<&'static Kvm> {
     // Asked now, with the handle: the invocation seccomp filter allows no
     // KVM_CHECK_EXTENSION later.
     SYNC_REGS.get_or_init(|| k.check_extension(kvm_ioctls::Cap::SyncRegs));
+    READONLY_MEM.get_or_init(|| k.check_extension(kvm_ioctls::Cap::ReadonlyMem));
     Ok(k)
 }
 
 static SYNC_REGS: OnceLock<bool> = OnceLock::new();
+static READONLY_MEM: OnceLock<bool> = OnceLock::new();
+
+/// Whether KVM takes memory slots the guest may only read
+/// (`KVM_CAP_READONLY_MEM`): its writes there exit to the VMM.
+pub(crate) fn has_readonly_mem() -> bool {
+    kvm().is_ok() && READONLY_MEM.get().copied().unwrap_or(false)
+}
 
 /// Opens `/dev/kvm` now (it stays open for the process's life), and this
 /// process's pagemap, so a daemon can drop the privileges needed to open

@@ -95,24 +95,47 @@ pub fn load(
 /// allocator's lock among them: the agent then spun forever at its first
 /// allocation).
 fn image_end(elf: &[u8]) -> Option<u64> {
+    load_segments(elf)?
+        .into_iter()
+        .map(|s| s.addr.checked_add(s.len))
+        .max()?
+}
+
+/// A loadable segment of an ELF64 image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    /// `p_paddr`.
+    addr: u64,
+    /// `p_memsz`.
+    len: u64,
+    /// `PF_W` is set.
+    writable: bool,
+}
+
+/// The loadable segments of an ELF64 image; `None` if it is cut short.
+fn load_segments(elf: &[u8]) -> Option<Vec<Segment>> {
+    const PT_LOAD: u32 = 1;
+    const PF_W: u32 = 2;
     let bytes = |at: usize, n: usize| elf.get(at..at.checked_add(n)?);
     let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let u64_at = |at| {
         bytes(at, 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     };
-    const PT_LOAD: u32 = 1;
     let phoff = usize::try_from(u64_at(0x20)?).ok()?;
     let (phentsize, phnum) = (usize::from(u16_at(0x36)?), usize::from(u16_at(0x38)?));
-    (0..phnum)
-        .filter_map(|i| {
-            let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
-            if u32_at(ph)? != PT_LOAD {
-                return None;
-            }
-            u64_at(ph + 0x18)?.checked_add(u64_at(ph + 0x28)?)
-        })
-        .max()
+    let mut segments = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? == PT_LOAD {
+            segments.push(Segment {
+                addr: u64_at(ph + 0x18)?,
+                len: u64_at(ph + 0x28)?,
+                writable: u32_at(ph + 4)? & PF_W != 0,
+            });
+        }
+    }
+    Some(segments)
 }
 
 #[cfg(test)]
@@ -149,6 +172,24 @@ mod tests {
         assert_eq!(image_end(&image), Some(0x2d_00f0));
         assert_eq!(image_end(&image[..70]), None, "cut short");
         assert!(image_end(AGENT_ELF).is_some_and(|end| end > AGENT_BASE));
+    }
+
+    /// The contract behind [`AGENT_CODE_BLOCK`], which restores map
+    /// read-only: the agent's code and read-only data lie in it, and
+    /// nothing the agent writes does.
+    #[test]
+    fn the_agents_code_block_holds_nothing_writable() {
+        let (start, len) = AGENT_CODE_BLOCK;
+        let segments = load_segments(AGENT_ELF).unwrap();
+        assert!(segments.iter().any(|s| !s.writable && s.addr == start));
+        for s in segments {
+            let end = s.addr + s.len;
+            if s.writable {
+                assert!(s.addr >= start + len, "writable {s:?} in the code block");
+            } else {
+                assert!(s.addr >= start && end <= start + len, "{s:?} outside it");
+            }
+        }
     }
 
     #[test]

@@ -90,7 +90,15 @@ pub fn reserve(size: u64) -> Result<GuestRam> {
 /// new one replaces the directory, it is never rewritten in place).
 /// Whatever `mem` held is replaced: its pages are freed and KVM's mappings
 /// of them dropped (the kernel tells every VM's MMU notifier).
-pub fn map_file_over(mem: &GuestRam, file: &File) -> Result<()> {
+/// In the byte ranges `whole`, a 2 MiB block the guest only reads is
+/// mapped by one entry where the page cache holds it as a huge folio, and
+/// KVM then maps it whole too (where its slot does not log writes; see
+/// the snapshot crate's `cache_in_huge_folios`). Elsewhere the file is
+/// mapped 4 KiB at a time: there slots log writes, which KVM maps 4 KiB at
+/// a time anyway, and a write to a block mapped whole would unmap all of
+/// it first (copy-on-write splits the mapping), and KVM's mappings of
+/// every page of it with it.
+pub fn map_file_over(mem: &GuestRam, file: &File, whole: &[(u64, u64)]) -> Result<()> {
     let (base, size) = host_range(mem);
     // SAFETY: the range is exactly this region's live mapping, which the
     // region unmaps when dropped; replacing its pages invalidates no Rust
@@ -111,6 +119,11 @@ pub fn map_file_over(mem: &GuestRam, file: &File) -> Result<()> {
         return Err(Error::MapSnapshot(
             Box::new(std::io::Error::last_os_error()),
         ));
+    }
+    // Advisory: without it, blocks are mapped as the kernel's defaults say.
+    let _ = madvise(mem, 0, size as u64, libc::MADV_NOHUGEPAGE);
+    for &(offset, len) in whole {
+        let _ = madvise(mem, offset, len, libc::MADV_HUGEPAGE);
     }
     Ok(())
 }

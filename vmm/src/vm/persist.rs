@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 use serde::{Deserialize, Serialize};
-use wisp_abi::layout::PAGE_SIZE;
+use wisp_abi::layout::{AGENT_CODE_BLOCK, LARGE_PAGE_SIZE, PAGE_SIZE};
 use wisp_snapshot::{Builder, Compat, Extent, MemoryCheck, Snapshot};
 
 use super::working_set::{self, WorkingSet};
@@ -305,18 +305,37 @@ impl Image {
         &self.blocks
     }
 
+    /// The byte ranges a resettable VM has registered read-only: the
+    /// agent's code block ([`AGENT_CODE_BLOCK`]), if it holds data, is not
+    /// among the `hot` ranges copied whole, and KVM takes read-only slots.
+    fn read_only_blocks(&self, hot: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        let (start, len) = AGENT_CODE_BLOCK;
+        let copied = hot.iter().any(|&(s, l)| s < start + len && start < s + l);
+        let usable = kvm::has_readonly_mem()
+            && start + len <= self.mem_size
+            && self.blocks.has_data(start / LARGE_PAGE_SIZE)
+            && !copied;
+        if usable {
+            vec![(start, len)]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Maps fresh guest memory holding the snapshot's contents: the file,
     /// copy-on-write, where it has data, and anonymous memory (huge pages,
     /// as a fresh VM has) over large runs of 2 MiB blocks where it has none,
     /// so that memory the snapshot never used costs a restored VM no more
     /// to touch than a fresh one. `ws` is the working set the restore
-    /// pre-faults ([`Prefault::WorkingSet`]), read once for all of it.
-    fn map_memory(&self, how: Prefault, ws: &WorkingSet) -> Result<GuestRam> {
+    /// pre-faults ([`Prefault::WorkingSet`]), read once for all of it;
+    /// `whole` are the ranges whose blocks the file's mapping may map whole
+    /// (see [`memory::map_file_over`]).
+    fn map_memory(&self, how: Prefault, ws: &WorkingSet, whole: &[(u64, u64)]) -> Result<GuestRam> {
         let mem = match how {
             Prefault::CopyToHugePages => memory::create(self.mem_size)?,
             Prefault::None | Prefault::WorkingSet => {
                 let mem = memory::reserve(self.mem_size)?;
-                self.map_memory_over(&mem, how, ws)?;
+                self.map_memory_over(&mem, how, ws, whole)?;
                 return Ok(mem);
             }
         };
@@ -327,8 +346,14 @@ impl Image {
     /// Maps the snapshot over `mem`, guest RAM of this image's size, fresh
     /// or kept by a shell (see [`Image::map_memory`]; not for huge-page
     /// copies).
-    fn map_memory_over(&self, mem: &GuestRam, how: Prefault, ws: &WorkingSet) -> Result<()> {
-        memory::map_file_over(mem, &self.memory)?;
+    fn map_memory_over(
+        &self,
+        mem: &GuestRam,
+        how: Prefault,
+        ws: &WorkingSet,
+        whole: &[(u64, u64)],
+    ) -> Result<()> {
+        memory::map_file_over(mem, &self.memory, whole)?;
         memory::anonymous_over(mem, &self.blocks.anonymous_ranges())?;
         self.prepare(mem, how, ws)
     }
@@ -445,6 +470,9 @@ impl Vm {
         // self`) while the slice lives.
         let mem = unsafe { memory::as_slice(&self.mem) };
         builder.memory_within(mem, &candidates)?;
+        // So that restores map the agent's code whole (see
+        // `read_only_blocks`).
+        wisp_snapshot::cache_in_huge_folios(&builder.memory_file()?, &[AGENT_CODE_BLOCK]);
         let working_set = match sample {
             None => WorkingSet::default(),
             Some(invocation) => {
@@ -571,10 +599,21 @@ impl Vm {
             Prefault::WorkingSet => ws.hot_ranges(),
             Prefault::None | Prefault::CopyToHugePages => Vec::new(),
         };
-        let slots = if config.resettable {
-            Slots::around(image.mem_size, &image.blocks.anonymous_ranges(), &hot)
+        // Where KVM does not log writes, it maps a block whole where the
+        // host does: all of a VM that is never reset, the code of one that
+        // is (read-only to the guest).
+        let (slots, whole) = if config.resettable {
+            let code = image.read_only_blocks(&hot);
+            let slots = Slots::around(
+                image.mem_size,
+                &image.blocks.anonymous_ranges(),
+                &hot,
+                &code,
+            );
+            (slots, code)
         } else {
-            Slots::single(image.mem_size, false)
+            let all = vec![(0, image.mem_size)];
+            (Slots::single(image.mem_size, false), all)
         };
         let t0 = Instant::now();
         let kept = match config.prefault {
@@ -584,10 +623,10 @@ impl Vm {
         };
         let (mem, attached) = match kept {
             Some(mem) => {
-                image.map_memory_over(&mem, config.prefault, ws)?;
+                image.map_memory_over(&mem, config.prefault, ws, &whole)?;
                 (mem, true)
             }
-            None => (image.map_memory(config.prefault, ws)?, false),
+            None => (image.map_memory(config.prefault, ws, &whole)?, false),
         };
         let t1 = Instant::now();
         if shell.cpuid.is_none() {

@@ -9,11 +9,17 @@
 //! 2 MiB mappings as a fresh VM does; a reset finds what it touched there
 //! from the host's page tables instead, and drops it. So do the blocks a
 //! restore copied whole into huge pages (the image's hot blocks, see
-//! [`super::working_set`]), which a reset copies back whole instead.
+//! [`super::working_set`]), which a reset copies back whole instead, and
+//! the agent's code block ([`wisp_abi::layout::AGENT_CODE_BLOCK`]), which
+//! the guest may only read (its writes there exit, and end the
+//! invocation): KVM maps it whole where the host does, and a reset has
+//! nothing to do there.
 
 use std::os::unix::io::AsRawFd;
 
-use kvm_bindings::{kvm_clear_dirty_log, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_bindings::{
+    kvm_clear_dirty_log, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use wisp_abi::layout::PAGE_SIZE;
@@ -51,6 +57,9 @@ enum Kind {
     Fresh,
     /// Snapshot data copied into huge pages: a reset copies it back whole.
     Copied,
+    /// Snapshot data the guest may only read (code): registered read-only,
+    /// so a reset has nothing to restore there.
+    ReadOnly,
 }
 
 impl Slot {
@@ -88,11 +97,16 @@ impl Slots {
     }
 
     /// Dirty-logged slots around unlogged ones over `holes` (fresh
-    /// memory) and `copied` (blocks copied whole): sorted, disjoint,
-    /// page-aligned byte ranges inside `mem_size`, disjoint from each
-    /// other. At most the [`MAX_UNLOGGED`] largest holes are used; every
-    /// copied range is.
-    pub(super) fn around(mem_size: u64, holes: &[(u64, u64)], copied: &[(u64, u64)]) -> Slots {
+    /// memory), `copied` (blocks copied whole) and `read_only` (snapshot
+    /// data the guest may only read): sorted, disjoint, page-aligned byte
+    /// ranges inside `mem_size`, disjoint from each other. At most the
+    /// [`MAX_UNLOGGED`] largest holes are used; every other range is.
+    pub(super) fn around(
+        mem_size: u64,
+        holes: &[(u64, u64)],
+        copied: &[(u64, u64)],
+        read_only: &[(u64, u64)],
+    ) -> Slots {
         let mut holes = holes.to_vec();
         if holes.len() > MAX_UNLOGGED {
             holes.sort_by_key(|&(start, len)| (std::cmp::Reverse(len), start));
@@ -105,6 +119,11 @@ impl Slots {
                 copied
                     .iter()
                     .map(|&(start, len)| (start, len, Kind::Copied)),
+            )
+            .chain(
+                read_only
+                    .iter()
+                    .map(|&(start, len)| (start, len, Kind::ReadOnly)),
             )
             .collect();
         unlogged.sort_unstable_by_key(|r| r.0);
@@ -139,10 +158,10 @@ impl Slots {
             assert!(slot.start + slot.len <= size, "slot {slot:?} past RAM");
             let region = kvm_userspace_memory_region {
                 slot: slot.id,
-                flags: if slot.logged() {
-                    KVM_MEM_LOG_DIRTY_PAGES
-                } else {
-                    0
+                flags: match slot.kind {
+                    Kind::Logged => KVM_MEM_LOG_DIRTY_PAGES,
+                    Kind::ReadOnly => KVM_MEM_READONLY,
+                    Kind::Fresh | Kind::Copied => 0,
                 },
                 guest_phys_addr: slot.start,
                 memory_size: slot.len,
@@ -290,13 +309,13 @@ mod tests {
 
     #[test]
     fn holes_get_unlogged_slots_between_logged_ones() {
-        let slots = Slots::around(128 << 20, &[(4 << 20, 100 << 20)], &[]);
+        let slots = Slots::around(128 << 20, &[(4 << 20, 100 << 20)], &[], &[]);
         assert_eq!(
             layout(&slots),
             vec![(0, 4, true), (4, 100, false), (104, 24, true)]
         );
         // Holes at either end leave no empty slot.
-        let slots = Slots::around(64 << 20, &[(0, 16 << 20), (48 << 20, 16 << 20)], &[]);
+        let slots = Slots::around(64 << 20, &[(0, 16 << 20), (48 << 20, 16 << 20)], &[], &[]);
         assert_eq!(
             layout(&slots),
             vec![(0, 16, false), (16, 32, true), (48, 16, false)]
@@ -310,11 +329,12 @@ mod tests {
     }
 
     #[test]
-    fn copied_blocks_get_unlogged_slots_that_resets_do_not_drop() {
+    fn copied_and_read_only_blocks_get_unlogged_slots_that_resets_do_not_drop() {
         let slots = Slots::around(
             64 << 20,
             &[(16 << 20, 16 << 20)],
             &[(2 << 20, 2 << 20), (40 << 20, 4 << 20)],
+            &[(6 << 20, 2 << 20)],
         );
         let kinds: Vec<(u64, u64, Kind)> = slots
             .slots
@@ -326,7 +346,9 @@ mod tests {
             vec![
                 (0, 2, Kind::Logged),
                 (2, 2, Kind::Copied),
-                (4, 12, Kind::Logged),
+                (4, 2, Kind::Logged),
+                (6, 2, Kind::ReadOnly),
+                (8, 8, Kind::Logged),
                 (16, 16, Kind::Fresh),
                 (32, 8, Kind::Logged),
                 (40, 4, Kind::Copied),
@@ -340,7 +362,7 @@ mod tests {
         let holes: Vec<(u64, u64)> = (0..40u64)
             .map(|i| ((i * 40) << 20, (16 + i) << 20))
             .collect();
-        let slots = Slots::around(1600 << 20, &holes, &[]);
+        let slots = Slots::around(1600 << 20, &holes, &[], &[]);
         let unlogged: Vec<u64> = slots
             .slots
             .iter()
