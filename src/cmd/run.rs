@@ -695,9 +695,8 @@ impl VcpuThread {
                     let _ = moved.recv();
                     set_affinity(0, all);
                 }
-                // The shell first: the main thread needs it sooner than
-                // the thread needs its filter, which takes the kernel
-                // longer to install than KVM takes to make the VM.
+                // The shell first: the main thread restores into it,
+                // while nothing needs the filter before the first job.
                 // Memory too, of the size most runs use, before the
                 // orders that say so: they come as the VM is made.
                 let t = Instant::now();

@@ -16,9 +16,10 @@ use crate::kvm;
 use crate::memory::{self, GuestRam};
 use crate::vm::{Image, Slots};
 
-/// A VM with one vCPU, and no guest memory in use: either none at all, or
-/// the released RAM of the VM that used it last, still registered with KVM
-/// (see [`Shell::holds_memory_for`]).
+/// A VM with one vCPU, and no guest memory in use: none at all, the
+/// released RAM of the VM that used it last, still registered with KVM
+/// (see [`Shell::holds_memory_for`]), or RAM registered ahead of any VM
+/// ([`Shell::register_memory`]).
 pub struct Shell {
     pub(crate) vcpu: VcpuFd,
     // Dropped after the vCPU.
