@@ -23,8 +23,34 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 struct Kept {
     boot_id: String,
-    host: CpuFeatures,
+    /// [`host_cpuid`] when the copy was kept.
+    host_cpuid: Vec<u32>,
     guest: CpuFeatures,
+}
+
+/// What tells this host's CPU from another's, read straight from `cpuid`
+/// (the vendor and highest leaf, the model and feature words of leaves 1
+/// and 7): three instructions, where `CpuFeatures::host` runs the standard
+/// library's whole feature detection (a dozen, each a VM exit of several
+/// microseconds on the hosts measured, on every `wisp run`). Leaf 1's EBX,
+/// which holds the APIC ID of the CPU that ran it, is left out.
+fn host_cpuid() -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{__cpuid, __cpuid_count};
+        let vendor = __cpuid(0);
+        let model = __cpuid(1);
+        let mut words = vec![
+            vendor.eax, vendor.ebx, vendor.ecx, vendor.edx, model.eax, model.ecx, model.edx,
+        ];
+        if vendor.eax >= 7 {
+            let extended = __cpuid_count(7, 0);
+            words.extend([extended.ebx, extended.ecx, extended.edx]);
+        }
+        words
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
 }
 
 /// Makes the guest's CPU features known to this process: from the copy in
@@ -35,12 +61,12 @@ pub fn recall(root: &Path) {
     let Ok(boot_id) = fs::read_to_string(BOOT_ID) else {
         return;
     };
-    let host = CpuFeatures::host();
+    let host = host_cpuid();
     let path = root.join(FILE);
     let kept = fs::read(&path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Kept>(&bytes).ok());
-    if let Some(kept) = kept.filter(|k| k.boot_id == boot_id && k.host == host) {
+    if let Some(kept) = kept.filter(|k| k.boot_id == boot_id && k.host_cpuid == host) {
         wisp_vmm::assume_guest_cpu_features(kept.guest);
         return;
     }
@@ -50,7 +76,7 @@ pub fn recall(root: &Path) {
     wisp_vmm::assume_guest_cpu_features(guest.clone());
     let kept = Kept {
         boot_id,
-        host,
+        host_cpuid: host,
         guest,
     };
     let _ = keep(root, &path, &kept);
@@ -76,12 +102,53 @@ mod tests {
         let root = dir.path().join("cache");
         let kept = Kept {
             boot_id: "b".into(),
-            host: CpuFeatures::host(),
+            host_cpuid: host_cpuid(),
             guest: CpuFeatures::host(),
         };
         keep(&root, &root.join(FILE), &kept).unwrap();
         let back: Kept = serde_json::from_slice(&fs::read(root.join(FILE)).unwrap()).unwrap();
         assert_eq!(back, kept);
         assert_eq!(fs::read_dir(&root).unwrap().count(), 1, "no temporary left");
+    }
+
+    /// The copy is found again whichever CPU the next run reads `cpuid` on.
+    #[test]
+    fn the_host_cpuid_is_the_same_on_every_cpu() {
+        // SAFETY: a zeroed cpu_set_t is an empty set, which
+        // sched_getaffinity fills in.
+        let allowed = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            set
+        };
+        let on = |cpu: usize| {
+            std::thread::spawn(move || {
+                // SAFETY: as above; CPU_SET writes inside the set.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    assert_eq!(
+                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                        0
+                    );
+                }
+                host_cpuid()
+            })
+            .join()
+            .unwrap()
+        };
+        // SAFETY: CPU_ISSET reads inside the set.
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+            .collect();
+        let first = on(cpus[0]);
+        #[cfg(target_arch = "x86_64")]
+        assert!(first.len() >= 7, "{first:?}");
+        for &cpu in &cpus[1..] {
+            assert_eq!(on(cpu), first, "CPU {cpu} against CPU {}", cpus[0]);
+        }
     }
 }

@@ -226,7 +226,8 @@ fn cpu_brand() -> Vec<u8> {
 /// size and modification time: what tells one wisp build from another.
 pub fn build_id() -> String {
     let exe = Path::new("/proc/self/exe");
-    if let Some(id) = fs::File::open(exe).ok().and_then(|f| elf_build_id(&f)) {
+    let id = loaded_build_id().or_else(|| fs::File::open(exe).ok().and_then(|f| elf_build_id(&f)));
+    if let Some(id) = id {
         return hex(&id);
     }
     match fs::metadata(exe) {
@@ -242,12 +243,50 @@ pub fn build_id() -> String {
     }
 }
 
+/// This executable's `NT_GNU_BUILD_ID` note, from its notes as loaded in
+/// memory: no file to open and read on every `wisp run`.
+fn loaded_build_id() -> Option<Vec<u8>> {
+    /// Looks in the first object, the executable ([`libc::dl_iterate_phdr`]
+    /// visits it first), then stops.
+    unsafe extern "C" fn in_executable(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        found: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `info` is the loader's description of a loaded object,
+        // valid during this call; `found` is the `Option` passed below.
+        // Its program headers are `dlpi_phnum` entries at `dlpi_phdr`, and
+        // a PT_NOTE segment lies, loaded, `p_memsz` bytes from `p_vaddr`
+        // plus the object's load address.
+        unsafe {
+            let info = &*info;
+            let found = &mut *found.cast::<Option<Vec<u8>>>();
+            let headers = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            for header in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+                let at = (info.dlpi_addr + header.p_vaddr) as *const u8;
+                let notes = std::slice::from_raw_parts(at, header.p_memsz as usize);
+                if let Some(id) = build_id_note(notes) {
+                    *found = Some(id);
+                    break;
+                }
+            }
+        }
+        1
+    }
+    let mut found: Option<Vec<u8>> = None;
+    // SAFETY: the callback only reads the loader's headers and writes
+    // `found`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(in_executable), (&raw mut found).cast());
+    }
+    found
+}
+
 /// The `NT_GNU_BUILD_ID` note of a 64-bit little-endian ELF file, read from
 /// its program headers (notes sit at the start of the file).
 fn elf_build_id(file: &fs::File) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     const PT_NOTE: u32 = 4;
-    const NT_GNU_BUILD_ID: u32 = 3;
     let mut head = vec![0u8; 8192];
     let n = file.read_at(&mut head, 0).ok()?;
     let head = &head[..n];
@@ -267,19 +306,28 @@ fn elf_build_id(file: &fs::File) -> Option<Vec<u8>> {
         }
         let offset = usize::try_from(u64_at(head, ph + 8)?).ok()?;
         let size = usize::try_from(u64_at(head, ph + 32)?).ok()?;
-        let notes = head.get(offset..offset.checked_add(size)?)?;
-        let mut pos = 0;
-        while pos + 12 <= notes.len() {
-            let namesz = u32_at(notes, pos)? as usize;
-            let descsz = u32_at(notes, pos + 4)? as usize;
-            let kind = u32_at(notes, pos + 8)?;
-            let desc = pos + 12 + namesz.next_multiple_of(4);
-            let name = notes.get(pos + 12..pos + 12 + namesz)?;
-            if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
-                return notes.get(desc..desc + descsz).map(<[u8]>::to_vec);
-            }
-            pos = desc + descsz.next_multiple_of(4);
+        if let Some(id) = build_id_note(head.get(offset..offset.checked_add(size)?)?) {
+            return Some(id);
         }
+    }
+    None
+}
+
+/// The GNU build ID among ELF `notes`, if they hold one.
+fn build_id_note(notes: &[u8]) -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let u32_at = |o: usize| Some(u32::from_le_bytes(notes.get(o..o + 4)?.try_into().ok()?));
+    let mut pos = 0;
+    while pos + 12 <= notes.len() {
+        let namesz = u32_at(pos)? as usize;
+        let descsz = u32_at(pos + 4)? as usize;
+        let kind = u32_at(pos + 8)?;
+        let desc = pos + 12 + namesz.next_multiple_of(4);
+        let name = notes.get(pos + 12..pos + 12 + namesz)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return notes.get(desc..desc + descsz).map(<[u8]>::to_vec);
+        }
+        pos = desc + descsz.next_multiple_of(4);
     }
     None
 }
@@ -517,6 +565,11 @@ mod tests {
         let exe = fs::File::open("/proc/self/exe").unwrap();
         let id = elf_build_id(&exe).expect("a build ID note");
         assert!(id.len() >= 8, "{id:?}");
+        assert_eq!(
+            loaded_build_id(),
+            Some(id.clone()),
+            "the loaded notes say the same"
+        );
         let garbage = tempfile::tempfile().unwrap();
         std::os::unix::fs::FileExt::write_all_at(&garbage, b"\x7fELF\x02\x01junk", 0).unwrap();
         assert_eq!(elf_build_id(&garbage), None);
