@@ -54,6 +54,11 @@ enum Command {
 fn main() -> ExitCode {
     // Before anything else: `wisp run`'s start-up is what CI pays per job.
     let early = cmd::run::EarlyStart::if_running();
+    if early.is_some() {
+        if let Some(args) = cmd::run::RunArgs::parse_alone() {
+            cmd::run::run(args, early);
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args, early),

@@ -505,6 +505,42 @@ fn a_second_run_restores_from_the_snapshot_cache() {
     );
 }
 
+/// The VM's shell is made by whichever of `wisp run`'s threads gets to it
+/// first; on one CPU the main thread often finds the vCPU thread not yet
+/// started and makes it itself. Either way the run is the same, and the
+/// `--timings` line says which thread made it, once.
+#[test]
+fn the_shell_is_made_by_one_thread_or_the_other() {
+    use std::os::unix::process::CommandExt;
+    let cache = tempfile::tempdir().unwrap();
+    let hello = example("hello.wat");
+    let (out, _) = run_reported(cache.path(), &[&hello]);
+    assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
+    for memory in ["128M", "64M"] {
+        for _ in 0..4 {
+            let mut cmd = wisp_with_cache(cache.path());
+            cmd.args(["run", "--timings", "--memory", memory, &hello]);
+            // SAFETY: sched_setaffinity on the child's own thread between
+            // fork and exec, with a set built before the fork.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut one);
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one);
+                    Ok(())
+                });
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(stdout(&out), "hello, world!\n", "{}", stderr(&out));
+            let err = stderr(&out);
+            let by_main = err.matches("(main thread)").count();
+            let by_vcpu = err.matches("vCPU thread: shell").count();
+            assert_eq!(by_main + by_vcpu, 1, "{err}");
+            assert!(err.contains("| vCPU thread: "), "{err}");
+        }
+    }
+}
+
 #[test]
 fn no_cache_boots_fresh_and_stores_nothing() {
     let cache = tempfile::tempdir().unwrap();

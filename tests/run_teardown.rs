@@ -1,6 +1,6 @@
 //! `wisp run` exits before the kernel tears its VM down: a process that
-//! shares its memory and holds the VM's descriptors does that, and dies
-//! with it. A test binary of its own: it makes the test process a
+//! shares its memory and descriptor table, so holds the VM, does that,
+//! and dies with it. A test binary of its own: it makes the test process a
 //! subreaper, so that process is inherited and waited for here, which
 //! would steal other tests' children.
 
@@ -79,7 +79,7 @@ fn the_vm_is_torn_down_by_a_process_that_dies_with_the_run() {
             .unwrap();
         let run_pid = child.id() as libc::pid_t;
         // Reading to end-of-file returns although the teardown process
-        // outlives the run: it closed its copies of the pipes first.
+        // outlives the run: the pipes were closed in the table it shares.
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
         assert_eq!(stdout(&out), "to stdout\n");

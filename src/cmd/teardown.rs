@@ -4,43 +4,59 @@
 //! (its memory slots, shadow page tables, debugfs entries and worker
 //! thread) and unmaps guest memory before the parent learns the exit
 //! status: ~1 ms on the hosts measured, more than a cached `wisp run`
-//! spends in its VM. [`exit`] hands that work to a short-lived process
-//! that shares this one's memory and holds its VM's file descriptors,
-//! and that the kernel kills as this one dies: the exit status reaches
-//! the caller first, and the teardown follows in the background.
+//! spends in its VM. That work goes to a short-lived process that shares
+//! this one's memory and descriptor table, so holds its VM, and that the
+//! kernel kills as this one dies: the exit status reaches the caller
+//! first, and the teardown follows in the background.
 //!
-//! This process closes stdin, stdout and stderr before it starts the
-//! teardown process, which so holds none of them: a caller reading this
+//! The process is started ahead ([`prepare`]), while this one waits for
+//! its guest to run (cloning it at the exit took ~0.1 ms more of every
+//! run), or at the exit ([`exit`]) if it was not. [`exit`] closes stdin,
+//! stdout and stderr in the shared table, so a caller reading this
 //! process's output sees end-of-file as it exits, whenever the teardown
-//! process gets a CPU. What else that process holds (the VM, files this
-//! process opened) goes when it dies. If it cannot be started, the
-//! process exits the ordinary way.
+//! process gets a CPU. What else the table holds (the VM, files this
+//! process opened) goes when that process dies. If it cannot be started,
+//! the process exits the ordinary way.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Stack of the teardown process: it makes a few system calls.
 const STACK_SIZE: usize = 64 << 10;
+
+/// Whether the teardown process was started.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the teardown process now, if it is not running yet: it then
+/// shares every descriptor this process opens or closes from here on.
+pub fn prepare() {
+    if !STARTED.swap(true, Ordering::AcqRel) && !spawn_teardown() {
+        STARTED.store(false, Ordering::Release);
+    }
+}
 
 /// Exits with `status`; with `holds_vm`, leaves the VM's teardown to a
 /// process that dies with this one (see the module docs).
 pub fn exit(status: i32, holds_vm: bool) -> ! {
     if holds_vm {
+        prepare();
+    }
+    if STARTED.load(Ordering::Acquire) {
         // Output is out (the caller flushed stdout; stderr is unbuffered).
         for fd in 0..=2 {
             // SAFETY: closing the standard descriptors, which nothing
-            // uses after this point.
+            // uses after this point; the teardown process shares them.
             unsafe {
                 libc::close(fd);
             }
         }
-        spawn_teardown();
     }
     std::process::exit(status)
 }
 
-/// Starts the teardown process; on failure the exit simply pays for the
-/// teardown itself.
-fn spawn_teardown() {
+/// Starts the teardown process; false if it could not be (the exit then
+/// simply pays for the teardown itself).
+fn spawn_teardown() -> bool {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // Leaked: the teardown process runs on it after this process is gone.
@@ -48,20 +64,20 @@ fn spawn_teardown() {
     // The stack grows down from its 16-byte-aligned top.
     let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
     // SAFETY: the child runs `teardown` on its own leaked stack, sharing
-    // this process's memory (CLONE_VM) but with its own copy of the
-    // descriptor table; `teardown` makes only raw system calls (it must
-    // not allocate or touch thread-local state, both shared with the
-    // exiting thread) and never returns. SIGCHLD makes it an ordinary
-    // child, reaped by whoever inherits it.
-    unsafe {
+    // this process's memory (CLONE_VM) and descriptor table (CLONE_FILES);
+    // `teardown` makes only raw system calls (it must not allocate or
+    // touch thread-local state, both shared with this process's threads)
+    // and never returns. SIGCHLD makes it an ordinary child, reaped by
+    // whoever inherits it.
+    let pid = unsafe {
         libc::clone(
             teardown,
             top as *mut c_void,
-            libc::CLONE_VM | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
             parent as usize as *mut c_void,
-        );
-    }
-    // A failed clone (-1) leaves the teardown to this process's exit.
+        )
+    };
+    pid > 0
 }
 
 /// The teardown process: drops to idle priority and waits to be killed
@@ -70,7 +86,12 @@ extern "C" fn teardown(parent: *mut c_void) -> libc::c_int {
     let parent = parent as usize as libc::pid_t;
     // SAFETY: system calls on plain values through `syscall`, which
     // allocates nothing; the only thread-local state it could touch is
-    // errno (the exiting thread's), should a call fail.
+    // errno (that of the thread that started this process, which may
+    // still run), should a call fail: with valid arguments none fails but
+    // `sched_setscheduler` where a policy forbids SCHED_IDLE, whose error
+    // would only overwrite a value that thread reads right after a failed
+    // call of its own; with every signal blocked, `pause` only ends with
+    // the process.
     unsafe {
         // No signal handler of the parent's runs here; SIGKILL can't be
         // blocked.

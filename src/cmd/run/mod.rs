@@ -2,16 +2,15 @@
 //! own snapshot cache once the module has run before, else booted (and its
 //! snapshot cached), or restored from a snapshot given with `--snapshot`.
 //!
-//! Guest code runs only on the `wisp-vcpu` thread ([`VcpuThread`]), which
-//! makes an empty VM and then confines itself with seccomp, while this
-//! thread finds the snapshot (and restores the VM from it: host work, no
-//! guest instruction) or compiles the module.
+//! Guest code runs only on the `wisp-vcpu` thread ([`vcpu_thread`]), which
+//! makes an empty VM (unless this thread needs it first) and confines
+//! itself with seccomp, while this thread finds the snapshot (and restores
+//! the VM from it: host work, no guest instruction) or compiles the module.
 //! When the run is over the process exits without tearing the VM down: the
 //! kernel frees guest memory and the KVM VM with the process anyway.
 
-use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,14 +23,18 @@ use wisp::run_cache::{Key, Lookup, RunCache, DEFAULT_MAX_BYTES};
 use wisp::run_report::{
     exit_status, Ending, RunReport, Start, EXIT_FAILURE, FORMAT, MAX_EXIT_CODE,
 };
-use wisp::seccomp::{run_filter, Seccomp};
+use wisp::seccomp::Seccomp;
 use wisp::stdio::ProcessStdio;
 use wisp_vmm::{
     Error as VmError, Image, Invocation, Outcome, Prefault, RestoreTimings, Shell, Vm, VmConfig,
 };
 
+mod vcpu_thread;
+
+use vcpu_thread::{Orders, Prepared, VcpuThread};
+
 use super::run_handler::load_error;
-use super::{argv, env_entries, module_name, ms, VmArgs, DEFAULT_MEMORY};
+use super::{argv, env_entries, module_name, ms, VmArgs};
 use wisp::runtimes::local::LocalHandler;
 
 #[derive(Args)]
@@ -138,6 +141,21 @@ impl EarlyStart {
     fn now() -> std::io::Result<EarlyStart> {
         let origin = Instant::now();
         VcpuThread::spawn(origin).map(|vcpu| EarlyStart { origin, vcpu })
+    }
+}
+
+impl RunArgs {
+    /// `wisp run`'s arguments parsed without the rest of the command line
+    /// interface, which clap would build first; `None` if they are not
+    /// valid (or ask for help), for the whole interface to parse and
+    /// report as usual.
+    pub fn parse_alone() -> Option<RunArgs> {
+        use clap::{Command, FromArgMatches};
+        let command = RunArgs::augment_args(Command::new("run"));
+        let matches = command
+            .try_get_matches_from(std::env::args_os().skip(1))
+            .ok()?;
+        RunArgs::from_arg_matches(&matches).ok()
     }
 }
 
@@ -276,7 +294,7 @@ fn chain(e: &VmError) -> String {
 /// Finds or builds the VM and runs the module in it, on the vCPU thread
 /// `early` started (its `origin` is when wisp started, for `--timings`).
 fn execute(args: &RunArgs, early: EarlyStart) -> Result<Ran> {
-    let EarlyStart { origin, vcpu } = early;
+    let EarlyStart { origin, mut vcpu } = early;
     // The thread finishes its shell and confines itself (it has made its
     // VM by now, or is making it) while this one works. A snapshot
     // directory fixes its own memory size.
@@ -380,11 +398,16 @@ fn run_cached(
                 ms(t_lookup.elapsed()),
                 ms(origin.elapsed())
             );
-            let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
+            let (shell, made) = vcpu.take_shell()?;
+            let (vm, restored) = restore(shell, &image, config)?;
             let pending = vcpu.submit(invoke_job(vm, Start::Cached, invocation, stdio, false));
             cache.touch(&key);
             let mut ran = pending.wait()?;
-            ran.timings = format!("cached | {lookup} | {restored} | {}", ran.timings);
+            ran.timings = format!(
+                "cached | {lookup} | {}{restored} | {}",
+                made_here(made),
+                ran.timings
+            );
             return Ok(ran);
         }
         Lookup::Miss => Start::Created,
@@ -421,7 +444,7 @@ fn run_booted(
 ) -> Result<Ran> {
     let capture = store.is_some();
     let boot_config = config.clone();
-    let shell = vcpu.take_shell()?;
+    let (shell, made) = vcpu.take_shell()?;
     let (vm, snapshot, boot) = vcpu
         .submit(move |_: &Prepared| {
             let mut vm = Vm::boot_in(shell, boot_config, &artifact)?;
@@ -431,7 +454,8 @@ fn run_booted(
         })
         .wait()??;
     let booted = format!(
-        "boot {} (memory {} + load {} + agent init {})",
+        "{}boot {} (memory {} + load {} + agent init {})",
+        made_here(made),
         ms(boot.create + boot.load + boot.init),
         ms(boot.create),
         ms(boot.load),
@@ -508,6 +532,13 @@ fn invoke_job(
     }
 }
 
+/// The `--timings` text of a shell the main thread made (see
+/// [`VcpuThread`]), if it made it.
+fn made_here(took: Option<Duration>) -> String {
+    took.map(|t| format!("shell {} (main thread) | ", ms(t)))
+        .unwrap_or_default()
+}
+
 /// Restores a VM from `image` into `shell`, with the `--timings` text of
 /// it. Host work only: no guest instruction runs before the VM is handed
 /// to the vCPU thread.
@@ -560,13 +591,15 @@ fn run_snapshot(args: &RunArgs, vcpu: &VcpuThread, dir: &Path, env: Vec<Vec<u8>>
     };
     let config = config(args, image.mem_size())?;
     let stdio = ProcessStdio::default();
-    let (vm, restored) = restore(vcpu.take_shell()?, &image, config)?;
+    let (shell, made) = vcpu.take_shell()?;
+    let (vm, restored) = restore(shell, &image, config)?;
     let mut ran = vcpu
         .submit(invoke_job(vm, Start::Snapshot, invocation, stdio, false))
         .wait()?;
     ran.timings = format!(
-        "snapshot | open+verify {} | {restored} | {}",
+        "snapshot | open+verify {} | {}{restored} | {}",
         ms(open),
+        made_here(made),
         ran.timings
     );
     Ok(ran)
@@ -616,246 +649,4 @@ fn process_stdio(args: &RunArgs) -> Result<ProcessStdio> {
         dirs: Some(FsThread::start(served)?),
         ..ProcessStdio::default()
     })
-}
-
-/// How the vCPU thread got ready, for `--timings`.
-struct Prepared {
-    /// Making its empty VM and registering its memory (not waiting for
-    /// its orders in between).
-    shell: Duration,
-    /// Confining itself.
-    confine: Duration,
-    /// When it was ready, since wisp started.
-    ready_at: Duration,
-}
-
-impl std::fmt::Display for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "vCPU thread: shell {} + confine {} (ready at {})",
-            ms(self.shell),
-            ms(self.confine),
-            ms(self.ready_at)
-        )
-    }
-}
-
-type Job = Box<dyn FnOnce(&Prepared) + Send>;
-
-/// The empty VM the vCPU thread makes first.
-type Made = Result<Shell, VmError>;
-
-/// What the vCPU thread is told once the arguments are parsed.
-struct Orders {
-    /// The seccomp mode to confine the thread in.
-    seccomp: Seccomp,
-    /// The guest memory size the run asks for, if it knows it before it
-    /// finds its snapshot: the thread has registered the default size with
-    /// KVM ahead ([`Shell::register_memory`]), and registers this one
-    /// instead if it differs.
-    memory: Option<u64>,
-}
-
-/// The thread that runs guest code (`wisp-vcpu`). It makes an empty VM
-/// (a shell: KVM's VM and vCPU, and guest memory once it knows the size)
-/// for the main thread to restore into or to send back for a boot,
-/// confines itself with `wisp run`'s seccomp filter, then runs the jobs it
-/// is sent: no VM is ever booted or run on a thread that could open files
-/// or start processes.
-struct VcpuThread {
-    jobs: mpsc::Sender<Job>,
-    shell: mpsc::Receiver<Made>,
-    /// Its [`Orders`], once known.
-    orders: mpsc::SyncSender<Orders>,
-    /// Why the thread could not confine itself, if it could not.
-    failure: Arc<Mutex<Option<String>>>,
-}
-
-impl VcpuThread {
-    /// Starts the thread; `origin` is when wisp started, for `--timings`.
-    /// It makes its VM and registers the default memory size, then waits
-    /// for its orders ([`VcpuThread::order`]); it ends if it never gets
-    /// them.
-    fn spawn(origin: Instant) -> std::io::Result<VcpuThread> {
-        let (jobs, incoming) = mpsc::channel::<Job>();
-        let (made, shell) = mpsc::sync_channel::<Made>(1);
-        let (orders_tx, orders_rx) = mpsc::sync_channel::<Orders>(1);
-        let failure = Arc::new(Mutex::new(None));
-        let failed = Arc::clone(&failure);
-        let placement = Placement::away_from_here();
-        let (placed, moved) = mpsc::sync_channel::<()>(1);
-        let all_cpus = placement.as_ref().map(|p| p.all);
-        let thread = std::thread::Builder::new()
-            .name("wisp-vcpu".into())
-            .spawn(move || {
-                if let Some(all) = &all_cpus {
-                    // Moved (or not, if that failed): free to go anywhere
-                    // again from here on.
-                    let _ = moved.recv();
-                    set_affinity(0, all);
-                }
-                // The shell first: the main thread restores into it,
-                // while nothing needs the filter before the first job.
-                // Memory too, of the size most runs use, before the
-                // orders that say so: they come as the VM is made.
-                let t = Instant::now();
-                let vm = Shell::without_cpuid().map(|mut shell| {
-                    let _ = shell.register_memory(DEFAULT_MEMORY);
-                    shell
-                });
-                let made_vm = t.elapsed();
-                let Ok(orders) = orders_rx.recv() else {
-                    return;
-                };
-                let t = Instant::now();
-                let vm = vm.map(|mut shell| {
-                    // Best effort: a size no VM can have fails again, and
-                    // is reported, where the VM's memory is made.
-                    match orders.memory {
-                        Some(size) if size != DEFAULT_MEMORY => {
-                            let _ = shell.register_memory(size);
-                        }
-                        _ => {}
-                    }
-                    shell
-                });
-                let _ = made.send(vm);
-                let shell = made_vm + t.elapsed();
-                let t = Instant::now();
-                if let Err(e) = confine(orders.seccomp) {
-                    if let Ok(mut slot) = failed.lock() {
-                        *slot = Some(format!("{e:#}"));
-                    }
-                    return;
-                }
-                let prepared = Prepared {
-                    shell,
-                    confine: t.elapsed(),
-                    ready_at: origin.elapsed(),
-                };
-                for job in incoming {
-                    job(&prepared);
-                }
-            })?;
-        if let Some(placement) = &placement {
-            let tid = thread.as_pthread_t();
-            // SAFETY: `tid` is the live thread just spawned (it waits on
-            // `moved` before it could end); the set is a valid cpu_set_t.
-            unsafe {
-                libc::pthread_setaffinity_np(tid, size_of::<libc::cpu_set_t>(), &placement.away);
-            }
-            let _ = placed.send(());
-        }
-        Ok(VcpuThread {
-            jobs,
-            shell,
-            orders: orders_tx,
-            failure,
-        })
-    }
-
-    /// Gives the thread its orders: it finishes its shell by them, then
-    /// confines itself before it runs any job.
-    fn order(&self, orders: Orders) {
-        let _ = self.orders.send(orders);
-    }
-
-    /// The shell the thread made (waiting for it); the only one it makes.
-    fn take_shell(&self) -> Result<Shell> {
-        match self.shell.recv() {
-            Ok(made) => Ok(made?),
-            Err(_) => bail!("the vCPU thread made no VM: its shell was taken, or it panicked"),
-        }
-    }
-
-    /// Sends `f` to the thread; [`Pending::wait`] returns what it returned.
-    fn submit<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Prepared) -> R + Send + 'static,
-    ) -> Pending<'_, R> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |prepared| {
-            let _ = tx.send(f(prepared));
-        });
-        let _ = self.jobs.send(job);
-        Pending { rx, thread: self }
-    }
-}
-
-/// Where the vCPU thread starts. The scheduler of the hosts measured often
-/// queues a new thread on its parent's CPU and leaves it there while the
-/// parent runs, though another CPU is idle: the thread then made its VM
-/// and confined itself only once the main thread waited for it, one after
-/// the other instead of side by side (~0.5 ms of a cached `wisp run`). So
-/// it starts on another CPU than this thread's, when the process may use
-/// one, and takes back the process's whole set as it starts.
-struct Placement {
-    /// The CPUs the process may use.
-    all: libc::cpu_set_t,
-    /// Those, but the one this thread is on.
-    away: libc::cpu_set_t,
-}
-
-impl Placement {
-    /// `None` when the process may use only the CPU this thread is on (or
-    /// the kernel does not say).
-    fn away_from_here() -> Option<Placement> {
-        // SAFETY: an all-zero cpu_set_t is a valid, empty set.
-        let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: the kernel writes at most `size_of` bytes into `all`.
-        let got = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut all) };
-        // SAFETY: no arguments.
-        let here = unsafe { libc::sched_getcpu() };
-        let here = usize::try_from(here).ok().filter(|_| got == 0)?;
-        let mut away = all;
-        // SAFETY: CPU_CLR and CPU_COUNT only touch the set they are given
-        // (CPU_CLR ignores CPUs beyond its size).
-        let others = unsafe {
-            libc::CPU_CLR(here, &mut away);
-            libc::CPU_COUNT(&away)
-        };
-        (others > 0).then_some(Placement { all, away })
-    }
-}
-
-/// Sets the CPUs thread `tid` (0: the calling one) may run on. Best effort:
-/// a failure only costs the placement.
-fn set_affinity(tid: libc::pid_t, cpus: &libc::cpu_set_t) {
-    // SAFETY: the kernel reads `size_of` bytes from `cpus`.
-    unsafe {
-        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), cpus);
-    }
-}
-
-/// A job sent to the vCPU thread.
-struct Pending<'a, R> {
-    rx: mpsc::Receiver<R>,
-    thread: &'a VcpuThread,
-}
-
-impl<R> Pending<'_, R> {
-    /// Waits for the job's result.
-    fn wait(self) -> Result<R> {
-        if let Ok(r) = self.rx.recv() {
-            return Ok(r);
-        }
-        let why = self.thread.failure.lock().ok().and_then(|mut f| f.take());
-        match why {
-            Some(why) => bail!("confining the vCPU thread: {why}"),
-            None => bail!("the vCPU thread panicked"),
-        }
-    }
-}
-
-/// Confines the calling thread with `wisp run`'s filter for `mode`, after
-/// doing what the filter forbids and VMs need (opening `/dev/kvm`): no
-/// guest code has run yet.
-fn confine(mode: Seccomp) -> Result<()> {
-    let filter = run_filter(mode)?;
-    wisp_vmm::seccomp::prepare_to_restore()?;
-    if let Some(filter) = &filter {
-        wisp_vmm::seccomp::apply(filter)?;
-    }
-    Ok(())
 }
